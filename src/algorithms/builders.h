@@ -1,0 +1,43 @@
+// Schedule builders: each turns one collective's arguments into this rank's schedule. Buffer 1
+// is the send buffer, buffer 2 the receive buffer (kScratchBuffer is 0). Segment and chunk
+// arithmetic lives in partition.h so every builder splits data the same way on every rank.
+#pragma once
+
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "algorithms/schedule.h"
+
+namespace bccl {
+
+constexpr uint16_t kSendBuffer = 1;
+constexpr uint16_t kRecvBuffer = 2;
+
+struct CollectiveShape {
+  int rank = 0;
+  int nranks = 1;
+  size_t count = 0;  // elements, as the API defines it for the collective
+  bcclDataType_t dtype = bcclFloat32;
+  bcclRedOp_t op = bcclSum;
+  int root = 0;
+  bool inPlace = false;       // as the API defines in-place for the collective
+  size_t chunkBytes = 1 << 19;  // pipelining granularity
+};
+
+constexpr uint32_t kNoStep = UINT32_MAX;
+// A schedule with the shape's rank, type and op, send and receive buffers, no steps yet.
+Schedule startSchedule(const CollectiveShape& shape, const char* algorithm);
+// {step}, or {} for kNoStep: a dependency that may not exist.
+std::vector<uint32_t> depsOf(uint32_t step);
+
+Schedule buildRingAllReduce(const CollectiveShape& shape);
+Schedule buildRingAllGather(const CollectiveShape& shape);
+Schedule buildRingReduceScatter(const CollectiveShape& shape);
+Schedule buildChainBroadcast(const CollectiveShape& shape);
+Schedule buildChainReduce(const CollectiveShape& shape);
+Schedule buildPairwiseAllToAll(const CollectiveShape& shape);
+Schedule buildDisseminationBarrier(const CollectiveShape& shape);
+
+}  // namespace bccl

@@ -1,0 +1,82 @@
+#include "api/launch.h"
+
+#include <algorithm>
+#include <memory>
+
+#include "algorithms/executor.h"
+
+namespace bccl {
+namespace {
+
+using PlanList = std::vector<std::unique_ptr<Plan>>;
+
+// Plans for one communicator's ops, in order; consecutive sends/receives share one plan so
+// that a group's exchanges progress together.
+Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, PlanList* out) {
+  Communicator* c = comm->impl.get();
+  size_t i = 0;
+  while (i < ops.size()) {
+    auto plan = std::make_unique<Plan>();
+    plan->ctx = c;
+    plan->buffers.push_back(nullptr);  // scratch, set at start
+    if (isPointToPoint(ops[i]->args.kind)) {
+      std::vector<OpArgs> batch;
+      for (; i < ops.size() && isPointToPoint(ops[i]->args.kind); ++i) {
+        batch.push_back(ops[i]->args);
+        const OpArgs& a = ops[i]->args;
+        plan->buffers.push_back(a.kind == CollKind::kSend ? const_cast<char*>(static_cast<const char*>(a.sendbuf))
+                                                          : static_cast<char*>(a.recvbuf));
+      }
+      StatusOr<Schedule> s = buildPointToPointSchedule(batch, c->rank(), c->nranks());
+      if (!s.isOk()) return s.status();
+      plan->schedule = std::move(s.value());
+    } else {
+      const OpArgs& a = ops[i++]->args;
+      StatusOr<Schedule> s = buildCollectiveSchedule(a, c->rank(), c->nranks());
+      if (!s.isOk()) return s.status();
+      plan->schedule = std::move(s.value());
+      plan->buffers.push_back(const_cast<char*>(static_cast<const char*>(a.sendbuf)));
+      plan->buffers.push_back(static_cast<char*>(a.recvbuf));
+    }
+    out->push_back(std::move(plan));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status launchOps(const std::vector<PendingOp>& ops) {
+  if (ops.empty()) return Status::ok();
+  std::vector<bcclComm*> comms;
+  for (const PendingOp& op : ops)
+    if (std::find(comms.begin(), comms.end(), op.comm) == comms.end()) comms.push_back(op.comm);
+  auto plans = std::make_shared<PlanList>();
+  for (bcclComm* comm : comms) {
+    std::vector<const PendingOp*> mine;
+    for (const PendingOp& op : ops)
+      if (op.comm == comm) mine.push_back(&op);
+    BCCL_RETURN_IF_ERROR(planFor(comm, mine, plans.get()));
+  }
+  // Turns are taken only once every schedule built: a turn taken must always be ended.
+  for (auto& p : *plans) p->ticket = static_cast<Communicator*>(p->ctx)->takeTicket();
+  for (bcclComm* comm : comms) comm->users.fetch_add(1);
+
+  auto run = [plans, comms]() {
+    std::vector<Plan*> raw;
+    for (auto& p : *plans) raw.push_back(p.get());
+    Status st = executePlans(raw);
+    for (bcclComm* comm : comms) comm->users.fetch_sub(1);
+    return st;
+  };
+  bcclStream* stream = nullptr;
+  for (const PendingOp& op : ops)
+    if (op.stream != nullptr) {
+      stream = op.stream;
+      break;
+    }
+  if (stream == nullptr) return run();
+  stream->impl.enqueue(run);
+  return Status::ok();
+}
+
+}  // namespace bccl

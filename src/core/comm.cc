@@ -1,0 +1,129 @@
+// Communicator lifetime and the services it gives the executor (errors, abort, liveness,
+// scratch, turns). Connection set-up lives in comm_setup.cc.
+#include "core/comm.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "core/logging.h"
+
+namespace bccl {
+
+Communicator::Communicator(int rank, int nranks, const CommConfig& config)
+    : rank_(rank), nranks_(nranks), config_(config) {}
+
+StatusOr<std::unique_ptr<Communicator>> Communicator::create(int nranks, const UniqueIdData& id,
+                                                             int rank, const CommConfig& config) {
+  std::unique_ptr<Communicator> comm(new Communicator(rank, nranks, config));
+  comm->wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (comm->wakeFd_ < 0) return errnoStatus("eventfd", errno);
+  Status st = comm->setUp(id);
+  if (!st.isOk()) return st;
+  return comm;
+}
+
+Communicator::~Communicator() {
+  connections_.clear();
+  closeFd(&listenFd_);
+  closeFd(&wakeFd_);
+  free(scratch_);
+}
+
+Connection* Communicator::connection(int peer) {
+  if (peer < 0 || peer >= nranks_) return nullptr;
+  return connections_[peer].get();
+}
+
+std::string Communicator::peerName(int peer) const {
+  if (peer < 0 || peer >= static_cast<int>(peers_.size())) return "rank " + std::to_string(peer);
+  const PeerInfo& p = peers_[peer];
+  return "rank " + std::to_string(peer) + " (host " + p.hostName + ", pid " +
+         std::to_string(p.pid) + ")";
+}
+
+Status Communicator::health() const {
+  if (aborted_.load()) return remoteError("communicator was aborted (bcclCommAbort)");
+  if (!failed_.load()) return Status::ok();
+  std::lock_guard<std::mutex> lock(errorMu_);
+  return firstError_;
+}
+
+void Communicator::recordError(const Status& status) {
+  if (status.isOk()) return;
+  std::lock_guard<std::mutex> lock(errorMu_);
+  if (firstError_.isOk()) {
+    firstError_ = status;
+    BCCL_WARN("communicator failed: %s", status.message().c_str());
+  }
+  failed_.store(true);
+}
+
+Status Communicator::asyncError() const {
+  std::lock_guard<std::mutex> lock(errorMu_);
+  return firstError_;
+}
+
+void Communicator::abort() {
+  aborted_.store(true);
+  uint64_t one = 1;
+  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+  (void)ignored;
+  if (doorbell_ != nullptr) ringDoorbell(doorbell_);
+}
+
+void Communicator::addWakeHandles(WaitSet* set) {
+  set->addFd(wakeFd_, POLLIN);
+  if (doorbell_ != nullptr) set->addDoorbell(doorbell_);
+}
+
+Status Communicator::checkPeerAlive(int peer) {
+  const PeerInfo& p = peers_[peer];
+  // Only a process on this machine can be looked up; remote deaths surface as closed sockets.
+  if (p.machineHash != peers_[rank_].machineHash || p.pid == peers_[rank_].pid) return Status::ok();
+  std::ifstream stat("/proc/" + std::to_string(p.pid) + "/stat");
+  std::string line;
+  bool gone = !std::getline(stat, line);
+  if (!gone) {
+    size_t close = line.rfind(')');
+    std::istringstream rest(close == std::string::npos ? "" : line.substr(close + 2));
+    std::string field, state;
+    uint64_t start = 0;
+    for (int i = 3; i <= 22 && rest >> field; ++i) {
+      if (i == 3) state = field;
+      if (i == 22) start = strtoull(field.c_str(), nullptr, 10);
+    }
+    gone = state == "Z" || state == "X" || start != p.procStartTime;
+  }
+  if (gone) return remoteError(peerName(peer) + " died: its process is gone");
+  return Status::ok();
+}
+
+char* Communicator::scratch(size_t bytes) {
+  if (bytes <= scratchBytes_) return scratch_;
+  free(scratch_);
+  scratch_ = nullptr;
+  scratchBytes_ = 0;
+  void* p = nullptr;
+  if (posix_memalign(&p, 64, bytes) != 0) return nullptr;
+  scratch_ = static_cast<char*>(p);
+  scratchBytes_ = bytes;
+  return scratch_;
+}
+
+void Communicator::setLastError(const std::string& message) {
+  std::lock_guard<std::mutex> lock(errorMu_);
+  lastError_ = message;
+}
+
+const char* Communicator::lastError() {
+  std::lock_guard<std::mutex> lock(errorMu_);
+  // The pointer stays valid until the next error on this communicator, as NCCL's does.
+  return lastError_.c_str();
+}
+
+}  // namespace bccl

@@ -1,0 +1,85 @@
+// The communicator: who the ranks are, one Connection per peer, the sticky error, the abort
+// flag, and the turn order of operations. It implements ExecContext for the executor and knows
+// nothing about particular algorithms.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "algorithms/exec_context.h"
+#include "core/comm_config.h"
+#include "core/rendezvous.h"
+#include "transport/shm/shm_segment.h"
+
+namespace bccl {
+
+class Communicator final : public ExecContext {
+ public:
+  static StatusOr<std::unique_ptr<Communicator>> create(int nranks, const UniqueIdData& id,
+                                                        int rank, const CommConfig& config);
+  ~Communicator() override;
+
+  int rank() const override { return rank_; }
+  int nranks() const { return nranks_; }
+  const PeerInfo& peer(int r) const { return peers_[r]; }
+  const CommConfig& config() const { return config_; }
+
+  // ExecContext
+  Connection* connection(int peer) override;
+  std::string peerName(int peer) const override;
+  int timeoutMs() const override { return config_.timeoutMs; }
+  Status health() const override;
+  void recordError(const Status& status) override;
+  void addWakeHandles(WaitSet* set) override;
+  Status checkPeerAlive(int peer) override;
+  char* scratch(size_t bytes) override;
+  bool isTurn(uint64_t ticket) const override { return serving_.load() == ticket; }
+  void endTurn(uint64_t ticket) override { serving_.store(ticket + 1); }
+
+  uint64_t takeTicket() { return nextTicket_.fetch_add(1); }
+  // Stops every wait on this communicator, from any thread, without touching peers.
+  void abort();
+  bool aborted() const { return aborted_.load(); }
+  Status asyncError() const;
+
+  // The last error of a call on this communicator, for bcclGetLastError(comm).
+  void setLastError(const std::string& message);
+  const char* lastError();
+
+ private:
+  Communicator(int rank, int nranks, const CommConfig& config);
+  Status setUp(const UniqueIdData& id);
+  Status connectTcpPeers(const std::vector<int>& tcpPeers);
+  Status connectShmPeers(const std::vector<int>& localPeers);
+
+  const int rank_;
+  const int nranks_;
+  const CommConfig config_;
+  uint64_t commId_ = 0;
+  uint8_t secret_[kSecretBytes] = {};
+  std::vector<PeerInfo> peers_;
+  std::vector<std::unique_ptr<Connection>> connections_;
+  int listenFd_ = -1;
+  int wakeFd_ = -1;  // eventfd: abort() makes it readable for waiters in poll()
+
+  // Shared memory: my segment (inbound rings + my doorbell) and my local peers' segments.
+  std::unique_ptr<ShmSegment> ownSegment_;
+  std::vector<std::unique_ptr<ShmSegment>> peerSegments_;
+  Doorbell* doorbell_ = nullptr;
+
+  std::atomic<bool> aborted_{false};
+  std::atomic<bool> failed_{false};
+  mutable std::mutex errorMu_;
+  Status firstError_;
+  std::string lastError_;
+
+  std::atomic<uint64_t> nextTicket_{0};
+  std::atomic<uint64_t> serving_{0};
+  char* scratch_ = nullptr;
+  size_t scratchBytes_ = 0;
+};
+
+}  // namespace bccl

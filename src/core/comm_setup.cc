@@ -1,0 +1,186 @@
+// Bringing a communicator up: rendezvous, then one connection per peer, shared memory to ranks
+// on the same host and TCP to the others. Every step has the communicator's deadline.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/comm.h"
+#include "core/logging.h"
+#include "core/params.h"
+#include "transport/shm/shm_connection.h"
+#include "transport/tcp/tcp_connection.h"
+
+namespace bccl {
+namespace {
+
+const IntParam kShmSlotBytes("BCCL_SHM_SLOT_BYTES", 64 * 1024, "Bytes per shared-memory ring slot");
+const IntParam kShmSlots("BCCL_SHM_SLOTS", 16, "Slots per shared-memory ring");
+const IntParam kShmCmaThreshold("BCCL_SHM_CMA_THRESHOLD", 64 * 1024,
+                                "Messages of at least this many bytes are read straight from the "
+                                "sender's memory (single copy); 0 disables");
+
+// A constant whose address each rank publishes, so peers can test whether they may read this
+// process's memory with process_vm_readv.
+const uint64_t kCmaProbe = 0xBCC1C0FFEE15600Dull;
+
+std::string segmentName(uint64_t commId, int rank) {
+  char name[64];
+  snprintf(name, sizeof(name), "/bccl-%016llx-%d", static_cast<unsigned long long>(commId), rank);
+  return name;
+}
+
+}  // namespace
+
+Status Communicator::setUp(const UniqueIdData& id) {
+  const Deadline deadline = Deadline::afterMs(config_.timeoutMs);
+  memcpy(secret_, id.secret, kSecretBytes);
+  commId_ = digest64(secret_, kSecretBytes);
+
+  SockAddr any;
+  any.storage.ss_family = static_cast<sa_family_t>(id.rendezvous.family());
+  any.len = id.rendezvous.len;
+  SockAddr bound;
+  StatusOr<int> fd = listenTcp(any, &bound);
+  if (!fd.isOk()) return fd.status().withContext("listener");
+  listenFd_ = fd.value();
+
+  PeerInfo mine;
+  mine.rank = rank_;
+  fillLocalIdentity(&mine);
+  StatusOr<SockAddr> source = routeSourceAddress(id.rendezvous);
+  if (!source.isOk()) return source.status();
+  mine.listenAddr = source.value();
+  mine.listenAddr.setPort(bound.port());
+  mine.cmaProbeAddr = reinterpret_cast<uint64_t>(&kCmaProbe);
+
+  if (config_.allowShm) {
+    // Reserve the name before joining: once the rendezvous completes, every peer's exists.
+    ownSegment_ = std::make_unique<ShmSegment>();
+    BCCL_RETURN_IF_ERROR(ownSegment_->create(segmentName(commId_, rank_)));
+  }
+  StatusOr<std::vector<PeerInfo>> all = rendezvousJoin(id, rank_, nranks_, mine, deadline, &aborted_);
+  if (!all.isOk()) return all.status();
+  peers_ = std::move(all.value());
+  connections_.resize(nranks_);
+
+  std::vector<int> local, remote;
+  for (int r = 0; r < nranks_; ++r) {
+    bool sameHost = peers_[r].hostHash == mine.hostHash;
+    if (config_.allowShm && sameHost) {
+      local.push_back(r);
+    } else if (r != rank_) {
+      if (!config_.allowTcp)
+        return invalidArgument("no allowed transport reaches " + peerName(r) +
+                               " (another host, and tcp is not allowed)");
+      remote.push_back(r);
+    }
+  }
+  if (local.size() > 1) {
+    BCCL_RETURN_IF_ERROR(connectShmPeers(local));
+  } else {
+    ownSegment_.reset();
+  }
+  BCCL_RETURN_IF_ERROR(connectTcpPeers(remote));
+  BCCL_INFO("communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, listening on %s",
+            rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(),
+            mine.listenAddr.toString().c_str());
+  return Status::ok();
+}
+
+Status Communicator::connectShmPeers(const std::vector<int>& local) {
+  const Deadline deadline = Deadline::afterMs(config_.timeoutMs);
+  const int64_t slotBytes = kShmSlotBytes.get(), slots = kShmSlots.get();
+  if (slotBytes < 64 || slotBytes % 64 != 0 || slots < 2)
+    return invalidArgument("BCCL_SHM_SLOT_BYTES must be a multiple of 64 and BCCL_SHM_SLOTS >= 2");
+  ShmGeometry geo{static_cast<size_t>(slotBytes), static_cast<size_t>(slots), local.size()};
+  auto indexOf = [&local](int r) {
+    return static_cast<size_t>(std::find(local.begin(), local.end(), r) - local.begin());
+  };
+  const size_t me = indexOf(rank_);
+  BCCL_RETURN_IF_ERROR(ownSegment_->allocate(geo.segmentBytes()));
+  char* mySeg = ownSegment_->data();
+  doorbell_ = ShmGeometry::doorbell(mySeg);
+  ShmGeometry::header(mySeg)->ready.store(kShmReadyMagic, std::memory_order_release);
+
+  const int64_t cmaThreshold = kShmCmaThreshold.get();
+  for (int q : local) {
+    if (q == rank_) continue;
+    auto seg = std::make_unique<ShmSegment>();
+    BCCL_RETURN_IF_ERROR(seg->open(segmentName(commId_, q), geo.segmentBytes(), deadline, &aborted_)
+                             .withContext("shared memory of " + peerName(q)));
+    char* peerSeg = seg->data();
+    while (ShmGeometry::header(peerSeg)->ready.load(std::memory_order_acquire) != kShmReadyMagic) {
+      if (deadline.expired()) return timeoutError(peerName(q) + " never finished its shared memory");
+      usleep(200);
+    }
+    const bool samePid = peers_[q].pid == peers_[rank_].pid;
+    bool readable = samePid || canReadProcess(peers_[q].pid,
+                                              reinterpret_cast<const void*>(peers_[q].cmaProbeAddr),
+                                              &kCmaProbe, sizeof(kCmaProbe));
+    if (!readable) BCCL_INFO("cannot read %s's memory directly: shm uses copies", peerName(q).c_str());
+    geo.ring(mySeg, indexOf(q))->receiverCanReadSender.store(readable && cmaThreshold > 0 ? 1 : 0);
+    ShmEndpoints ends{geo.ring(peerSeg, me), ShmGeometry::doorbell(peerSeg), geo.ring(mySeg, indexOf(q)),
+                      doorbell_, static_cast<pid_t>(peers_[q].pid), samePid};
+    size_t threshold = cmaThreshold > 0 ? static_cast<size_t>(cmaThreshold) : SIZE_MAX;
+    connections_[q] = std::make_unique<ShmConnection>(q, peerName(q), geo, ends, threshold);
+    ShmGeometry::header(peerSeg)->attached.fetch_add(1);
+    peerSegments_.push_back(std::move(seg));
+  }
+  // Once every local peer has mapped my segment its name can go: nothing leaks if we crash.
+  while (ShmGeometry::header(mySeg)->attached.load() < local.size() - 1) {
+    if (aborted_.load()) return remoteError("aborted during shared-memory set-up");
+    if (deadline.expired()) return timeoutError("local peers did not map this rank's shared memory in time");
+    usleep(200);
+  }
+  ownSegment_->unlink();
+  return Status::ok();
+}
+
+Status Communicator::connectTcpPeers(const std::vector<int>& remote) {
+  const Deadline deadline = Deadline::afterMs(config_.timeoutMs);
+  Hello hello;
+  hello.magic = kHelloMagic;
+  hello.kind = ConnKind::kData;
+  memcpy(hello.secret, secret_, kSecretBytes);
+  hello.commId = commId_;
+  hello.rank = rank_;
+  hello.nranks = nranks_;
+  // Connect to higher ranks, accept lower ones: connect() completes in the peer's backlog, so
+  // the order cannot deadlock.
+  size_t expected = 0;
+  for (int q : remote) {
+    if (q < rank_) {
+      ++expected;
+      continue;
+    }
+    StatusOr<int> fd = connectTcp(peers_[q].listenAddr, deadline, &aborted_);
+    if (!fd.isOk()) return fd.status().withContext("connecting to " + peerName(q));
+    Status st = sendAll(fd.value(), &hello, sizeof(hello), deadline, &aborted_);
+    if (!st.isOk()) {
+      close(fd.value());
+      return st.withContext("greeting " + peerName(q));
+    }
+    connections_[q] = std::make_unique<TcpConnection>(q, fd.value(), peerName(q));
+  }
+  while (expected > 0) {
+    StatusOr<int> fd = acceptTcp(listenFd_, deadline, &aborted_);
+    if (!fd.isOk()) return fd.status().withContext("waiting for lower-ranked peers to connect");
+    Hello h;
+    Status st = recvAll(fd.value(), &h, sizeof(h), Deadline::afterMs(std::min(5000, config_.timeoutMs)), &aborted_);
+    bool valid = st.isOk() && h.magic == kHelloMagic && h.kind == ConnKind::kData &&
+                 secretMatches(h, secret_) && h.commId == commId_ && h.rank >= 0 &&
+                 h.rank < rank_ && connections_[h.rank] == nullptr &&
+                 std::find(remote.begin(), remote.end(), h.rank) != remote.end();
+    if (!valid) {
+      BCCL_WARN("dropped a connection that is not a peer of this communicator");
+      close(fd.value());
+      continue;
+    }
+    connections_[h.rank] = std::make_unique<TcpConnection>(h.rank, fd.value(), peerName(h.rank));
+    --expected;
+  }
+  return Status::ok();
+}
+
+}  // namespace bccl

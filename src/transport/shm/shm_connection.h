@@ -1,0 +1,83 @@
+// Shared-memory transport between two ranks on one host. Small messages are copied through a
+// slot ring in the receiver's segment (the receiver reduces straight out of the slot, no
+// staging copy); messages of at least BCCL_SHM_CMA_THRESHOLD bytes travel as a descriptor and
+// the receiver reads the sender's buffer directly (process_vm_readv, or plain loads when both
+// ranks are threads of one process), so each byte crosses memory once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "transport/shm/shm_layout.h"
+#include "transport/transport.h"
+
+namespace bccl {
+
+struct ShmEndpoints {
+  ShmRingHeader* outRing;  // in the peer's segment: my messages to the peer
+  Doorbell* peerBell;
+  ShmRingHeader* inRing;  // in my segment: the peer's messages to me
+  Doorbell* myBell;
+  pid_t peerPid;
+  bool samePid;
+};
+
+class ShmConnection final : public Connection {
+ public:
+  ShmConnection(int peer, std::string peerName, const ShmGeometry& geometry,
+                const ShmEndpoints& ends, size_t cmaThreshold);
+
+  int peer() const override { return peer_; }
+  const char* kind() const override { return "shm"; }
+  Status postSend(const void* data, size_t bytes, uint64_t token) override;
+  Status postRecv(const RecvTarget& target, size_t bytes, uint64_t token) override;
+  Status progress(std::vector<uint64_t>* completed) override;
+  bool hasPending() const override {
+    return !sends_.empty() || !awaitingAck_.empty() || !recvs_.empty();
+  }
+  void addToWaitSet(WaitSet* set) const override;
+  void dropPending() override;
+
+ private:
+  struct SendOp {
+    const char* data;
+    size_t bytes;
+    size_t published;
+    uint64_t token;
+    bool descriptor;
+    uint64_t ackNeeded;
+  };
+  struct RecvOp {
+    RecvTarget target;
+    size_t bytes;
+    size_t delivered;
+    uint64_t token;
+  };
+
+  Status progressSends(std::vector<uint64_t>* completed, bool* rang);
+  Status progressRecvs(std::vector<uint64_t>* completed, bool* rang);
+  Status readDescriptor(const ShmSlotHeader& slot, RecvOp* op);
+
+  int peer_;
+  std::string peerName_;
+  ShmGeometry geo_;
+  ShmEndpoints ends_;
+  size_t cmaThreshold_;
+  std::deque<SendOp> sends_;
+  std::deque<SendOp> awaitingAck_;
+  std::deque<RecvOp> recvs_;
+  uint64_t descriptorsPublished_ = 0;
+  uint32_t sendSeq_ = 0;
+  uint32_t recvSeq_ = 0;
+  std::vector<char> bounce_;
+  bool broken_ = false;
+};
+
+// Whether this process may read `pid`'s memory with process_vm_readv (probed on a known
+// address), so senders know whether to offer descriptors.
+bool canReadProcess(pid_t pid, const void* remoteAddr, const void* expected, size_t bytes);
+
+}  // namespace bccl

@@ -1,0 +1,158 @@
+// A rank dies by SIGKILL while its peers are inside a collective. The header promises every
+// wait ends at the configured deadline and that bcclGetLastError says what went wrong; here the
+// survivors' pending allreduce must fail within the timeout with a remote/timeout/system error
+// whose message names the dead rank, and abort must then free the communicator without
+// blocking. Runs in the forking executable: the parent kills, children report timestamps on
+// the shared CLOCK_MONOTONIC so the parent can measure how long the survivors took.
+#include <bccl/bccl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/process_ranks.h"
+
+namespace bccltest {
+namespace {
+
+constexpr int kTimeoutMs = 5000;
+// Scheduling noise on a busy two-core machine and sanitizer overhead, on top of the timeout.
+constexpr int64_t kSlackMs = 2500;
+constexpr int kSelfKillIteration = 5;
+
+struct KillParam {
+  std::string transports;
+  int nranks;
+  int victim;
+  bool selfKill;  // the victim raises SIGKILL at an iteration instead of the parent killing it
+};
+
+// "rank K" not followed by another digit, in any letter case.
+bool NamesRank(const std::string& msg, int rank) {
+  std::string lower;
+  for (char c : msg) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string needle = "rank " + std::to_string(rank);
+  for (size_t at = lower.find(needle); at != std::string::npos;
+       at = lower.find(needle, at + 1)) {
+    const size_t end = at + needle.size();
+    if (end == lower.size() || !std::isdigit(static_cast<unsigned char>(lower[end]))) return true;
+  }
+  return false;
+}
+
+int LoopUntilError(ChildEnv& env, const KillParam& p) {
+  bcclComm_t comm = nullptr;
+  if (!env.Ok(env.InitComm(&comm, p.transports, kTimeoutMs), "bcclCommInitRankConfig")) return 1;
+  std::vector<float> buf(4096, 1.0f);
+  const int64_t giveUp = ProcessRanks::NowNs() + 60000000000LL;
+  for (int it = 0;; ++it) {
+    if (p.selfKill && env.rank == p.victim && it == kSelfKillIteration) {
+      env.Report("dying " + std::to_string(ProcessRanks::NowNs()));
+      raise(SIGKILL);
+    }
+    const int64_t t0 = ProcessRanks::NowNs();
+    const bcclResult_t res =
+        bcclAllReduce(buf.data(), buf.data(), buf.size(), bcclFloat32, bcclMax, comm, nullptr);
+    const int64_t t1 = ProcessRanks::NowNs();
+    if (it == 0) env.Report("loop");
+    if (res == bcclSuccess) {
+      if (t1 > giveUp) {
+        env.Fail("allreduce still succeeding 60 s after the loop began; nobody died?");
+        bcclCommAbort(comm);
+        return 1;
+      }
+      continue;
+    }
+    const char* msg = bcclGetLastError(comm);
+    const std::string text = msg ? msg : "(NULL)";
+    std::ostringstream line;
+    line << "error " << t1 << " " << static_cast<int>(res) << " iteration " << it << " call "
+         << (t1 - t0) / 1000000 << " ms: " << text;
+    env.Report(line.str());
+    if (res != bcclRemoteError && res != bcclTimeout && res != bcclSystemError) {
+      env.Fail("unexpected result " + std::to_string(res) + " (" + bcclGetErrorString(res) +
+               ")");
+    }
+    if (!NamesRank(text, p.victim)) {
+      env.Fail("bcclGetLastError(comm) does not name rank " + std::to_string(p.victim) + ": '" +
+               text + "'");
+    }
+    bcclResult_t async = bcclSuccess;
+    if (bcclCommGetAsyncError(comm, &async) != bcclSuccess || async == bcclSuccess) {
+      env.Fail("bcclCommGetAsyncError does not report the failure (got " +
+               std::to_string(async) + ")");
+    }
+    const int64_t a0 = ProcessRanks::NowNs();
+    const bcclResult_t ab = bcclCommAbort(comm);
+    const int64_t abortMs = (ProcessRanks::NowNs() - a0) / 1000000;
+    if (abortMs > 2000) env.Fail("bcclCommAbort blocked for " + std::to_string(abortMs) + " ms");
+    if (ab != bcclSuccess) env.Report("note: bcclCommAbort returned " + std::to_string(ab));
+    return env.failed() ? 1 : 0;
+  }
+}
+
+class RankDeath : public ::testing::TestWithParam<KillParam> {};
+
+TEST_P(RankDeath, SurvivorsFailInTime) {
+  const KillParam p = GetParam();
+  ProcessRanks ranks(p.nranks, 60000);
+  int looping = 0;
+  auto onLine = [&](ProcessRanks& pr, int rank, const std::string& line) {
+    (void)rank;
+    if (p.selfKill || line != "loop") return;
+    if (++looping == p.nranks) pr.Kill(p.victim, SIGKILL);
+  };
+  ASSERT_TRUE(ranks.Run([&](ChildEnv& env) { return LoopUntilError(env, p); }, onLine))
+      << ranks.error();
+  ASSERT_FALSE(ranks.timedOut()) << "survivors hung" << ranks.Summary();
+
+  int64_t deathNs = ranks.killTimeNs(p.victim);
+  if (p.selfKill) {
+    const auto dying = ranks.LinesWith(p.victim, "dying ");
+    ASSERT_EQ(dying.size(), 1u) << "victim did not reach iteration " << kSelfKillIteration
+                                << ranks.Summary();
+    deathNs = std::strtoll(dying[0].c_str(), nullptr, 10);
+  }
+  ASSERT_GT(deathNs, 0) << "the victim was never killed" << ranks.Summary();
+  const ChildResult& victim = ranks.results()[static_cast<size_t>(p.victim)];
+  EXPECT_EQ(victim.termSignal, SIGKILL) << ranks.Summary();
+
+  for (int r = 0; r < p.nranks; ++r) {
+    if (r == p.victim) continue;
+    SCOPED_TRACE("survivor rank " + std::to_string(r));
+    const ChildResult& c = ranks.results()[static_cast<size_t>(r)];
+    EXPECT_TRUE(c.exited && c.exitCode == 0) << ranks.Summary();
+    const auto errors = ranks.LinesWith(r, "error ");
+    ASSERT_EQ(errors.size(), 1u) << "no failing collective reported" << ranks.Summary();
+    const int64_t failedNs = std::strtoll(errors[0].c_str(), nullptr, 10);
+    const int64_t latencyMs = (failedNs - deathNs) / 1000000;
+    EXPECT_LE(latencyMs, kTimeoutMs + kSlackMs)
+        << "survivor returned " << latencyMs << " ms after the death; timeout is " << kTimeoutMs
+        << " ms" << ranks.Summary();
+  }
+}
+
+std::vector<KillParam> KillParams() {
+  std::vector<KillParam> out;
+  for (const char* t : {"shm", "tcp"}) {
+    out.push_back({t, 3, 1, false});  // the parent kills a middle rank
+    out.push_back({t, 3, 2, true});   // the last rank kills itself at a known iteration
+    out.push_back({t, 4, 0, false});  // the rank that served the rendezvous dies
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Kill, RankDeath, ::testing::ValuesIn(KillParams()),
+                         [](const ::testing::TestParamInfo<KillParam>& info) {
+                           return info.param.transports + "_n" +
+                                  std::to_string(info.param.nranks) + "_victim" +
+                                  std::to_string(info.param.victim) +
+                                  (info.param.selfKill ? "_self" : "_parent");
+                         });
+
+}  // namespace
+}  // namespace bccltest
