@@ -130,7 +130,7 @@ class CollectivesMatrix : public ::testing::TestWithParam<MatrixParam> {
     ThreadRanks* ranks = RanksCache::Get(GetParam().transport, GetParam().nranks);
     if (ranks == nullptr) return false;
     ::testing::AssertionResult res = ranks->Run(label, fn);
-    EXPECT_TRUE(res);
+    if (!res) ADD_FAILURE() << res.message();
     if (!res && ++failedCases_ >= 6) {
       ADD_FAILURE() << "stopping " << CollName(GetParam().coll) << " after 6 failing cases";
       return false;
@@ -473,7 +473,8 @@ TEST_P(FloatTolerance, RandomValues) {
   EXPECT_TRUE(ranks.Shutdown());
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, FloatTolerance, ::testing::Values("shm", "tcp"));
+INSTANTIATE_TEST_SUITE_P(Transports, FloatTolerance, ::testing::Values("shm", "tcp"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace
 }  // namespace bccltest

@@ -256,7 +256,8 @@ TEST_P(StreamsAndGroups, ManySmallOps) {
   }));
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, StreamsAndGroups, ::testing::Values("shm", "tcp"));
+INSTANTIATE_TEST_SUITE_P(Transports, StreamsAndGroups, ::testing::Values("shm", "tcp"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace
 }  // namespace bccltest
