@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine (what CI runs): install what is missing, then build and
+# run the suite three times: a warnings-as-errors release build, AddressSanitizer +
+# UndefinedBehaviorSanitizer, and ThreadSanitizer over the threaded tests.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/install-deps.sh"
+start=$(date +%s)
+status=0
+
+run_suite() {  # name, build dir, ctest args...
+  local name="$1" dir="$2"
+  shift 2
+  echo "=== $name: ctest $* ($(( $(date +%s) - start )) s elapsed)"
+  if ! ctest --test-dir "$root/$dir" --output-on-failure -j 2 "$@"; then
+    echo "=== $name: FAILED"
+    status=1
+  fi
+}
+
+"$root/scripts/build.sh" build
+run_suite release build
+
+"$root/scripts/build.sh" build-asan -DBCCL_SANITIZE=address,undefined -DBCCL_BUILD_BENCH=OFF
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_suite asan+ubsan build-asan -LE slow
+
+"$root/scripts/build.sh" build-tsan -DBCCL_SANITIZE=thread -DBCCL_BUILD_BENCH=OFF -DBCCL_BUILD_EXAMPLES=OFF
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_suite tsan build-tsan -L "threads|unit" -LE slow
+
+echo "=== all suites done in $(( $(date +%s) - start )) s: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
+exit $status
