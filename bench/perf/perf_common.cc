@@ -283,8 +283,16 @@ int g_rank = -1;
 // Any failed bccl call ends the run: the numbers after a failure would mean nothing. Aborting
 // the communicator lets the other ranks fail fast instead of waiting for a timeout.
 [[noreturn]] void Fail(const char* what, bcclResult_t r, const char* file, int line) {
-  const std::string detail = bcclGetLastError(g_comm);
-  std::fprintf(stderr, "rank %d: %s failed at %s:%d: %s (%d): %s\n", g_rank, what, file, line,
+  // The communicator's message names the failing peer; the thread's covers calls that take no
+  // communicator (stream synchronize) and failures before the communicator exists.
+  const std::string comm_msg = g_comm ? bcclGetLastError(g_comm) : "";
+  const std::string thread_msg = bcclGetLastError(nullptr);
+  std::string detail = comm_msg.empty() ? thread_msg : comm_msg;
+  if (!comm_msg.empty() && !thread_msg.empty() && comm_msg != thread_msg) {
+    detail += " / " + thread_msg;
+  }
+  const std::string who = g_rank >= 0 ? std::to_string(g_rank) : "?";
+  std::fprintf(stderr, "rank %s: %s failed at %s:%d: %s (%d): %s\n", who.c_str(), what, file, line,
                bcclGetErrorString(r), static_cast<int>(r), detail.c_str());
   std::fflush(stderr);
   if (g_comm) bcclCommAbort(g_comm);
@@ -825,16 +833,32 @@ std::string Center(const char* text, int width) {
   return std::string(left, ' ') + text + std::string(std::max(0, width - len - left), ' ');
 }
 
+// Prints one header line without the trailing blanks that padding leaves.
+void PrintLine(std::string line) {
+  line.erase(line.find_last_not_of(' ') + 1);
+  std::printf("%s\n", line.c_str());
+}
+
+std::string Fmt(const char* fmt, const char* a, const char* b, const char* c, const char* d,
+                const char* e = nullptr) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, fmt, a, b, c, d, e);
+  return buf;
+}
+
 void PrintTableHeader() {
   // Widths follow the row format: 52 columns of row description, then two 33-column cells.
-  std::printf("#\n#%51s%s%s\n", "", Center("out-of-place", 33).c_str(),
-              Center("in-place", 33).c_str());
-  std::printf("#%11s  %12s  %8s  %6s  %6s", "size", "count", "type", "redop", "root");
-  for (int c = 0; c < 2; ++c)
-    std::printf("  %7s  %6s  %6s  %6s", "time", "algbw", "busbw", "#wrong");
-  std::printf("\n#%11s  %12s  %8s  %6s  %6s", "(B)", "(elements)", "", "", "");
-  for (int c = 0; c < 2; ++c) std::printf("  %7s  %6s  %6s  %6s", "(us)", "(GB/s)", "(GB/s)", "");
-  std::printf("\n");
+  const char* kCell = "  %7s  %6s  %6s  %6s";
+  PrintLine("#");
+  PrintLine("#" + std::string(51, ' ') + Center("out-of-place", 33) + Center("in-place", 33));
+  std::string names = Fmt("#%11s  %12s  %8s  %6s  %6s", "size", "count", "type", "redop", "root");
+  std::string units = Fmt("#%11s  %12s  %8s  %6s  %6s", "(B)", "(elements)", "", "", "");
+  for (int c = 0; c < 2; ++c) {
+    names += Fmt(kCell, "time", "algbw", "busbw", "#wrong");
+    units += Fmt(kCell, "(us)", "(GB/s)", "(GB/s)", "");
+  }
+  PrintLine(names);
+  PrintLine(units);
 }
 
 struct RankInfo {

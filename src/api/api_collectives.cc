@@ -1,5 +1,6 @@
 // The collective and point-to-point entry points: validate arguments, then launch now or, inside
 // bcclGroupStart/End, remember the operation until the outermost group ends.
+#include <cstring>
 #include <vector>
 
 #include "api/api_support.h"
@@ -18,15 +19,13 @@ Status checkComm(bcclComm_t comm) {
   return comm->impl->health();
 }
 
-Status checkType(bcclDataType_t dtype) {
-  if (!isValidDtype(static_cast<int>(dtype)))
-    return invalidArgument("datatype " + std::to_string(static_cast<int>(dtype)) + " is out of range");
+Status checkType(int dtype) {
+  if (!isValidDtype(dtype)) return invalidArgument("datatype " + std::to_string(dtype) + " is out of range");
   return Status::ok();
 }
 
-Status checkOp(bcclRedOp_t op) {
-  if (!isValidRedOp(static_cast<int>(op)))
-    return invalidArgument("reduction op " + std::to_string(static_cast<int>(op)) + " is out of range");
+Status checkOp(int op) {
+  if (!isValidRedOp(op)) return invalidArgument("reduction op " + std::to_string(op) + " is out of range");
   return Status::ok();
 }
 
@@ -51,26 +50,38 @@ Status submit(bcclComm_t comm, const OpArgs& args, bcclStream_t stream) {
   return launchOps({op});
 }
 
-// Validates everything common to the collectives and submits.
-Status collective(bcclComm_t comm, OpArgs a, bcclStream_t stream, bool reduces, size_t sendCount,
-                  size_t recvCount) {
+// Validates everything common to the collectives and submits. `make` builds the arguments once
+// the datatype and op are known to be valid.
+template <typename Make>
+Status collective(bcclComm_t comm, int dtype, int op, Make make, bcclStream_t stream, bool reduces,
+                  size_t sendCount, size_t recvCount) {
   BCCL_RETURN_IF_ERROR(checkComm(comm));
-  BCCL_RETURN_IF_ERROR(checkType(a.dtype));
-  if (reduces) BCCL_RETURN_IF_ERROR(checkOp(a.op));
+  BCCL_RETURN_IF_ERROR(checkType(dtype));
+  if (reduces) BCCL_RETURN_IF_ERROR(checkOp(op));
+  OpArgs a = make();
   BCCL_RETURN_IF_ERROR(checkBuffer(a.sendbuf, sendCount, "sendbuff"));
   BCCL_RETURN_IF_ERROR(checkBuffer(a.recvbuf, recvCount, "recvbuff"));
   return submit(comm, a, stream);
 }
 
-OpArgs makeArgs(CollKind kind, const void* send, void* recv, size_t count, bcclDataType_t dtype,
-                bcclRedOp_t op = bcclSum, int root = 0) {
+// An enum parameter may hold any int a C caller passed; reading it as the enum type would be
+// undefined behaviour in C++, so its bytes are read as an int and checked before use.
+template <typename Enum>
+int rawEnum(const Enum& e) {
+  int v;
+  memcpy(&v, &e, sizeof(v));
+  return v;
+}
+
+OpArgs makeArgs(CollKind kind, const void* send, void* recv, size_t count, int dtype, int op = 0,
+                int root = 0) {
   OpArgs a;
   a.kind = kind;
   a.sendbuf = send;
   a.recvbuf = recv;
   a.count = count;
-  a.dtype = dtype;
-  a.op = op;
+  a.dtype = static_cast<bcclDataType_t>(dtype);
+  a.op = static_cast<bcclRedOp_t>(op);
   a.root = root;
   return a;
 }
@@ -85,7 +96,8 @@ extern "C" {
 bcclResult_t bcclAllReduce(const void* sendbuff, void* recvbuff, size_t count, bcclDataType_t datatype,
                            bcclRedOp_t op, bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclAllReduce", comm, [&] {
-    return collective(comm, makeArgs(CollKind::kAllReduce, sendbuff, recvbuff, count, datatype, op),
+    int dt = rawEnum(datatype), o = rawEnum(op);
+    return collective(comm, dt, o, [&] { return makeArgs(CollKind::kAllReduce, sendbuff, recvbuff, count, dt, o); },
                       stream, true, count, count);
   });
 }
@@ -93,7 +105,8 @@ bcclResult_t bcclAllReduce(const void* sendbuff, void* recvbuff, size_t count, b
 bcclResult_t bcclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
                            bcclDataType_t datatype, bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclAllGather", comm, [&] {
-    return collective(comm, makeArgs(CollKind::kAllGather, sendbuff, recvbuff, sendcount, datatype),
+    int dt = rawEnum(datatype);
+    return collective(comm, dt, 0, [&] { return makeArgs(CollKind::kAllGather, sendbuff, recvbuff, sendcount, dt); },
                       stream, false, sendcount, sendcount);
   });
 }
@@ -102,7 +115,9 @@ bcclResult_t bcclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
                                bcclDataType_t datatype, bcclRedOp_t op, bcclComm_t comm,
                                bcclStream_t stream) {
   return guardedCall("bcclReduceScatter", comm, [&] {
-    return collective(comm, makeArgs(CollKind::kReduceScatter, sendbuff, recvbuff, recvcount, datatype, op),
+    int dt = rawEnum(datatype), o = rawEnum(op);
+    return collective(comm, dt, o,
+                      [&] { return makeArgs(CollKind::kReduceScatter, sendbuff, recvbuff, recvcount, dt, o); },
                       stream, true, recvcount, recvcount);
   });
 }
@@ -114,7 +129,9 @@ bcclResult_t bcclBroadcast(const void* sendbuff, void* recvbuff, size_t count, b
     BCCL_RETURN_IF_ERROR(checkRank(root, nranksOf(comm), "root"));
     // Only the root's send buffer is read.
     size_t sendCount = rankOf(comm) == root ? count : 0;
-    return collective(comm, makeArgs(CollKind::kBroadcast, sendbuff, recvbuff, count, datatype, bcclSum, root),
+    int dt = rawEnum(datatype);
+    return collective(comm, dt, 0,
+                      [&] { return makeArgs(CollKind::kBroadcast, sendbuff, recvbuff, count, dt, 0, root); },
                       stream, false, sendCount, count);
   });
 }
@@ -126,7 +143,9 @@ bcclResult_t bcclReduce(const void* sendbuff, void* recvbuff, size_t count, bccl
     BCCL_RETURN_IF_ERROR(checkRank(root, nranksOf(comm), "root"));
     // Only the root's receive buffer is written.
     size_t recvCount = rankOf(comm) == root ? count : 0;
-    return collective(comm, makeArgs(CollKind::kReduce, sendbuff, recvbuff, count, datatype, op, root),
+    int dt = rawEnum(datatype), o = rawEnum(op);
+    return collective(comm, dt, o,
+                      [&] { return makeArgs(CollKind::kReduce, sendbuff, recvbuff, count, dt, o, root); },
                       stream, true, count, recvCount);
   });
 }
@@ -134,8 +153,9 @@ bcclResult_t bcclReduce(const void* sendbuff, void* recvbuff, size_t count, bccl
 bcclResult_t bcclAllToAll(const void* sendbuff, void* recvbuff, size_t count, bcclDataType_t datatype,
                           bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclAllToAll", comm, [&] {
-    return collective(comm, makeArgs(CollKind::kAllToAll, sendbuff, recvbuff, count, datatype), stream,
-                      false, count, count);
+    int dt = rawEnum(datatype);
+    return collective(comm, dt, 0, [&] { return makeArgs(CollKind::kAllToAll, sendbuff, recvbuff, count, dt); },
+                      stream, false, count, count);
   });
 }
 
@@ -144,9 +164,13 @@ bcclResult_t bcclSend(const void* sendbuff, size_t count, bcclDataType_t datatyp
   return guardedCall("bcclSend", comm, [&] {
     BCCL_RETURN_IF_ERROR(checkComm(comm));
     BCCL_RETURN_IF_ERROR(checkRank(peer, nranksOf(comm), "peer"));
-    OpArgs a = makeArgs(CollKind::kSend, sendbuff, nullptr, count, datatype);
-    a.peer = peer;
-    return collective(comm, a, stream, false, count, 0);
+    int dt = rawEnum(datatype);
+    auto make = [&] {
+      OpArgs a = makeArgs(CollKind::kSend, sendbuff, nullptr, count, dt);
+      a.peer = peer;
+      return a;
+    };
+    return collective(comm, dt, 0, make, stream, false, count, 0);
   });
 }
 
@@ -155,15 +179,20 @@ bcclResult_t bcclRecv(void* recvbuff, size_t count, bcclDataType_t datatype, int
   return guardedCall("bcclRecv", comm, [&] {
     BCCL_RETURN_IF_ERROR(checkComm(comm));
     BCCL_RETURN_IF_ERROR(checkRank(peer, nranksOf(comm), "peer"));
-    OpArgs a = makeArgs(CollKind::kRecv, nullptr, recvbuff, count, datatype);
-    a.peer = peer;
-    return collective(comm, a, stream, false, 0, count);
+    int dt = rawEnum(datatype);
+    auto make = [&] {
+      OpArgs a = makeArgs(CollKind::kRecv, nullptr, recvbuff, count, dt);
+      a.peer = peer;
+      return a;
+    };
+    return collective(comm, dt, 0, make, stream, false, 0, count);
   });
 }
 
 bcclResult_t bcclBarrier(bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclBarrier", comm, [&] {
-    return collective(comm, makeArgs(CollKind::kBarrier, nullptr, nullptr, 0, bcclUint8), stream, false, 0, 0);
+    return collective(comm, bcclUint8, 0, [] { return makeArgs(CollKind::kBarrier, nullptr, nullptr, 0, bcclUint8); },
+                      stream, false, 0, 0);
   });
 }
 

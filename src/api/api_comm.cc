@@ -149,9 +149,10 @@ bcclResult_t bcclUniqueIdToString(const bcclUniqueId* id, char* buf, size_t len)
     StatusOr<UniqueIdData> valid = decodeUniqueId(*id);
     if (!valid.isOk()) return valid.status();
     std::string s = uniqueIdToString(*id);
-    if (len < s.size() + 1)
+    // The documented minimum, not just today's length, so callers size buffers by the macro.
+    if (len < BCCL_UNIQUE_ID_STRING_BYTES || len < s.size() + 1)
       return invalidArgument("buffer of " + std::to_string(len) + " bytes is too small; need " +
-                             std::to_string(s.size() + 1));
+                             std::to_string(BCCL_UNIQUE_ID_STRING_BYTES));
     memcpy(buf, s.c_str(), s.size() + 1);
     return Status::ok();
   });

@@ -16,12 +16,12 @@ struct Alias {
   bcclDataType_t dtype;
 };
 constexpr Alias kDtypeAliases[] = {
-    {"char", bcclChar},        {"int", bcclInt},          {"float16", bcclFloat16},
-    {"fp16", bcclFloat16},     {"float32", bcclFloat32},  {"fp32", bcclFloat32},
-    {"float64", bcclFloat64},  {"fp64", bcclFloat64},     {"bf16", bcclBfloat16},
-    {"bfloat", bcclBfloat16},  {"i8", bcclInt8},          {"u8", bcclUint8},
-    {"i32", bcclInt32},        {"u32", bcclUint32},       {"i64", bcclInt64},
-    {"u64", bcclUint64},       {"f16", bcclFloat16},      {"f32", bcclFloat32},
+    {"char", bcclChar},       {"int", bcclInt},         {"float16", bcclFloat16},
+    {"fp16", bcclFloat16},    {"float32", bcclFloat32}, {"fp32", bcclFloat32},
+    {"float64", bcclFloat64}, {"fp64", bcclFloat64},    {"bf16", bcclBfloat16},
+    {"bfloat", bcclBfloat16}, {"i8", bcclInt8},         {"u8", bcclUint8},
+    {"i32", bcclInt32},       {"u32", bcclUint32},      {"i64", bcclInt64},
+    {"u64", bcclUint64},      {"f16", bcclFloat16},     {"f32", bcclFloat32},
     {"f64", bcclFloat64},
 };
 

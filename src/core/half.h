@@ -68,10 +68,12 @@ inline float bf16ToFloat(uint16_t b) { return bitsToFloat(uint32_t(b) << 16); }
 inline uint16_t floatToBf16(float f) {
   const uint32_t x = floatBits(f);
   // Round to nearest even on the low 16 bits; Inf and overflow come out right because the
-  // carry walks into the exponent. NaN would round to Inf or change sign, so quiet it instead.
-  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-  const uint32_t nan = (x >> 16) | 0x0040u;
-  return uint16_t(detail::pick((x & 0x7fffffffu) > 0x7f800000u, nan, rounded));
+  // carry walks into the exponent. A NaN must not be rounded (the carry could turn it into
+  // Inf or flip its sign), so it gets no bias and its quiet bit set instead. Masks rather
+  // than selects keep the vectorised loop in 32-bit lanes until the final narrowing.
+  const uint32_t nanMask = 0u - uint32_t(int32_t(x & 0x7fffffffu) > 0x7f800000);
+  const uint32_t bias = (0x7fffu + ((x >> 16) & 1u)) & ~nanMask;
+  return uint16_t(((x | (nanMask & 0x00400000u)) + bias) >> 16);
 }
 
 }  // namespace bccl

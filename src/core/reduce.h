@@ -25,9 +25,9 @@ void scaleDivide(void* dst, const void* src, size_t count, bcclDataType_t dt, in
 // Which kernel set is in use: "avx2" (AVX2 + F16C) or "portable". Chosen from the CPU on
 // first use.
 const char* reduceIsa();
-// Overrides the choice ("avx2", "portable" or "auto") so tests can cover the fallback on
-// AVX2 machines. Returns false, changing nothing, if the name is unknown or the CPU lacks it.
-// Not meant to be called while other threads are reducing.
+// Overrides the choice, process-wide ("avx2", "portable" or "auto"), so tests and benchmarks
+// can cover the fallback on AVX2 machines. Returns false, changing nothing, if the name is
+// unknown or the CPU lacks the ISA. Calls already running finish on the set they started with.
 bool setReduceIsa(const char* name);
 
 }  // namespace bccl

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,6 +35,10 @@ struct MatrixParam {
   int nranks;
   Coll coll;
 };
+
+void PrintTo(const MatrixParam& p, std::ostream* os) {
+  *os << CollName(p.coll) << " on " << p.nranks << " ranks over " << p.transport;
+}
 
 std::vector<MatrixParam> AllParams() {
   std::vector<MatrixParam> out;

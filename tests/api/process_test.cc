@@ -9,6 +9,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,11 @@ struct ShapeParam {
   std::string transports;  // "" = the library's default
   int nranks;
 };
+
+void PrintTo(const ShapeParam& p, std::ostream* os) {
+  *os << (p.transports.empty() ? "default transports" : p.transports) << ", " << p.nranks
+      << " ranks";
+}
 
 class ProcessCollectives : public ::testing::TestWithParam<ShapeParam> {};
 

@@ -258,7 +258,8 @@ bool ProcessRanks::Run(const ChildFn& fn, const LineFn& onLine) {
 void ProcessRanks::Kill(int rank, int sig) {
   const ChildResult& c = results_[static_cast<size_t>(rank)];
   if (c.pid <= 0 || c.reaped) return;
-  killTimeNs_[static_cast<size_t>(rank)] = NowNs();
+  int64_t& when = killTimeNs_[static_cast<size_t>(rank)];
+  if (when == 0) when = NowNs();
   kill(c.pid, sig);
 }
 

@@ -58,6 +58,7 @@ class ProcessRanks {
   // Forks the ranks, relays lines, reaps them. False (see error()) if the harness could not run
   // them; a deadline overrun kills every child and sets timedOut() but still returns true.
   bool Run(const ChildFn& fn, const LineFn& onLine = nullptr);
+  // Sends `sig` to a child; the first call for a rank records the time (see killTimeNs).
   void Kill(int rank, int sig);
 
   const std::vector<ChildResult>& results() const { return results_; }

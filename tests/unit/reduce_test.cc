@@ -2,6 +2,8 @@
 // a wrong rounding, a dropped NaN or a vector tail bug would silently corrupt every
 // allreduce, so every dtype x op runs on both kernel sets, in and out of place, at sizes that
 // hit the vector body and the scalar tail.
+#include "core/reduce.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +17,6 @@
 
 #include "core/dtype.h"
 #include "core/half.h"
-#include "core/reduce.h"
 
 namespace bccl {
 namespace {
@@ -74,10 +75,10 @@ TEST(HalfConversion, EdgeCases) {
   EXPECT_EQ(floatToHalf(-0.0f), 0x8000);
   EXPECT_EQ(floatToHalf(1.0f), 0x3c00);
   EXPECT_EQ(floatToHalf(-2.0f), 0xc000);
-  EXPECT_EQ(floatToHalf(65504.0f), 0x7bff);                      // max finite
-  EXPECT_EQ(floatToHalf(65519.996f), 0x7bff);                    // just under the midpoint
-  EXPECT_EQ(floatToHalf(65520.0f), 0x7c00);                      // tie rounds to even: Inf
-  EXPECT_EQ(floatToHalf(1e10f), 0x7c00);                         // overflow
+  EXPECT_EQ(floatToHalf(65504.0f), 0x7bff);    // max finite
+  EXPECT_EQ(floatToHalf(65519.996f), 0x7bff);  // just under the midpoint
+  EXPECT_EQ(floatToHalf(65520.0f), 0x7c00);    // tie rounds to even: Inf
+  EXPECT_EQ(floatToHalf(1e10f), 0x7c00);       // overflow
   EXPECT_EQ(floatToHalf(-1e10f), 0xfc00);
   EXPECT_EQ(floatToHalf(std::numeric_limits<float>::max()), 0x7c00);
   EXPECT_EQ(floatToHalf(std::numeric_limits<float>::infinity()), 0x7c00);
@@ -88,14 +89,14 @@ TEST(HalfConversion, EdgeCases) {
   EXPECT_EQ(floatToHalf(-std::numeric_limits<float>::quiet_NaN()) & 0x8000, 0x8000);
   // A NaN whose payload lives only in bits a half cannot hold must still be a NaN.
   EXPECT_EQ(floatToHalf(bitsToFloat(0x7f800001u)), 0x7e00);
-  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -14)), 0x0400);         // min normal
-  EXPECT_EQ(floatToHalf(std::ldexp(1023.0f, -24)), 0x03ff);      // max subnormal
-  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -24)), 0x0001);         // min subnormal
-  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -25)), 0x0000);         // tie to even: 0
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -14)), 0x0400);     // min normal
+  EXPECT_EQ(floatToHalf(std::ldexp(1023.0f, -24)), 0x03ff);  // max subnormal
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -24)), 0x0001);     // min subnormal
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -25)), 0x0000);     // tie to even: 0
   EXPECT_EQ(floatToHalf(std::nextafter(std::ldexp(1.0f, -25), 1.0f)), 0x0001);
-  EXPECT_EQ(floatToHalf(std::ldexp(3.0f, -25)), 0x0002);         // 1.5 ulp: tie to even 2
-  EXPECT_EQ(floatToHalf(std::ldexp(2047.0f, -25)), 0x0400);      // rounds up into normals
-  EXPECT_EQ(floatToHalf(-std::ldexp(1.0f, -30)), 0x8000);        // underflow keeps sign
+  EXPECT_EQ(floatToHalf(std::ldexp(3.0f, -25)), 0x0002);     // 1.5 ulp: tie to even 2
+  EXPECT_EQ(floatToHalf(std::ldexp(2047.0f, -25)), 0x0400);  // rounds up into normals
+  EXPECT_EQ(floatToHalf(-std::ldexp(1.0f, -30)), 0x8000);    // underflow keeps sign
   EXPECT_EQ(floatToHalf(std::numeric_limits<float>::denorm_min()), 0x0000);
   EXPECT_EQ(floatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie, even stays
   EXPECT_EQ(floatToHalf(1.0f + std::ldexp(3.0f, -11)), 0x3c02);  // tie, odd rounds up
@@ -205,17 +206,28 @@ struct Type {
 template <class F>
 void visitDtype(bcclDataType_t dt, F&& f) {
   switch (dt) {
-    case bcclInt8: return f(Type<int8_t>{});
-    case bcclUint8: return f(Type<uint8_t>{});
-    case bcclInt32: return f(Type<int32_t>{});
-    case bcclUint32: return f(Type<uint32_t>{});
-    case bcclInt64: return f(Type<int64_t>{});
-    case bcclUint64: return f(Type<uint64_t>{});
-    case bcclFloat16: return f(Type<HalfTag>{});
-    case bcclFloat32: return f(Type<float>{});
-    case bcclFloat64: return f(Type<double>{});
-    case bcclBfloat16: return f(Type<Bf16Tag>{});
-    default: FAIL() << "bad dtype " << int(dt);
+    case bcclInt8:
+      return f(Type<int8_t>{});
+    case bcclUint8:
+      return f(Type<uint8_t>{});
+    case bcclInt32:
+      return f(Type<int32_t>{});
+    case bcclUint32:
+      return f(Type<uint32_t>{});
+    case bcclInt64:
+      return f(Type<int64_t>{});
+    case bcclUint64:
+      return f(Type<uint64_t>{});
+    case bcclFloat16:
+      return f(Type<HalfTag>{});
+    case bcclFloat32:
+      return f(Type<float>{});
+    case bcclFloat64:
+      return f(Type<double>{});
+    case bcclBfloat16:
+      return f(Type<Bf16Tag>{});
+    default:
+      FAIL() << "bad dtype " << int(dt);
   }
 }
 
@@ -235,9 +247,12 @@ C refCombine(bcclRedOp_t op, C a, C b) {
     case bcclProd:
       if constexpr (std::is_integral_v<C>) return C(uint64_t(a) * uint64_t(b));
       return a * b;
-    case bcclMax: return a > b ? a : b;
-    case bcclMin: return a < b ? a : b;
-    default: return C();
+    case bcclMax:
+      return a > b ? a : b;
+    case bcclMin:
+      return a < b ? a : b;
+    default:
+      return C();
   }
 }
 
@@ -274,9 +289,13 @@ void fillRandom(std::vector<typename Traits<T>::Store>& v, uint64_t& state) {
       } else if (p < 95) {
         std::memcpy(&x, &bits, sizeof x);  // anything: huge, tiny, subnormal, NaN, Inf
       } else {
-        const C specials[] = {C(0), -C(0), std::numeric_limits<C>::infinity(),
+        const C specials[] = {C(0),
+                              -C(0),
+                              std::numeric_limits<C>::infinity(),
                               -std::numeric_limits<C>::infinity(),
-                              std::numeric_limits<C>::quiet_NaN(), C(1), C(-1)};
+                              std::numeric_limits<C>::quiet_NaN(),
+                              C(1),
+                              C(-1)};
         x = Traits<T>::store(specials[(bits >> 24) % 7]);
       }
     } else {
@@ -299,8 +318,8 @@ void checkReduce(bcclDataType_t dt, bcclRedOp_t op, size_t count, uint64_t seed)
   std::memset(d0.data(), 0xa5, total * sizeof(S));
   std::vector<S> want(count);
   for (size_t i = 0; i < count; ++i) {
-    want[i] = Traits<T>::store(refCombine(op, Traits<T>::load(a0[off + i]),
-                                          Traits<T>::load(b0[off + i])));
+    want[i] = Traits<T>::store(
+        refCombine(op, Traits<T>::load(a0[off + i]), Traits<T>::load(b0[off + i])));
   }
   std::vector<S> a, b, d;
   enum Mode { kOutOfPlace, kDstIsA, kDstIsB };
@@ -316,13 +335,12 @@ void checkReduce(bcclDataType_t dt, bcclRedOp_t op, size_t count, uint64_t seed)
     for (size_t i = 0; i < count && bad < 5; ++i) {
       if (!sameValue<T>(out[off + i], want[i])) {
         ++bad;
-        ADD_FAILURE() << "element " << i << " of " << count << ": got " << +out[off + i]
-                      << " want " << +want[i];
+        ADD_FAILURE() << "element " << i << " of " << count << ": got " << +out[off + i] << " want "
+                      << +want[i];
       }
     }
     EXPECT_EQ(std::memcmp(out.data(), before.data(), off * sizeof(S)), 0) << "wrote before";
-    EXPECT_EQ(std::memcmp(out.data() + off + count, before.data() + off + count,
-                          guard * sizeof(S)),
+    EXPECT_EQ(std::memcmp(out.data() + off + count, before.data() + off + count, guard * sizeof(S)),
               0)
         << "wrote past the end";
     if (mode != kDstIsA) {
@@ -353,8 +371,8 @@ TEST_P(ReduceMatrix, MatchesScalarReference) {
   const bcclRedOp_t op = std::get<2>(GetParam());
   ASSERT_STREQ(reduceIsa(), std::get<0>(GetParam()).c_str());
   uint64_t seed = 1 + dt * 16 + op;
-  for (size_t count : {size_t(0), size_t(1), size_t(7), size_t(16), size_t(33), size_t(4096),
-                       size_t(1000003)}) {
+  for (size_t count :
+       {size_t(0), size_t(1), size_t(7), size_t(16), size_t(33), size_t(4096), size_t(1000003)}) {
     SCOPED_TRACE("count " + std::to_string(count));
     visitDtype(dt, [&](auto t) { checkReduce<typename decltype(t)::type>(dt, op, count, seed++); });
   }
@@ -485,7 +503,9 @@ TEST(Reduce, InvalidArgumentsLeaveDestinationAlone) {
   const float a[] = {1.0f}, b[] = {2.0f};
   float d[] = {7.0f};
   reduceInto(d, a, b, 1, bcclDataType_t(bcclNumTypes), bcclSum);
-  reduceInto(d, a, b, 1, bcclDataType_t(-1), bcclSum);
+  // Casting a value outside the enum's range (here 0..15) would itself be undefined
+  // behaviour in C++, so only in-range invalid values are tried.
+  reduceInto(d, a, b, 1, bcclDataType_t(15), bcclSum);
   reduceInto(d, a, b, 1, bcclFloat32, bcclRedOp_t(bcclNumOps));
   reduceInto(nullptr, nullptr, nullptr, 0, bcclFloat32, bcclSum);
   EXPECT_EQ(d[0], 7.0f);
@@ -532,9 +552,8 @@ void checkScale(bcclDataType_t dt, int divisor, size_t count, bool inPlace) {
   S* out = inPlace ? src.data() : dst.data();
   scaleDivide(out, src.data(), count, dt, divisor);
   for (size_t i = 0; i < count; ++i) {
-    ASSERT_TRUE(sameValue<T>(out[i], want[i]))
-        << dtypeName(dt) << " / " << divisor << " at " << i << ": got " << +out[i] << " want "
-        << +want[i];
+    ASSERT_TRUE(sameValue<T>(out[i], want[i])) << dtypeName(dt) << " / " << divisor << " at " << i
+                                               << ": got " << +out[i] << " want " << +want[i];
   }
 }
 
@@ -615,8 +634,8 @@ TEST(Dtype, SizesAndValidity) {
   EXPECT_FALSE(isValidDtype(-1));
   EXPECT_FALSE(isValidDtype(bcclNumTypes));
   EXPECT_EQ(dtypeSize(bcclDataType_t(bcclNumTypes)), 0u);
-  EXPECT_EQ(dtypeSize(bcclDataType_t(-3)), 0u);
-  EXPECT_STREQ(dtypeName(bcclDataType_t(99)), "unknown");
+  EXPECT_EQ(dtypeSize(bcclDataType_t(15)), 0u);
+  EXPECT_STREQ(dtypeName(bcclDataType_t(bcclNumTypes)), "unknown");
   for (int op = 0; op < bcclNumOps; ++op) EXPECT_TRUE(isValidRedOp(op));
   EXPECT_FALSE(isValidRedOp(-1));
   EXPECT_FALSE(isValidRedOp(bcclNumOps));
@@ -624,18 +643,18 @@ TEST(Dtype, SizesAndValidity) {
 }
 
 TEST(Dtype, NamesRoundTrip) {
-  const char* names[] = {"int8", "uint8",  "int32", "uint32", "int64",
-                         "uint64", "half", "float", "double", "bfloat16"};
+  const char* names[] = {"int8",   "uint8", "int32", "uint32", "int64",
+                         "uint64", "half",  "float", "double", "bfloat16"};
   for (int t = 0; t < bcclNumTypes; ++t) {
     EXPECT_STREQ(dtypeName(bcclDataType_t(t)), names[t]);
-    bcclDataType_t back = bcclDataType_t(-1);
+    bcclDataType_t back = bcclNumTypes;
     ASSERT_TRUE(dtypeFromName(dtypeName(bcclDataType_t(t)), &back));
     EXPECT_EQ(back, t);
   }
   const char* ops[] = {"sum", "prod", "max", "min", "avg"};
   for (int op = 0; op < bcclNumOps; ++op) {
     EXPECT_STREQ(redOpName(bcclRedOp_t(op)), ops[op]);
-    bcclRedOp_t back = bcclRedOp_t(-1);
+    bcclRedOp_t back = bcclNumOps;
     ASSERT_TRUE(redOpFromName(ops[op], &back));
     EXPECT_EQ(back, op);
   }
@@ -643,11 +662,12 @@ TEST(Dtype, NamesRoundTrip) {
 
 TEST(Dtype, AliasesAndUnknownNames) {
   const std::pair<const char*, bcclDataType_t> aliases[] = {
-      {"fp16", bcclFloat16}, {"float16", bcclFloat16}, {"bf16", bcclBfloat16},
-      {"float32", bcclFloat32}, {"fp32", bcclFloat32}, {"float64", bcclFloat64},
-      {"int", bcclInt32}, {"char", bcclInt8}, {"FLOAT", bcclFloat32}, {"BF16", bcclBfloat16}};
+      {"fp16", bcclFloat16},    {"float16", bcclFloat16}, {"bf16", bcclBfloat16},
+      {"float32", bcclFloat32}, {"fp32", bcclFloat32},    {"float64", bcclFloat64},
+      {"int", bcclInt32},       {"char", bcclInt8},       {"FLOAT", bcclFloat32},
+      {"BF16", bcclBfloat16}};
   for (const auto& [name, want] : aliases) {
-    bcclDataType_t got = bcclDataType_t(-1);
+    bcclDataType_t got = bcclNumTypes;
     EXPECT_TRUE(dtypeFromName(name, &got)) << name;
     EXPECT_EQ(got, want) << name;
   }
