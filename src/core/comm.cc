@@ -28,6 +28,10 @@ StatusOr<std::unique_ptr<Communicator>> Communicator::create(int nranks, const U
 }
 
 Communicator::~Communicator() {
+  // A normal exit says goodbye, so neighbours do not take it for a crash; an aborted one does
+  // not, so they treat this rank as failed and stop waiting for it.
+  if (detector_ != nullptr && aborted_.load()) detector_->stopAbruptly();
+  detector_.reset();
   connections_.clear();
   closeFd(&listenFd_);
   closeFd(&wakeFd_);
@@ -55,12 +59,34 @@ Status Communicator::health() const {
 
 void Communicator::recordError(const Status& status) {
   if (status.isOk()) return;
-  std::lock_guard<std::mutex> lock(errorMu_);
-  if (firstError_.isOk()) {
-    firstError_ = status;
-    BCCL_WARN("communicator failed: %s", status.message().c_str());
+  {
+    std::lock_guard<std::mutex> lock(errorMu_);
+    if (firstError_.isOk()) {
+      firstError_ = status;
+      lastError_ = status.message();
+      BCCL_WARN("communicator failed: %s", status.message().c_str());
+    }
+    failed_.store(true);
   }
-  failed_.store(true);
+  // A peer's failure found by an operation here is news for every other rank too.
+  if (status.failedPeer() >= 0 && detector_ != nullptr) detector_->report(status.failedPeer(), status.message());
+}
+
+void Communicator::onPeerFailed(int rank, const std::string& message) {
+  BCCL_WARN("%s", message.c_str());
+  recordError(remoteError(message).blaming(rank));
+  wake();
+}
+
+std::vector<int> Communicator::failedRanks() const {
+  return detector_ != nullptr ? detector_->failedRanks() : std::vector<int>{};
+}
+
+void Communicator::wake() {
+  uint64_t one = 1;
+  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+  (void)ignored;
+  if (doorbell_ != nullptr) ringDoorbell(doorbell_);
 }
 
 Status Communicator::asyncError() const {
@@ -70,10 +96,7 @@ Status Communicator::asyncError() const {
 
 void Communicator::abort() {
   aborted_.store(true);
-  uint64_t one = 1;
-  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
-  (void)ignored;
-  if (doorbell_ != nullptr) ringDoorbell(doorbell_);
+  wake();
 }
 
 void Communicator::addWakeHandles(WaitSet* set) {
@@ -99,7 +122,7 @@ Status Communicator::checkPeerAlive(int peer) {
     }
     gone = state == "Z" || state == "X" || start != p.procStartTime;
   }
-  if (gone) return remoteError(peerName(peer) + " died: its process is gone");
+  if (gone) return remoteError(peerName(peer) + " died: its process is gone").blaming(peer);
   return Status::ok();
 }
 

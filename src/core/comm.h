@@ -12,6 +12,7 @@
 #include "algorithms/exec_context.h"
 #include "core/comm_config.h"
 #include "core/rendezvous.h"
+#include "fault/failure_detector.h"
 #include "transport/shm/shm_segment.h"
 
 namespace bccl {
@@ -44,6 +45,7 @@ class Communicator final : public ExecContext {
   void abort();
   bool aborted() const { return aborted_.load(); }
   Status asyncError() const;
+  std::vector<int> failedRanks() const;
 
   // The last error of a call on this communicator, for bcclGetLastError(comm).
   void setLastError(const std::string& message);
@@ -52,7 +54,14 @@ class Communicator final : public ExecContext {
  private:
   Communicator(int rank, int nranks, const CommConfig& config);
   Status setUp(const UniqueIdData& id);
-  Status connectTcpPeers(const std::vector<int>& tcpPeers);
+  struct LinkWant {
+    int peer;
+    ConnKind kind;
+  };
+  // Opens an authenticated TCP connection per want (fds parallel to wants).
+  Status openLinks(const std::vector<LinkWant>& wants, std::vector<int>* fds);
+  void onPeerFailed(int rank, const std::string& message);
+  void wake();
   Status connectShmPeers(const std::vector<int>& localPeers);
 
   const int rank_;
@@ -69,6 +78,8 @@ class Communicator final : public ExecContext {
   std::unique_ptr<ShmSegment> ownSegment_;
   std::vector<std::unique_ptr<ShmSegment>> peerSegments_;
   Doorbell* doorbell_ = nullptr;
+
+  std::unique_ptr<FailureDetector> detector_;
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> failed_{false};

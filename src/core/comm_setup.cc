@@ -9,6 +9,7 @@
 #include "core/logging.h"
 #include "core/params.h"
 #include "transport/shm/shm_connection.h"
+#include "fault/failure_detector.h"
 #include "transport/tcp/tcp_connection.h"
 
 namespace bccl {
@@ -19,6 +20,11 @@ const IntParam kShmSlots("BCCL_SHM_SLOTS", 16, "Slots per shared-memory ring");
 const IntParam kShmCmaThreshold("BCCL_SHM_CMA_THRESHOLD", 64 * 1024,
                                 "Messages of at least this many bytes are read straight from the "
                                 "sender's memory (single copy); 0 disables");
+
+const IntParam kHeartbeatMs("BCCL_HEARTBEAT_MS", 10,
+                            "Period of the failure detector's heartbeats to its neighbours");
+const IntParam kHeartbeatTimeoutMs("BCCL_HEARTBEAT_TIMEOUT_MS", 3000,
+                                   "A neighbour silent this long is reported as unresponsive");
 
 // A constant whose address each rank publishes, so peers can test whether they may read this
 // process's memory with process_vm_readv.
@@ -81,7 +87,32 @@ Status Communicator::setUp(const UniqueIdData& id) {
   } else {
     ownSegment_.reset();
   }
-  BCCL_RETURN_IF_ERROR(connectTcpPeers(remote));
+  // One TCP link per remote peer for data, and control links to the failure-detection
+  // neighbours (TCP even on one host: the kernel resets them the moment a process dies).
+  std::vector<LinkWant> wants;
+  for (int q : remote) wants.push_back({q, ConnKind::kData});
+  const std::vector<int> neighbours = controlNeighbours(rank_, nranks_);
+  for (int q : neighbours) wants.push_back({q, ConnKind::kControl});
+  std::vector<int> fds;
+  Status linked = openLinks(wants, &fds);
+  if (!linked.isOk()) {
+    for (int f : fds)
+      if (f >= 0) close(f);
+    return linked;
+  }
+  std::vector<FailureDetector::Link> controls;
+  for (size_t i = 0; i < wants.size(); ++i) {
+    if (wants[i].kind == ConnKind::kData)
+      connections_[wants[i].peer] = std::make_unique<TcpConnection>(wants[i].peer, fds[i], peerName(wants[i].peer));
+    else
+      controls.push_back({wants[i].peer, fds[i]});
+  }
+  std::vector<std::string> names;
+  for (int r = 0; r < nranks_; ++r) names.push_back(peerName(r));
+  detector_ = std::make_unique<FailureDetector>(
+      rank_, std::move(names), std::move(controls), static_cast<int>(kHeartbeatMs.get()),
+      static_cast<int>(kHeartbeatTimeoutMs.get()),
+      [this](int rank, const std::string& message) { onPeerFailed(rank, message); });
   BCCL_INFO("communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, listening on %s",
             rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(),
             mine.listenAddr.toString().c_str());
@@ -137,11 +168,11 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   return Status::ok();
 }
 
-Status Communicator::connectTcpPeers(const std::vector<int>& remote) {
+Status Communicator::openLinks(const std::vector<LinkWant>& wants, std::vector<int>* fds) {
   const Deadline deadline = Deadline::afterMs(config_.timeoutMs);
+  fds->assign(wants.size(), -1);
   Hello hello;
   hello.magic = kHelloMagic;
-  hello.kind = ConnKind::kData;
   memcpy(hello.secret, secret_, kSecretBytes);
   hello.commId = commId_;
   hello.rank = rank_;
@@ -149,35 +180,34 @@ Status Communicator::connectTcpPeers(const std::vector<int>& remote) {
   // Connect to higher ranks, accept lower ones: connect() completes in the peer's backlog, so
   // the order cannot deadlock.
   size_t expected = 0;
-  for (int q : remote) {
-    if (q < rank_) {
+  for (size_t i = 0; i < wants.size(); ++i) {
+    const LinkWant& w = wants[i];
+    if (w.peer < rank_) {
       ++expected;
       continue;
     }
-    StatusOr<int> fd = connectTcp(peers_[q].listenAddr, deadline, &aborted_);
-    if (!fd.isOk()) return fd.status().withContext("connecting to " + peerName(q));
+    StatusOr<int> fd = connectTcp(peers_[w.peer].listenAddr, deadline, &aborted_);
+    if (!fd.isOk()) return fd.status().withContext("connecting to " + peerName(w.peer));
+    (*fds)[i] = fd.value();
+    hello.kind = w.kind;
     Status st = sendAll(fd.value(), &hello, sizeof(hello), deadline, &aborted_);
-    if (!st.isOk()) {
-      close(fd.value());
-      return st.withContext("greeting " + peerName(q));
-    }
-    connections_[q] = std::make_unique<TcpConnection>(q, fd.value(), peerName(q));
+    if (!st.isOk()) return st.withContext("greeting " + peerName(w.peer));
   }
   while (expected > 0) {
     StatusOr<int> fd = acceptTcp(listenFd_, deadline, &aborted_);
     if (!fd.isOk()) return fd.status().withContext("waiting for lower-ranked peers to connect");
     Hello h;
     Status st = recvAll(fd.value(), &h, sizeof(h), Deadline::afterMs(std::min(5000, config_.timeoutMs)), &aborted_);
-    bool valid = st.isOk() && h.magic == kHelloMagic && h.kind == ConnKind::kData &&
-                 secretMatches(h, secret_) && h.commId == commId_ && h.rank >= 0 &&
-                 h.rank < rank_ && connections_[h.rank] == nullptr &&
-                 std::find(remote.begin(), remote.end(), h.rank) != remote.end();
-    if (!valid) {
+    size_t slot = wants.size();
+    if (st.isOk() && h.magic == kHelloMagic && secretMatches(h, secret_) && h.commId == commId_)
+      for (size_t i = 0; i < wants.size(); ++i)
+        if (wants[i].peer == h.rank && wants[i].kind == h.kind && wants[i].peer < rank_ && (*fds)[i] < 0) slot = i;
+    if (slot == wants.size()) {
       BCCL_WARN("dropped a connection that is not a peer of this communicator");
       close(fd.value());
       continue;
     }
-    connections_[h.rank] = std::make_unique<TcpConnection>(h.rank, fd.value(), peerName(h.rank));
+    (*fds)[slot] = fd.value();
     --expected;
   }
   return Status::ok();

@@ -51,8 +51,8 @@ inline uint16_t floatToHalf(float f) {
   const uint32_t n = ax - (112u << 23);
   uint32_t r = (n + 0x0fffu + ((n >> 13) & 1u)) >> 13;
   // Below 2^-14 the result is subnormal (or zero): adding 0.5f puts the value's 2^-24 units in
-  // the low mantissa bits, and the FPU rounds to nearest even for us. A result of 0x400 is
-  // the smallest normal, which is the right encoding.
+  // the low mantissa bits, and the FPU rounds to nearest even for us (bccl never changes the
+  // default rounding mode). A result of 0x400 is the smallest normal, the right encoding.
   const uint32_t sub = floatBits(bitsToFloat(ax) + 0.5f) - 0x3f000000u;
   r = detail::pick(ax < 0x38800000u, sub, r);
   // 65520 is halfway between 65504 (max finite, odd mantissa) and 65536, so it and anything

@@ -23,12 +23,23 @@ class Status {
   // Prefixes context ("allreduce: ") so a low-level failure reads well at the top.
   Status withContext(const std::string& context) const {
     if (isOk()) return *this;
-    return Status(code_, context + ": " + message_);
+    Status s(code_, context + ": " + message_);
+    s.failedPeer_ = failedPeer_;
+    return s;
+  }
+
+  // The rank whose failure caused this error, or -1: lets the failure detector spread the news.
+  int failedPeer() const { return failedPeer_; }
+  Status blaming(int peer) const {
+    Status s = *this;
+    s.failedPeer_ = peer;
+    return s;
   }
 
  private:
   bcclResult_t code_ = bcclSuccess;
   std::string message_;
+  int failedPeer_ = -1;
 };
 
 inline Status invalidArgument(std::string m) { return Status(bcclInvalidArgument, std::move(m)); }

@@ -75,7 +75,9 @@ class RanksCache {
       Release();
     }
     if (!set) {
-      set = std::make_unique<ThreadRanks>(RanksOn(transport, nranks));
+      ThreadRanksOptions opts = RanksOn(transport, nranks);
+      opts.withStream = true;
+      set = std::make_unique<ThreadRanks>(opts);
       if (!set->initError().empty()) {
         ADD_FAILURE() << "cannot create " << nranks << " ranks over " << transport << ":"
                       << set->initError();
@@ -112,6 +114,18 @@ void ExpectGuards(RankEnv& e, const char* name, const GuardedBuffer& b) {
   Expect(e, name, b.CheckGuards());
 }
 
+// Cases of 7 elements run on each rank's stream, so every collective, dtype and op is also
+// checked enqueued (and synchronized) rather than only as a blocking call.
+constexpr size_t kStreamCount = 7;
+bcclStream_t StreamFor(const RankEnv& e, size_t count) {
+  return count == kStreamCount ? e.stream : nullptr;
+}
+bcclResult_t Sync(const RankEnv& e, size_t count, bcclResult_t res) {
+  bcclStream_t s = StreamFor(e, count);
+  if (res != bcclSuccess || s == nullptr) return res;
+  return bcclStreamSynchronize(s);
+}
+
 std::vector<unsigned char> PatternBytes(bcclDataType_t dt, int64_t id, size_t count) {
   std::vector<unsigned char> v(count * TypeSize(dt));
   FillPattern(dt, id, count, v.data());
@@ -123,6 +137,7 @@ std::string Label(Coll c, bcclDataType_t dt, const char* op, size_t count, bool 
   std::string s = std::string(CollName(c)) + " " + TypeName(dt);
   if (op) s += std::string(" ") + op;
   s += " count=" + std::to_string(count) + (inPlace ? " in-place" : " out-of-place");
+  if (count == kStreamCount) s += " on a stream";
   if (root >= 0) s += " root=" + std::to_string(root);
   return s;
 }
@@ -168,10 +183,9 @@ void CollectivesMatrix::RunAllReduce() {
             FillReduceInput(dt, op, e.nranks, e.rank, 0, count, send.data());
             const std::vector<unsigned char> input(send.at(0), send.at(count));
             void* out = inPlace ? send.data() : recv.data();
-            if (!e.Ok(bcclAllReduce(send.data(), out, count, dt, op, e.comm, nullptr),
-                      "bcclAllReduce")) {
-              return;
-            }
+            const bcclResult_t res =
+                bcclAllReduce(send.data(), out, count, dt, op, e.comm, StreamFor(e, count));
+            if (!e.Ok(Sync(e, count, res), "bcclAllReduce")) return;
             Expect(e, "result", CompareElements(dt, out, want.data(), count));
             if (!inPlace) Expect(e, "sendbuff changed", CompareElements(dt, send.data(),
                                                                        input.data(), count));
@@ -196,9 +210,9 @@ void CollectivesMatrix::RunAllGather() {
           const size_t mine = static_cast<size_t>(e.rank) * count;
           void* in = inPlace ? recv.at(mine) : send.data();
           FillPattern(dt, e.rank, count, in);
-          if (!e.Ok(bcclAllGather(in, recv.data(), count, dt, e.comm, nullptr), "bcclAllGather")) {
-            return;
-          }
+          const bcclResult_t res =
+              bcclAllGather(in, recv.data(), count, dt, e.comm, StreamFor(e, count));
+          if (!e.Ok(Sync(e, count, res), "bcclAllGather")) return;
           for (int s = 0; s < e.nranks; ++s) {
             const size_t at = static_cast<size_t>(s) * count;
             Expect(e, "block from rank " + std::to_string(s),
@@ -229,10 +243,9 @@ void CollectivesMatrix::RunReduceScatter() {
             const std::vector<unsigned char> input(send.at(0), send.at(total));
             const size_t mine = static_cast<size_t>(e.rank) * count;
             void* out = inPlace ? send.at(mine) : recv.data();
-            if (!e.Ok(bcclReduceScatter(send.data(), out, count, dt, op, e.comm, nullptr),
-                      "bcclReduceScatter")) {
-              return;
-            }
+            const bcclResult_t res =
+                bcclReduceScatter(send.data(), out, count, dt, op, e.comm, StreamFor(e, count));
+            if (!e.Ok(Sync(e, count, res), "bcclReduceScatter")) return;
             Expect(e, "result",
                    CompareElements(dt, out, want.data() + mine * TypeSize(dt), count, mine));
             if (!inPlace) Expect(e, "sendbuff changed", CompareElements(dt, send.data(),
@@ -259,10 +272,9 @@ void CollectivesMatrix::RunBroadcast() {
             // A non-root's sendbuff holds other data that must not leak into the result.
             if (e.rank == root) FillPattern(dt, root, count, in);
             else if (!inPlace) FillPattern(dt, 1000 + e.rank, count, in);
-            if (!e.Ok(bcclBroadcast(in, recv.data(), count, dt, root, e.comm, nullptr),
-                      "bcclBroadcast")) {
-              return;
-            }
+            const bcclResult_t res =
+                bcclBroadcast(in, recv.data(), count, dt, root, e.comm, StreamFor(e, count));
+            if (!e.Ok(Sync(e, count, res), "bcclBroadcast")) return;
             Expect(e, "result", CompareElements(dt, recv.data(), want.data(), count));
             if (!inPlace && e.rank == root) {
               Expect(e, "sendbuff changed", CompareElements(dt, send.data(), want.data(), count));
@@ -289,10 +301,9 @@ void CollectivesMatrix::RunReduce() {
               FillReduceInput(dt, op, e.nranks, e.rank, 0, count, send.data());
               const std::vector<unsigned char> input(send.at(0), send.at(count));
               void* out = inPlace ? send.data() : recv.data();
-              if (!e.Ok(bcclReduce(send.data(), out, count, dt, op, root, e.comm, nullptr),
-                        "bcclReduce")) {
-                return;
-              }
+              const bcclResult_t res = bcclReduce(send.data(), out, count, dt, op, root, e.comm,
+                                                  StreamFor(e, count));
+              if (!e.Ok(Sync(e, count, res), "bcclReduce")) return;
               // Only the root's recvbuff is defined; everyone's out-of-place input is const.
               if (e.rank == root) Expect(e, "result", CompareElements(dt, out, want.data(),
                                                                       count));
@@ -321,10 +332,9 @@ void CollectivesMatrix::RunAllToAll() {
           FillPattern(dt, e.rank * e.nranks + d, count, send.at(d * count));
         }
         const std::vector<unsigned char> input(send.at(0), send.at(count * nr));
-        if (!e.Ok(bcclAllToAll(send.data(), recv.data(), count, dt, e.comm, nullptr),
-                  "bcclAllToAll")) {
-          return;
-        }
+        const bcclResult_t res =
+            bcclAllToAll(send.data(), recv.data(), count, dt, e.comm, StreamFor(e, count));
+        if (!e.Ok(Sync(e, count, res), "bcclAllToAll")) return;
         std::vector<unsigned char> want(count * es);
         for (int s = 0; s < e.nranks; ++s) {
           FillPattern(dt, s * e.nranks + e.rank, count, want.data());
@@ -352,11 +362,12 @@ void CollectivesMatrix::RunSendRecv() {
         FillPattern(dt, e.rank, count, fwd.data());
         FillPattern(dt, 100 + e.rank, count, bwd.data());
         if (!e.Ok(bcclGroupStart(), "bcclGroupStart")) return;
-        e.Ok(bcclSend(fwd.data(), count, dt, next, e.comm, nullptr), "bcclSend(next)");
-        e.Ok(bcclRecv(fromPrev.data(), count, dt, prev, e.comm, nullptr), "bcclRecv(prev)");
-        e.Ok(bcclSend(bwd.data(), count, dt, prev, e.comm, nullptr), "bcclSend(prev)");
-        e.Ok(bcclRecv(fromNext.data(), count, dt, next, e.comm, nullptr), "bcclRecv(next)");
-        if (!e.Ok(bcclGroupEnd(), "bcclGroupEnd") || e.failed()) return;
+        bcclStream_t s = StreamFor(e, count);
+        e.Ok(bcclSend(fwd.data(), count, dt, next, e.comm, s), "bcclSend(next)");
+        e.Ok(bcclRecv(fromPrev.data(), count, dt, prev, e.comm, s), "bcclRecv(prev)");
+        e.Ok(bcclSend(bwd.data(), count, dt, prev, e.comm, s), "bcclSend(prev)");
+        e.Ok(bcclRecv(fromNext.data(), count, dt, next, e.comm, s), "bcclRecv(next)");
+        if (!e.Ok(Sync(e, count, bcclGroupEnd()), "bcclGroupEnd") || e.failed()) return;
         Expect(e, "from prev", CompareElements(dt, fromPrev.data(),
                                                PatternBytes(dt, prev, count).data(), count));
         Expect(e, "from next", CompareElements(dt, fromNext.data(),

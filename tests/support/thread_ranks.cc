@@ -117,7 +117,14 @@ void ThreadRanks::Worker(int rank) {
     env.comms.push_back(comm);
   }
   env.comm = env.comms.empty() ? nullptr : env.comms[0];
-  const bool usable = static_cast<int>(env.comms.size()) == opts_.commsPerRank;
+  bool usable = static_cast<int>(env.comms.size()) == opts_.commsPerRank;
+  if (usable && opts_.withStream) {
+    bcclResult_t res = bcclStreamCreate(&env.stream);
+    if (res != bcclSuccess) {
+      env.Fail("bcclStreamCreate failed: " + Describe(res, nullptr));
+      usable = false;
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     rankDone_[static_cast<size_t>(rank)] = true;
@@ -158,6 +165,11 @@ void ThreadRanks::Worker(int rank) {
 
   env.errors_.clear();
   env.failures_ = 0;
+  if (env.stream != nullptr) {
+    bcclResult_t res = bcclStreamDestroy(env.stream);
+    if (res != bcclSuccess) env.Fail("bcclStreamDestroy failed: " + Describe(res, nullptr));
+    env.stream = nullptr;
+  }
   for (bcclComm_t comm : env.comms) {
     bcclResult_t res = bcclCommDestroy(comm);
     // The comm is gone, so only the thread's last error can be asked for.

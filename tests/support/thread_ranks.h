@@ -26,6 +26,8 @@ struct ThreadRanksOptions {
   int timeoutMs = 20000;
   // Communicators per rank, each from its own unique id (for multi-communicator tests).
   int commsPerRank = 1;
+  // Give every rank a bcclStream_t (RankEnv::stream) for the life of the set.
+  bool withStream = false;
   // A case still running after this long aborts the process with the case named: a rank thread
   // stuck inside the library cannot be cancelled, and an abort beats the CTest timeout's silence.
   int hangSeconds = 240;
@@ -38,6 +40,7 @@ class RankEnv {
   int nranks = 0;
   bcclComm_t comm = nullptr;  // comms[0]
   std::vector<bcclComm_t> comms;
+  bcclStream_t stream = nullptr;  // only with ThreadRanksOptions::withStream
 
   void Fail(const std::string& msg);
   // True on bcclSuccess; otherwise records `what`, the code and bcclGetLastError(comm).

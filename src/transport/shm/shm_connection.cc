@@ -144,7 +144,8 @@ Status ShmConnection::progressRecvs(std::vector<uint64_t>* completed, bool* rang
       if (!st.isOk()) {
         broken_ = true;
         return remoteError(peerName_ + ": reading its buffer failed: " + st.message() +
-                           " (the peer process may have exited)");
+                           " (the peer process may have exited)")
+            .blaming(peer_);
       }
       op.delivered = op.bytes;
       ring->acks.fetch_add(1, std::memory_order_release);

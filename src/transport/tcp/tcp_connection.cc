@@ -33,7 +33,8 @@ Status TcpConnection::fail(const std::string& what, int err) {
   return remoteError(peerName_ + ": tcp " + what + " failed: " + why +
                      (err == 0 || err == ECONNRESET || err == EPIPE
                           ? " (the peer process exited or crashed)"
-                          : ""));
+                          : ""))
+      .blaming(peer_);
 }
 
 Status TcpConnection::postSend(const void* data, size_t bytes, uint64_t token) {
