@@ -108,11 +108,13 @@ Schedule buildDisseminationBarrier(const CollectiveShape& s) {
   int rounds = 0;
   for (int k = 1; k < n; k *= 2) ++rounds;
   sch.scratchBytes = 1 + rounds;
-  uint32_t previous = kNoStep;
+  // Round k's signal may leave only once every earlier round's signal arrived: receives
+  // complete in any order, and the one from round k-1 alone does not carry round k-2's news.
+  std::vector<uint32_t> received;
   int round = 0;
   for (int k = 1; k < n; k *= 2, ++round) {
-    sch.add(sendStep(modRank(r + k, n), BufRef{kScratchBuffer, 0}, 1), depsOf(previous));
-    previous = sch.add(recvStep(modRank(r - k, n), BufRef{kScratchBuffer, 1 + static_cast<size_t>(round)}, 1));
+    sch.add(sendStep(modRank(r + k, n), BufRef{kScratchBuffer, 0}, 1), received);
+    received.push_back(sch.add(recvStep(modRank(r - k, n), BufRef{kScratchBuffer, 1 + static_cast<size_t>(round)}, 1)));
   }
   return sch;
 }

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "algorithms/executor.h"
+#include "core/logging.h"
 
 namespace bccl {
 namespace {
@@ -62,6 +63,7 @@ Status launchOps(const std::vector<PendingOp>& ops) {
   for (bcclComm* comm : comms) comm->users.fetch_add(1);
 
   auto run = [plans, comms]() {
+    ScopedLogRank tag(comms.front()->impl->rank());  // stream threads log as the rank too
     std::vector<Plan*> raw;
     for (auto& p : *plans) raw.push_back(p.get());
     Status st = executePlans(raw);

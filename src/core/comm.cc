@@ -30,7 +30,8 @@ StatusOr<std::unique_ptr<Communicator>> Communicator::create(int nranks, const U
 Communicator::~Communicator() {
   // A normal exit says goodbye, so neighbours do not take it for a crash; an aborted one does
   // not, so they treat this rank as failed and stop waiting for it.
-  if (detector_ != nullptr && aborted_.load()) detector_->stopAbruptly();
+  // Stopped before it is freed: its thread calls back into this object until then.
+  if (detector_ != nullptr) detector_->shutdown(!aborted_.load());
   detector_.reset();
   connections_.clear();
   closeFd(&listenFd_);

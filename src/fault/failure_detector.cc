@@ -69,15 +69,14 @@ FailureDetector::FailureDetector(int rank, std::vector<std::string> names, std::
 }
 
 FailureDetector::~FailureDetector() {
-  if (!stop_.load()) {
-    sendToAll(kGoodbye, rank_, "");
-    stopAbruptly();
-  }
+  shutdown(true);
   for (Neighbour& n : neighbours_) close(n);
   if (wakeFd_ >= 0) ::close(wakeFd_);
 }
 
-void FailureDetector::stopAbruptly() {
+void FailureDetector::shutdown(bool sayGoodbye) {
+  if (stop_.load()) return;
+  if (sayGoodbye) sendToAll(kGoodbye, rank_, "");
   if (stop_.exchange(true)) return;
   uint64_t one = 1;
   ssize_t ignored = write(wakeFd_, &one, sizeof(one));
@@ -135,6 +134,8 @@ void FailureDetector::close(Neighbour& n) {
 
 void FailureDetector::onReadable(Neighbour& n, int64_t now) {
   char buf[4096];
+  bool closed = false;
+  std::string why;
   for (;;) {
     ssize_t got = recv(n.fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (got > 0) {
@@ -144,18 +145,12 @@ void FailureDetector::onReadable(Neighbour& n, int64_t now) {
     }
     if (got < 0 && errno == EINTR) continue;
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    // Closed or reset. After a goodbye that is a normal exit; otherwise the process died.
-    bool departed = n.departed;
-    std::string why = got == 0 ? "its connection closed" : std::string("its connection failed (") + strerror(errno) + ")";
-    {
-      std::lock_guard<std::mutex> lock(sendMu_);
-      close(n);
-    }
-    if (!departed)
-      report(n.peer, names_[n.peer] + " failed: " + why + ", the process exited or crashed (seen by rank " +
-                         std::to_string(rank_) + ")");
-    return;
+    closed = true;
+    why = got == 0 ? "its connection closed"
+                   : std::string("its connection failed (") + strerror(errno) + ")";
+    break;
   }
+  // Messages first: a goodbye that arrived together with the close makes the close normal.
   while (n.inbox.size() >= sizeof(ControlMsg)) {
     ControlMsg m;
     memcpy(&m, n.inbox.data(), sizeof(m));
@@ -165,6 +160,14 @@ void FailureDetector::onReadable(Neighbour& n, int64_t now) {
     if (m.type == kRevoke && m.rank >= 0 && m.rank < static_cast<int>(names_.size()))
       report(m.rank, std::string(m.text, std::min<size_t>(m.textBytes, sizeof(m.text))));
   }
+  if (!closed) return;
+  {
+    std::lock_guard<std::mutex> lock(sendMu_);
+    close(n);
+  }
+  if (!n.departed)
+    report(n.peer, names_[n.peer] + " failed: " + why + ", the process exited or crashed (seen by rank " +
+                       std::to_string(rank_) + ")");
 }
 
 void FailureDetector::run() {

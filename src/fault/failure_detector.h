@@ -35,8 +35,9 @@ class FailureDetector {
   // A failure found by this rank's own operations; recorded and spread once.
   void report(int rank, const std::string& message);
   std::vector<int> failedRanks() const;
-  // Stops the thread without goodbyes (abort): neighbours will see the connections drop.
-  void stopAbruptly();
+  // Stops the thread, after which no callback runs. With a goodbye, neighbours take the closing
+  // connections as a normal exit; without (abort), as this rank's failure.
+  void shutdown(bool sayGoodbye);
 
  private:
   struct Neighbour {

@@ -5,6 +5,7 @@
 #include <bccl/bccl.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <set>
 #include <string>
@@ -116,6 +117,8 @@ class SoloCommTest : public ::testing::Test {
 };
 
 TEST_F(SoloCommTest, CountAndRank) {
+  ASSERT_NE(bcclGetLastError(comm_), nullptr);
+  EXPECT_STREQ(bcclGetLastError(comm_), "") << "a fresh communicator has no last error";
   int count = -1, rank = -1;
   EXPECT_EQ(bcclCommCount(comm_, &count), bcclSuccess);
   EXPECT_EQ(count, 1);
@@ -253,6 +256,59 @@ TEST(MultiRank, AbortHealthyCommunicator) {
   bcclComm_t solo = SoloComm();
   ASSERT_NE(solo, nullptr);
   EXPECT_EQ(bcclCommAbort(solo), bcclSuccess);
+}
+
+// Abort "stops every operation on the communicator, on any thread": a collective blocked on a
+// peer that never comes, directly or through a stream, must return once another thread aborts,
+// long before the communicator's 20 s timeout.
+TEST(MultiRank, AbortUnblocksPendingOperations) {
+  for (bool onStream : {false, true}) {
+    SCOPED_TRACE(onStream ? "pending on a stream" : "blocking call");
+    bcclUniqueId id;
+    ASSERT_EQ(bcclGetUniqueId(&id), bcclSuccess);
+    bcclComm_t comms[2] = {nullptr, nullptr};
+    bcclResult_t init[2];
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        bcclConfig_t cfg = Config(20000);
+        init[r] = bcclCommInitRankConfig(&comms[r], 2, id, r, &cfg);
+      });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(init[0], bcclSuccess);
+    ASSERT_EQ(init[1], bcclSuccess);
+
+    bcclStream_t stream = nullptr;
+    if (onStream) {
+      ASSERT_EQ(bcclStreamCreate(&stream), bcclSuccess);
+    }
+    std::vector<float> buf(1 << 16, 1.0f);
+    bcclResult_t pending = bcclSuccess;
+    double pendingMs = 0;
+    // Rank 1 never joins, so rank 0's allreduce can only end by abort (or the 20 s timeout).
+    std::thread blocked([&] {
+      const auto t0 = std::chrono::steady_clock::now();
+      pending = bcclAllReduce(buf.data(), buf.data(), buf.size(), bcclFloat32, bcclSum, comms[0],
+                              stream);
+      if (pending == bcclSuccess && stream != nullptr) pending = bcclStreamSynchronize(stream);
+      pendingMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                      .count();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const auto a0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(bcclCommAbort(comms[0]), bcclSuccess) << bcclGetLastError(nullptr);
+    const double abortMs =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a0).count();
+    blocked.join();
+    EXPECT_NE(pending, bcclSuccess) << "an allreduce missing a rank succeeded";
+    EXPECT_LT(pendingMs, 5000) << "the pending operation outlived the abort";
+    EXPECT_LT(abortMs, 5000) << "abort blocked";
+    if (stream != nullptr) {
+      EXPECT_EQ(bcclStreamDestroy(stream), bcclSuccess);
+    }
+    EXPECT_EQ(bcclCommAbort(comms[1]), bcclSuccess);
+  }
 }
 
 }  // namespace

@@ -27,7 +27,12 @@ namespace {
 
 struct Message {
   std::vector<Sym> data;
+  std::vector<bool> knowledge;  // ranks the sending step causally follows
 };
+
+void merge(std::vector<bool>& into, const std::vector<bool>& from) {
+  for (size_t i = 0; i < into.size(); ++i) into[i] = into[i] || from[i];
+}
 
 // Resolves a buffer reference to a pointer into the rank's memory or scratch.
 Sym* resolve(RankState& st, const BufRef& ref, size_t es, size_t elems, std::string* err) {
@@ -81,6 +86,7 @@ std::string simulate(std::vector<RankState>& ranks) {
   const int n = static_cast<int>(ranks.size());
   std::map<std::pair<int, int>, std::deque<Message>> channels;  // (from, to)
   std::vector<std::vector<int>> state(n);  // 0 waiting, 1 done
+  std::vector<std::vector<std::vector<bool>>> stepKnows(n);
   std::vector<std::map<int, size_t>> sendCursor(n), recvCursor(n);
   std::vector<std::map<int, std::vector<uint32_t>>> sendOrder(n), recvOrder(n);
   for (int r = 0; r < n; ++r) {
@@ -89,6 +95,7 @@ std::string simulate(std::vector<RankState>& ranks) {
     if (ranks[r].scratchHoldsTokens) blank = input(r, n, -1);
     ranks[r].scratch.assign(s.scratchBytes / s.elemSize + 1, blank);
     state[r].assign(s.steps.size(), 0);
+    stepKnows[r].assign(s.steps.size(), std::vector<bool>(n, false));
     for (uint32_t i = 0; i < s.steps.size(); ++i) {
       const Step& st = s.steps[i];
       if (st.kind == StepKind::kSend) sendOrder[r][st.peer].push_back(i);
@@ -119,11 +126,14 @@ std::string simulate(std::vector<RankState>& ranks) {
         const size_t elems = st.bytes / es;
         std::string err;
         std::string where = "rank " + std::to_string(r) + " step #" + std::to_string(i) + ": ";
+        std::vector<bool> knows(n, false);
+        knows[r] = true;
+        for (uint32_t d = 0; d < st.depCount; ++d) merge(knows, stepKnows[r][s.deps[st.depBegin + d]]);
         if (st.kind == StepKind::kSend) {
           if (sendOrder[r][st.peer][sendCursor[r][st.peer]] != i) continue;  // FIFO posting order
           Sym* src = resolve(rs, st.src, es, elems, &err);
           if (!err.empty()) return where + err;
-          Message m{std::vector<Sym>(src, src + elems)};
+          Message m{std::vector<Sym>(src, src + elems), knows};
           for (const Sym& v : m.data)
             if (!v.valid) return where + "sends an unwritten element";
           channels[{r, st.peer}].push_back(std::move(m));
@@ -134,6 +144,7 @@ std::string simulate(std::vector<RankState>& ranks) {
           if (ch.empty()) continue;
           Message m = std::move(ch.front());
           ch.pop_front();
+          merge(knows, m.knowledge);
           if (m.data.size() != elems)
             return where + "received " + std::to_string(m.data.size()) + " elements, expected " +
                    std::to_string(elems);
@@ -162,6 +173,7 @@ std::string simulate(std::vector<RankState>& ranks) {
           }
         }
         state[r][i] = 1;
+        stepKnows[r][i] = knows;
         moved = true;
       }
     }
@@ -171,6 +183,11 @@ std::string simulate(std::vector<RankState>& ranks) {
       if (state[r][i] == 0)
         return "deadlock: rank " + std::to_string(r) + " step #" + std::to_string(i) + " never ran\n" +
                ranks[r].schedule.describe();
+  for (int r = 0; r < n; ++r) {
+    ranks[r].knows.assign(n, false);
+    ranks[r].knows[r] = true;
+    for (const auto& k : stepKnows[r]) merge(ranks[r].knows, k);
+  }
   for (auto& kv : channels)
     if (!kv.second.empty())
       return "rank " + std::to_string(kv.first.first) + " sent a message rank " +

@@ -39,6 +39,9 @@ struct RankState {
   std::vector<Sym> scratch;
   // The barrier sends scratch bytes whose value does not matter: treat them as written.
   bool scratchHoldsTokens = false;
+  // Filled by simulate(): which ranks' participation every step of this rank causally follows
+  // (through its dependencies and the messages it received), whatever order steps ran in.
+  std::vector<bool> knows;
 };
 
 // Runs all ranks to completion; returns "" on success or a description of the first fault.

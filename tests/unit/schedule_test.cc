@@ -137,6 +137,12 @@ std::string runCase(const Case& c) {
   }
   std::string fault = sim::simulate(ranks);
   if (!fault.empty()) return fault;
+  // A barrier's whole point: no rank finishes before every rank has started.
+  if (c.coll == Coll::kBarrier)
+    for (int r = 0; r < c.nranks; ++r)
+      for (int x = 0; x < c.nranks; ++x)
+        if (!ranks[r].knows[x])
+          return "rank " + std::to_string(r) + " can leave the barrier before rank " + std::to_string(x) + " arrives";
   for (int r = 0; r < c.nranks; ++r)
     for (size_t i = 0; i < ranks[r].layout.recvCount; ++i) {
       Sym want = expected(c, r, i);
