@@ -1,5 +1,7 @@
 #include "schedule_sim.h"
 
+#include <algorithm>
+#include <random>
 #include <sstream>
 
 namespace bccl::sim {
@@ -82,7 +84,8 @@ Sym combine(const Sym& a, const Sym& b, std::string* err) {
 
 }  // namespace
 
-std::string simulate(std::vector<RankState>& ranks) {
+std::string simulate(std::vector<RankState>& ranks, uint64_t seed) {
+  std::mt19937_64 rng(seed);
   const int n = static_cast<int>(ranks.size());
   std::map<std::pair<int, int>, std::deque<Message>> channels;  // (from, to)
   std::vector<std::vector<int>> state(n);  // 0 waiting, 1 done
@@ -120,7 +123,10 @@ std::string simulate(std::vector<RankState>& ranks) {
       RankState& rs = ranks[r];
       const Schedule& s = rs.schedule;
       const size_t es = s.elemSize;
-      for (uint32_t i = 0; i < s.steps.size(); ++i) {
+      std::vector<uint32_t> order(s.steps.size());
+      for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+      if (seed != 0) std::shuffle(order.begin(), order.end(), rng);
+      for (uint32_t i : order) {
         if (state[r][i] != 0 || !ready(r, i)) continue;
         const Step& st = s.steps[i];
         const size_t elems = st.bytes / es;

@@ -5,6 +5,7 @@
 // never written, and no schedule deadlocks.
 #pragma once
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
@@ -45,7 +46,9 @@ struct RankState {
 };
 
 // Runs all ranks to completion; returns "" on success or a description of the first fault.
-std::string simulate(std::vector<RankState>& ranks);
+// With seed 0 ready steps run in schedule order; otherwise in a random order, which exposes a
+// receive that may overwrite memory a not-yet-run send still has to read (a missing dependency).
+std::string simulate(std::vector<RankState>& ranks, uint64_t seed = 0);
 
 // Input element `index` of rank `rank` among `nranks`.
 Sym input(int rank, int nranks, long index);
