@@ -14,17 +14,37 @@
 
 namespace bccl {
 
-Communicator::Communicator(int rank, int nranks, const CommConfig& config)
-    : rank_(rank), nranks_(nranks), config_(config) {}
+Communicator::Communicator(const CommConfig& config) : config_(config) {}
+
+StatusOr<std::unique_ptr<Communicator>> Communicator::createFromExchange(
+    const uint8_t* secret, int shmTag, const SockAddr& reachable, const CommConfig& config,
+    const MembershipExchange& exchange) {
+  std::unique_ptr<Communicator> comm(new Communicator(config));
+  comm->wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (comm->wakeFd_ < 0) return errnoStatus("eventfd", errno);
+  Status st = comm->setUp(secret, shmTag, reachable, exchange);
+  if (!st.isOk()) return st;
+  return comm;
+}
 
 StatusOr<std::unique_ptr<Communicator>> Communicator::create(int nranks, const UniqueIdData& id,
                                                              int rank, const CommConfig& config) {
-  std::unique_ptr<Communicator> comm(new Communicator(rank, nranks, config));
-  comm->wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (comm->wakeFd_ < 0) return errnoStatus("eventfd", errno);
-  Status st = comm->setUp(id);
-  if (!st.isOk()) return st;
-  return comm;
+  const AbortFlag* noAbort = nullptr;
+  auto viaRendezvous = [&](const PeerInfo& mine, Deadline deadline) -> StatusOr<Membership> {
+    PeerInfo me = mine;
+    me.rank = rank;
+    StatusOr<std::vector<PeerInfo>> all = rendezvousJoin(id, rank, nranks, me, deadline, noAbort);
+    if (!all.isOk()) return all.status();
+    Membership m;
+    m.rank = rank;
+    m.peers = std::move(all.value());
+    return m;
+  };
+  return createFromExchange(id.secret, rank, id.rendezvous, config, viaRendezvous);
+}
+
+void Communicator::markFailed(int rank, const std::string& why) {
+  if (detector_ != nullptr) detector_->report(rank, why);
 }
 
 Communicator::~Communicator() {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,15 +18,36 @@
 
 namespace bccl {
 
+// What a new communicator learns from its rendezvous: its rank and everyone's PeerInfo.
+struct Membership {
+  int rank = -1;
+  std::vector<PeerInfo> peers;
+};
+// Obtains the membership, given this rank's own PeerInfo (rendezvous, or a parent's shrink).
+using MembershipExchange = std::function<StatusOr<Membership>(const PeerInfo& mine, Deadline)>;
+
 class Communicator final : public ExecContext {
  public:
   static StatusOr<std::unique_ptr<Communicator>> create(int nranks, const UniqueIdData& id,
                                                         int rank, const CommConfig& config);
+  // A communicator whose members are settled by `exchange` (shrink, split). `secret` must be
+  // the same on all members; `shmTag` unique among them; `reachable` an address that peers can
+  // reach this process at (its port is ignored).
+  static StatusOr<std::unique_ptr<Communicator>> createFromExchange(
+      const uint8_t* secret, int shmTag, const SockAddr& reachable, const CommConfig& config,
+      const MembershipExchange& exchange);
   ~Communicator() override;
 
   int rank() const override { return rank_; }
   int nranks() const { return nranks_; }
   const PeerInfo& peer(int r) const { return peers_[r]; }
+  const uint8_t* secret() const { return secret_; }
+  uint64_t commId() const { return commId_; }
+  int listenFd() const { return listenFd_; }
+  // Child operations (shrink, split, agree) are collective: each gets the next number.
+  uint32_t nextChildSeq() { return childSeq_++; }
+  // Marks `rank` failed as if the failure detector had found it (e.g. agreed by survivors).
+  void markFailed(int rank, const std::string& why);
   const CommConfig& config() const { return config_; }
 
   // ExecContext
@@ -52,8 +74,9 @@ class Communicator final : public ExecContext {
   const char* lastError();
 
  private:
-  Communicator(int rank, int nranks, const CommConfig& config);
-  Status setUp(const UniqueIdData& id);
+  explicit Communicator(const CommConfig& config);
+  Status setUp(const uint8_t* secret, int shmTag, const SockAddr& routeTarget,
+               const MembershipExchange& exchange);
   struct LinkWant {
     int peer;
     ConnKind kind;
@@ -64,8 +87,8 @@ class Communicator final : public ExecContext {
   void wake();
   Status connectShmPeers(const std::vector<int>& localPeers);
 
-  const int rank_;
-  const int nranks_;
+  int rank_ = -1;
+  int nranks_ = 0;
   const CommConfig config_;
   uint64_t commId_ = 0;
   uint8_t secret_[kSecretBytes] = {};
@@ -87,6 +110,7 @@ class Communicator final : public ExecContext {
   Status firstError_;
   std::string lastError_;
 
+  uint32_t childSeq_ = 0;
   std::atomic<uint64_t> nextTicket_{0};
   std::atomic<uint64_t> serving_{0};
   char* scratch_ = nullptr;

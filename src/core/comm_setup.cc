@@ -38,36 +38,42 @@ std::string segmentName(uint64_t commId, int rank) {
 
 }  // namespace
 
-Status Communicator::setUp(const UniqueIdData& id) {
+Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& routeTarget,
+                           const MembershipExchange& exchange) {
   const Deadline deadline = Deadline::afterMs(config_.timeoutMs);
-  memcpy(secret_, id.secret, kSecretBytes);
+  memcpy(secret_, secret, kSecretBytes);
   commId_ = digest64(secret_, kSecretBytes);
 
   SockAddr any;
-  any.storage.ss_family = static_cast<sa_family_t>(id.rendezvous.family());
-  any.len = id.rendezvous.len;
+  any.storage.ss_family = static_cast<sa_family_t>(routeTarget.family());
+  any.len = routeTarget.len;
   SockAddr bound;
   StatusOr<int> fd = listenTcp(any, &bound);
   if (!fd.isOk()) return fd.status().withContext("listener");
   listenFd_ = fd.value();
 
   PeerInfo mine;
-  mine.rank = rank_;
   fillLocalIdentity(&mine);
-  StatusOr<SockAddr> source = routeSourceAddress(id.rendezvous);
+  StatusOr<SockAddr> source = routeSourceAddress(routeTarget);
   if (!source.isOk()) return source.status();
   mine.listenAddr = source.value();
   mine.listenAddr.setPort(bound.port());
   mine.cmaProbeAddr = reinterpret_cast<uint64_t>(&kCmaProbe);
+  mine.shmTag = shmTag;
 
   if (config_.allowShm) {
-    // Reserve the name before joining: once the rendezvous completes, every peer's exists.
+    // Reserve the name before joining: once the membership is settled, every peer's exists.
     ownSegment_ = std::make_unique<ShmSegment>();
-    BCCL_RETURN_IF_ERROR(ownSegment_->create(segmentName(commId_, rank_)));
+    BCCL_RETURN_IF_ERROR(ownSegment_->create(segmentName(commId_, shmTag)));
   }
-  StatusOr<std::vector<PeerInfo>> all = rendezvousJoin(id, rank_, nranks_, mine, deadline, &aborted_);
-  if (!all.isOk()) return all.status();
-  peers_ = std::move(all.value());
+  StatusOr<Membership> members = exchange(mine, deadline);
+  if (!members.isOk()) return members.status();
+  rank_ = members.value().rank;
+  peers_ = std::move(members.value().peers);
+  nranks_ = static_cast<int>(peers_.size());
+  for (int r = 0; r < nranks_; ++r) peers_[r].rank = r;
+  mine = peers_[rank_];
+  ScopedLogRank tag(rank_);
   connections_.resize(nranks_);
 
   std::vector<int> local, remote;
@@ -138,7 +144,7 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   for (int q : local) {
     if (q == rank_) continue;
     auto seg = std::make_unique<ShmSegment>();
-    BCCL_RETURN_IF_ERROR(seg->open(segmentName(commId_, q), geo.segmentBytes(), deadline, &aborted_)
+    BCCL_RETURN_IF_ERROR(seg->open(segmentName(commId_, peers_[q].shmTag), geo.segmentBytes(), deadline, &aborted_)
                              .withContext("shared memory of " + peerName(q)));
     char* peerSeg = seg->data();
     while (ShmGeometry::header(peerSeg)->ready.load(std::memory_order_acquire) != kShmReadyMagic) {

@@ -21,12 +21,13 @@ struct PeerInfo {
   uint64_t hostHash = 0;       // equal iff same host (or same BCCL_HOST_ID)
   uint64_t machineHash = 0;    // equal iff same machine, whatever BCCL_HOST_ID says
   uint64_t cmaProbeAddr = 0;   // address of a known constant, to test process_vm_readv
+  int32_t shmTag = 0;          // names this rank's shared-memory segment within the comm
   char hostName[64] = {};
   SockAddr listenAddr;  // where this rank accepts transport and control connections
 };
 
 // Why a connection was opened; sent first on every connection of a communicator.
-enum class ConnKind : uint32_t { kRendezvous = 1, kControl = 2, kData = 3 };
+enum class ConnKind : uint32_t { kRendezvous = 1, kControl = 2, kData = 3, kChild = 4 };
 
 struct Hello {
   uint32_t magic = 0;
