@@ -53,19 +53,53 @@ static inline float peer_sum(int nranks, size_t i) {
 /* Never an expected value (those are all positive), so an element left unwritten is caught. */
 #define PEER_POISON (-1.0f)
 
-/* Compares got[0..n) with expect(j); prints the first few mismatches of this rank to stderr. */
-#define PEER_CHECK(wrong, rank, what, got, n, expect_expr)                                     \
-  do {                                                                                         \
-    for (size_t j_ = 0; j_ < (n); ++j_) {                                                      \
-      const size_t j = j_;                                                                     \
-      const float e_ = (expect_expr);                                                          \
-      if ((got)[j] != e_) {                                                                    \
-        if ((wrong)++ < 3)                                                                     \
-          fprintf(stderr, "# rank %d: %s wrong at [%zu]: got %g expected %g\n", (rank), (what), \
-                  j, (double)(got)[j], (double)e_);                                            \
-      }                                                                                        \
-    }                                                                                          \
-  } while (0)
+/* Rank `rank`'s send buffer: count elements (allreduce, allgather) or nranks*count. */
+static inline void peer_fill(float* send, size_t elems, int rank) {
+  for (size_t i = 0; i < elems; ++i) send[i] = peer_value(rank, i);
+}
+
+/* Output element j of rank `rank`. */
+static inline float peer_expected(enum peer_coll c, int rank, int nranks, size_t count, size_t j) {
+  switch (c) {
+    case PEER_ALLREDUCE: return peer_sum(nranks, j);
+    case PEER_ALLGATHER: return peer_value((int)(j / count), j % count);
+    default: return peer_sum(nranks, (size_t)rank * count + j);
+  }
+}
+
+/* Counts wrong elements of this rank's output; prints the first few to stderr. */
+static inline long long peer_check(enum peer_coll c, int rank, int nranks, size_t count,
+                                   const float* out) {
+  const size_t n = c == PEER_ALLGATHER ? count * (size_t)nranks : count;
+  long long wrong = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const float e = peer_expected(c, rank, nranks, count, j);
+    if (out[j] != e && wrong++ < 3)
+      fprintf(stderr, "# rank %d: %s wrong at [%zu]: got %g expected %g\n", rank,
+              peer_coll_name(c), j, (double)out[j], (double)e);
+  }
+  return wrong;
+}
+
+/* Elements each rank sends and receives. */
+static inline size_t peer_send_elems(enum peer_coll c, size_t count, int nranks) {
+  return c == PEER_REDUCESCATTER ? count * (size_t)nranks : count;
+}
+static inline size_t peer_recv_elems(enum peer_coll c, size_t count, int nranks) {
+  return c == PEER_ALLGATHER ? count * (size_t)nranks : count;
+}
+
+/* Timed iterations: at most max_iters, fewer when one iteration (probe_s, the slowest rank's
+ * last warm-up) says they would take longer than max_seconds (0: no limit), and at least 3 (or
+ * max_iters if smaller). A peer that crawls (MPICH oversubscribed) thus finishes with a number
+ * instead of running into the script's timeout. */
+static inline int peer_iters(int max_iters, double max_seconds, double probe_s) {
+  if (max_seconds <= 0 || probe_s <= 0) return max_iters;
+  const double fit = max_seconds / probe_s;
+  const int floor_iters = max_iters < 3 ? max_iters : 3;
+  if (fit >= max_iters) return max_iters;
+  return fit < floor_iters ? floor_iters : (int)fit;
+}
 
 static inline void peer_print_result(const char* lib, enum peer_coll c, int nranks, size_t req,
                                      size_t count, int iters, double time_us, long long wrong) {

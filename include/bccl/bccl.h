@@ -112,6 +112,36 @@ bcclResult_t bcclCommUserRank(const bcclComm_t comm, int* rank);
 /* The communicator's sticky error: the first failure any operation or background thread saw. */
 bcclResult_t bcclCommGetAsyncError(bcclComm_t comm, bcclResult_t* asyncError);
 
+/* ---- Failures: detection, isolation, recovery --------------------------------------------
+ * A rank that dies or stops responding is noticed by every survivor within milliseconds (see
+ * BCCL_HEARTBEAT_MS); from then on every pending and future operation on the communicator
+ * returns bcclRemoteError naming it. The survivors then build a new communicator without it. */
+
+/* The ranks this rank knows to have failed (sorted); *count is their number, of which at most
+ * maxRanks are written. */
+bcclResult_t bcclCommGetFailedRanks(bcclComm_t comm, int* ranks, int maxRanks, int* count);
+/* Stops the communicator on every rank, as a failure would: their operations return
+ * bcclRemoteError. For a rank that decides, on its own, that the communicator is unusable. */
+bcclResult_t bcclCommRevoke(bcclComm_t comm);
+
+#define BCCL_SHRINK_DEFAULT 0
+#define BCCL_SHRINK_ABORT 1 /* first fail every pending operation on comm (it has failed ranks) */
+/* Collective over the survivors: a new communicator of every rank not in excludeRanks and not
+ * known to have failed, ranks renumbered densely in the old order. An empty list means "the
+ * failed ranks we know of". Needs no particular rank (rank 0 may be gone). config may be NULL:
+ * the new communicator then takes comm's settings. */
+bcclResult_t bcclCommShrink(bcclComm_t comm, const int* excludeRanks, int excludeCount,
+                            bcclComm_t* newcomm, bcclConfig_t* config, int flags);
+/* Collective over the survivors: *flag becomes the AND of every survivor's *flag, and the
+ * survivors agree on the failed set (bcclCommGetFailedRanks reports it afterwards). */
+bcclResult_t bcclCommAgree(bcclComm_t comm, int* flag);
+
+#define BCCL_SPLIT_NOCOLOR (-1)
+/* Collective: ranks with the same color form a new communicator, ordered by key then old rank;
+ * color BCCL_SPLIT_NOCOLOR gives *newcomm = NULL. config may be NULL (comm's settings). */
+bcclResult_t bcclCommSplit(bcclComm_t comm, int color, int key, bcclComm_t* newcomm,
+                           bcclConfig_t* config);
+
 const char* bcclGetErrorString(bcclResult_t result);
 /* The message of the last failure on `comm`, or of this thread's last failed call when comm
  * is NULL. Never NULL; "" when there was none. */

@@ -43,6 +43,13 @@ StatusOr<std::unique_ptr<Communicator>> Communicator::create(int nranks, const U
   return createFromExchange(id.secret, rank, id.rendezvous, config, viaRendezvous);
 }
 
+void Communicator::revoke() {
+  const std::string why = "communicator revoked by " + peerName(rank_);
+  recordError(remoteError(why));
+  if (detector_ != nullptr) detector_->report(FailureDetector::kRevokedComm, why);
+  wake();
+}
+
 void Communicator::markFailed(int rank, const std::string& why) {
   if (detector_ != nullptr) detector_->report(rank, why);
 }

@@ -67,6 +67,8 @@ class Communicator final : public ExecContext {
   void abort();
   bool aborted() const { return aborted_.load(); }
   Status asyncError() const;
+  // Fails every operation on this communicator, here and (through the detector) on every rank.
+  void revoke();
   std::vector<int> failedRanks() const;
 
   // The last error of a call on this communicator, for bcclGetLastError(comm).

@@ -86,7 +86,11 @@ void FailureDetector::shutdown(bool sayGoodbye) {
 
 std::vector<int> FailureDetector::failedRanks() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return failed_;
+  std::vector<int> out;
+  for (int r : failed_)
+    if (r != kRevokedComm) out.push_back(r);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void FailureDetector::report(int rank, const std::string& message) {
@@ -157,7 +161,7 @@ void FailureDetector::onReadable(Neighbour& n, int64_t now) {
     n.inbox.erase(0, sizeof(m));
     if (m.magic != kControlMagic) continue;
     if (m.type == kGoodbye) n.departed = true;
-    if (m.type == kRevoke && m.rank >= 0 && m.rank < static_cast<int>(names_.size()))
+    if (m.type == kRevoke && m.rank >= kRevokedComm && m.rank < static_cast<int>(names_.size()))
       report(m.rank, std::string(m.text, std::min<size_t>(m.textBytes, sizeof(m.text))));
   }
   if (!closed) return;

@@ -32,7 +32,9 @@ class FailureDetector {
   FailureDetector(const FailureDetector&) = delete;
   FailureDetector& operator=(const FailureDetector&) = delete;
 
-  // A failure found by this rank's own operations; recorded and spread once.
+  // A failure found by this rank's own operations; recorded and spread once. kRevokedComm as
+  // the rank revokes the whole communicator (bcclCommRevoke).
+  static constexpr int kRevokedComm = -1;
   void report(int rank, const std::string& message);
   std::vector<int> failedRanks() const;
   // Stops the thread, after which no callback runs. With a goodbye, neighbours take the closing

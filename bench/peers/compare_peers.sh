@@ -1,0 +1,461 @@
+#!/usr/bin/env bash
+# compare_peers.sh: bccl against its peers on this machine, one table.
+#
+#   bench/peers/compare_peers.sh [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
+#
+# Ours (bcclrun + the perf tools, over shm and over tcp) and the peers (Open MPI over shared
+# memory and over TCP, MPICH, Gloo over TCP) take turns on every cell: per collective, rank count
+# and size every library runs before the next cell starts, so a change in the machine's load hits
+# all of them alike. Every run is under `timeout`; every result is checked on every rank.
+#
+# Definitions (nccl-tests'): size = bytes per rank (allreduce), total received (allgather), total
+# sent (reduce-scatter); algbw = size / time; busbw = algbw * 2(n-1)/n (allreduce) or (n-1)/n
+# (the others); time = mean per iteration of the timed loop, slowest rank.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BUILD="$ROOT/build-peers"
+BUDGET_MIN=20
+QUICK=0
+OUT=""
+
+COLLS=(allreduce allgather reducescatter)
+# Ours and theirs, in the order they take turns; ours-shm is compared with every peer (a peer
+# over TCP is still a way to do the job on one host), ours-tcp with the TCP peers only.
+LIBS=(ours-shm openmpi-shm mpich ours-tcp openmpi-tcp gloo-tcp)
+SHM_PEERS=(openmpi-shm mpich openmpi-tcp gloo-tcp)
+TCP_PEERS=(openmpi-tcp gloo-tcp)
+PACKAGES=(openmpi-bin libopenmpi-dev mpich libmpich-dev libgloo-dev g++)
+
+usage() {
+  cat <<EOF
+usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
+  --budget-minutes N  whole run within about N minutes (default 20): fewer iterations at large
+                      sizes below 20, and runs that no longer fit are skipped (and listed)
+  --quick             2 and 4 ranks at 8 B and 1 MiB only (about 2 minutes; for testing)
+  --out FILE          results file (default bench/peers/results-<date>.txt)
+  --build-dir DIR     bccl build directory (default build-peers); peer binaries go in DIR/peers
+EOF
+}
+
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --budget-minutes) BUDGET_MIN="${2:?}"; shift 2 ;;
+      --quick) QUICK=1; shift ;;
+      --out) OUT="${2:?}"; shift 2 ;;
+      --build-dir) BUILD="${2:?}"; shift 2 ;;
+      -h|--help) usage; exit 0 ;;
+      *) usage >&2; exit 2 ;;
+    esac
+  done
+  if ! [[ "$BUDGET_MIN" =~ ^[1-9][0-9]*$ ]]; then
+    echo "bad --budget-minutes: $BUDGET_MIN" >&2
+    exit 2
+  fi
+  [[ -n "$OUT" ]] || OUT="$HERE/results-$(date +%Y%m%d-%H%M%S).txt"
+  PEER_BIN="$BUILD/peers"
+}
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ---- setup -------------------------------------------------------------------------------------
+
+# Debian's packages; apt-get update only when something is missing (it is slow and needs network).
+ensure_packages() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return
+  log "installing: ${missing[*]}"
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# Rebuilds a binary when it is missing or older than any of its sources.
+stale() {
+  local bin="$1" src
+  shift
+  [[ -x "$bin" ]] || return 0
+  for src; do [[ "$src" -nt "$bin" ]] && return 0; done
+  return 1
+}
+
+build_all() {
+  # -j2: the machine has two cores, shared with whoever else is building.
+  [[ -f "$BUILD/build.ninja" ]] ||
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DBCCL_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >&2
+  ninja -C "$BUILD" -j2 bcclrun all_reduce_perf all_gather_perf reduce_scatter_perf >&2
+  mkdir -p "$PEER_BIN"
+  local cflags=(-O2 -Wall -Wextra) common="$HERE/peer_common.h"
+  # The two MPIs' plain mpicc/mpirun names are alternatives that point at one of them; the
+  # suffixed names are unambiguous.
+  stale "$PEER_BIN/mpi_coll_bench.openmpi" "$HERE/mpi_coll_bench.c" "$common" &&
+    mpicc.openmpi "${cflags[@]}" -o "$PEER_BIN/mpi_coll_bench.openmpi" "$HERE/mpi_coll_bench.c"
+  stale "$PEER_BIN/mpi_coll_bench.mpich" "$HERE/mpi_coll_bench.c" "$common" &&
+    mpicc.mpich "${cflags[@]}" -o "$PEER_BIN/mpi_coll_bench.mpich" "$HERE/mpi_coll_bench.c"
+  stale "$PEER_BIN/gloo_coll_bench" "$HERE/gloo_coll_bench.cc" "$common" &&
+    g++ -std=c++17 "${cflags[@]}" -o "$PEER_BIN/gloo_coll_bench" "$HERE/gloo_coll_bench.cc" \
+      -lgloo -pthread
+  stale "$PEER_BIN/membw" "$HERE/membw.c" &&
+    gcc "${cflags[@]}" -o "$PEER_BIN/membw" "$HERE/membw.c" -pthread
+  return 0
+}
+
+# ---- what to run -------------------------------------------------------------------------------
+
+configure_plan() {
+  if ((QUICK)); then
+    NRANKS_LIST=(2 4)
+    SIZES=(8 1048576)
+  else
+    NRANKS_LIST=(2 4 8)
+    SIZES=(8 65536 1048576 67108864 268435456)
+  fi
+  DEADLINE_US=$((${EPOCHREALTIME/./} + BUDGET_MIN * 60 * 1000000))
+  # Iteration counts are written for a 20-minute budget; a smaller one scales them down (the
+  # large sizes are where the time goes), never below 3 timed iterations.
+  SCALE_PCT=$((BUDGET_MIN >= 20 ? 100 : BUDGET_MIN * 5))
+}
+
+# "warmups max_iters max_seconds timeout_seconds" for a size. The peers cut their timed loop to
+# max_seconds (they crawl when oversubscribed); ours runs max_iters.
+plan_for() {
+  local size=$1 w n s t
+  if ((QUICK)); then
+    case $size in 8) w=5 n=100 s=0.5 t=30 ;; *) w=2 n=20 s=0.5 t=30 ;; esac
+    echo "$w $n $s $t"
+    return
+  fi
+  case $size in
+    8) w=20 n=500 s=1.0 t=60 ;;
+    65536) w=10 n=200 s=1.0 t=60 ;;
+    1048576) w=5 n=50 s=1.5 t=60 ;;
+    67108864) w=2 n=10 s=4 t=150 ;;
+    *) w=1 n=5 s=6 t=300 ;;
+  esac
+  n=$((n * SCALE_PCT / 100))
+  ((n >= 3)) || n=3
+  s=$(awk -v s="$s" -v p="$SCALE_PCT" 'BEGIN { printf "%.2f", s * p / 100 }')
+  echo "$w $n $s $t"
+}
+
+# A guess at a run's wall time before one like it has run: launch plus the loops.
+default_estimate_s() {
+  case $1 in 8 | 65536 | 1048576) echo 4 ;; 67108864) echo 20 ;; *) echo 60 ;; esac
+}
+
+human_size() {
+  local b=$1
+  if ((b >= 1048576)); then echo "$((b / 1048576))M"
+  elif ((b >= 1024)); then echo "$((b / 1024))K"
+  else echo "${b}B"; fi
+}
+
+# ---- launchers: each prints RESULT lines on stdout -------------------------------------------
+
+perf_tool() {
+  case $1 in
+    allreduce) echo all_reduce_perf ;;
+    allgather) echo all_gather_perf ;;
+    *) echo reduce_scatter_perf ;;
+  esac
+}
+
+# Ours: the perf tool's nccl-tests table, out-of-place columns, turned into a RESULT line; wrong
+# elements of the in-place call count too.
+run_ours() {
+  local transport=$1 coll=$2 n=$3 size=$4 warm=$5 iters=$6 tmo=$7
+  local env=()
+  [[ $transport == tcp ]] && env=(-x BCCL_TRANSPORT=tcp)
+  timeout -k 10 $((tmo + 10)) "$BUILD/bcclrun" --timeout "$tmo" -n "$n" "${env[@]}" \
+    "$BUILD/$(perf_tool "$coll")" -b "$size" -e "$size" -f 2 -c 1 -n "$iters" -w "$warm" |
+    awk -v lib="ours-$transport" -v coll="$coll" -v n="$n" -v req="$size" -v iters="$iters" '
+      { sub(/^\[[0-9]+\] */, "") }
+      /^#/ || NF < 9 || $1 !~ /^[0-9]+$/ { next }
+      { wrong = $9 + (NF >= 13 && $13 ~ /^[0-9]+$/ ? $13 : 0)
+        printf "RESULT lib=%s coll=%s nranks=%d req=%s bytes=%s count=%s iters=%d time_us=%s algbw=%s busbw=%s wrong=%d\n",
+               lib, coll, n, req, $1, $2, iters, $6, $7, $8, wrong }'
+  return "${PIPESTATUS[0]}"
+}
+
+run_openmpi() {
+  local transport=$1 coll=$2 n=$3 size=$4 warm=$5 iters=$6 secs=$7 tmo=$8
+  # Debian's Open MPI prefers its UCX PML, which ignores the btl choice: ob1 makes the btl count.
+  # vader is its shared-memory btl. --oversubscribe: more ranks than the 2 cores.
+  # shellcheck disable=SC2054  # the commas are Open MPI's list syntax
+  local mca=(--mca pml ob1 --mca btl self,vader)
+  # shellcheck disable=SC2054
+  [[ $transport == tcp ]] && mca=(--mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo)
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    timeout -k 10 "$tmo" mpirun.openmpi -n "$n" --oversubscribe "${mca[@]}" \
+    "$PEER_BIN/mpi_coll_bench.openmpi" "openmpi-$transport" "$coll" "$size" "$warm" "$iters" "$secs"
+}
+
+# MPICH picks shared memory between ranks of one host by itself. It busy-polls without yielding,
+# so past 2 ranks on 2 cores it crawls; the time cap in the benchmark and the timeout bound it.
+run_mpich() {
+  local coll=$1 n=$2 size=$3 warm=$4 iters=$5 secs=$6 tmo=$7
+  timeout -k 10 "$tmo" mpirun.mpich -n "$n" \
+    "$PEER_BIN/mpi_coll_bench.mpich" mpich "$coll" "$size" "$warm" "$iters" "$secs"
+}
+
+# Gloo has no launcher: one process per rank, meeting in a FileStore directory of this run's.
+# When a rank fails the others would wait for it until Gloo's own timeout: stop them at once.
+gloo_ranks() {
+  local n=$1 store=$2 pids=() r rc=0
+  shift 2
+  for ((r = 0; r < n; r++)); do
+    "$PEER_BIN/gloo_coll_bench" "$r" "$n" "$store" "$@" &
+    pids+=($!)
+  done
+  for ((r = 0; r < n; r++)); do
+    wait -n || { rc=$?; kill "${pids[@]}" 2>/dev/null || true; break; }
+  done
+  wait
+  return "$rc"
+}
+
+run_gloo() {
+  local coll=$1 n=$2 size=$3 warm=$4 iters=$5 secs=$6 tmo=$7 store rc=0
+  store="$(mktemp -d)"
+  timeout -k 10 "$tmo" bash -c "PEER_BIN='$PEER_BIN'; $(declare -f gloo_ranks); gloo_ranks \"\$@\"" \
+    _ "$n" "$store" "$coll" "$size" "$warm" "$iters" "$secs" || rc=$?
+  rm -rf "$store"
+  return "$rc"
+}
+
+# ---- one run -----------------------------------------------------------------------------------
+
+declare -A R_STATUS R_TIME R_BUSBW R_WRONG EST_S FAILED_AT
+RUN_NO=0
+RUN_TOTAL=0
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+record() {  # record KEY STATUS [RESULT-line]; also appends the line to the results file
+  local key=$1 status=$2 line=${3:-} lib coll n size
+  R_STATUS[$key]=$status
+  if [[ -n $line ]]; then
+    R_TIME[$key]=$(field time_us "$line")
+    R_BUSBW[$key]=$(field busbw "$line")
+    R_WRONG[$key]=$(field wrong "$line")
+    echo "$line status=$status" >>"$OUT"
+  else
+    IFS='|' read -r lib coll n size <<<"$key"
+    echo "RESULT lib=$lib coll=$coll nranks=$n req=$size status=$status" >>"$OUT"
+  fi
+}
+
+run_one() {
+  local lib=$1 coll=$2 n=$3 size=$4
+  local key="$lib|$coll|$n|$size" est_key="$lib|$n|$size" warm iters secs tmo
+  read -r warm iters secs tmo <<<"$(plan_for "$size")"
+  RUN_NO=$((RUN_NO + 1))
+  local tag
+  tag=$(printf '[%3d/%d] %-13s n=%d %5s %-11s' "$RUN_NO" "$RUN_TOTAL" "$coll" "$n" \
+    "$(human_size "$size")" "$lib")
+
+  # A library that timed out at a smaller size of this cell's row would only time out again.
+  if [[ -n ${FAILED_AT["$lib|$coll|$n"]:-} ]]; then
+    record "$key" "SKIP-after-${FAILED_AT["$lib|$coll|$n"]}"
+    log "$tag skipped: ${FAILED_AT["$lib|$coll|$n"]} at a smaller size"
+    return
+  fi
+  # Every rank holds a few size-sized buffers (ours: send, recv, in-place, expected): 5x is ample.
+  local need_kb=$((n * size * 5 / 1024)) avail_kb
+  avail_kb=$(awk '/MemAvailable/ { print $2 }' /proc/meminfo)
+  if ((need_kb > avail_kb * 8 / 10)); then
+    record "$key" SKIP-memory
+    log "$tag skipped: needs ~$((need_kb / 1048576)) GiB, $((avail_kb / 1048576)) GiB available"
+    return
+  fi
+  local now_us=${EPOCHREALTIME/./} est=${EST_S[$est_key]:-$(default_estimate_s "$size")}
+  local left_s=$(((DEADLINE_US - now_us) / 1000000))
+  if ((est > left_s)); then
+    record "$key" SKIP-budget
+    log "$tag skipped: needs ~${est}s, ${left_s}s of the budget left"
+    return
+  fi
+  ((tmo <= left_s + 30)) || tmo=$((left_s + 30))
+
+  local logf rc=0
+  logf="$(mktemp)"
+  case $lib in
+    ours-shm) run_ours shm "$coll" "$n" "$size" "$warm" "$iters" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+    ours-tcp) run_ours tcp "$coll" "$n" "$size" "$warm" "$iters" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+    openmpi-shm) run_openmpi shm "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+    openmpi-tcp) run_openmpi tcp "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+    mpich) run_mpich "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+    gloo-tcp) run_gloo "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+  esac
+  local took=$(((${EPOCHREALTIME/./} - now_us) / 1000000))
+  EST_S[$est_key]=$((took + 1))
+
+  local line status
+  line=$(grep -m1 '^RESULT ' "$logf" || true)
+  # The benchmarks name their wrong elements on stderr ("# rank ..."); keep them in the results.
+  grep '^# rank\|wrong' "$logf" | grep -v '^RESULT' | head -20 | sed 's/^/#   /' >>"$OUT" || true
+  if ((rc == 124 || rc == 137)); then
+    status=TIMEOUT
+    FAILED_AT["$lib|$coll|$n"]="TIMEOUT"
+  elif [[ -z $line ]]; then
+    status="FAIL-rc$rc"
+    FAILED_AT["$lib|$coll|$n"]="FAIL"
+    tail -5 "$logf" | sed 's/^/#   /' >>"$OUT"
+  elif [[ $(field wrong "$line") != 0 ]]; then
+    status=WRONG
+  else
+    status=OK
+  fi
+  record "$key" "$status" "$line"
+  if [[ $status == OK || $status == WRONG ]]; then
+    log "$tag $(field time_us "$line") us  $(field busbw "$line") GB/s  ${took}s  $status"
+  else
+    log "$tag $status (${took}s, timeout ${tmo}s)"
+    [[ $status == TIMEOUT ]] || tail -3 "$logf" | sed 's/^/    /' >&2
+  fi
+  rm -f "$logf"
+}
+
+# ---- memory bandwidth: the ceiling for large shm collectives -----------------------------------
+
+MEMBW_T1="" MEMBW_T2=""
+measure_membw() {
+  local t line
+  for t in 1 2; do
+    line=$(timeout -k 5 60 "$PEER_BIN/membw" "$t" 256 4 || true)
+    [[ -n $line ]] || { log "membw $t thread(s) failed"; continue; }
+    echo "$line" >>"$OUT"
+    log "memcpy 256 MiB x $t thread(s): $(field copy_GBps "$line") GB/s copied"
+    if ((t == 1)); then MEMBW_T1=$line; else MEMBW_T2=$line; fi
+  done
+}
+
+# The bound for ours at 2 ranks, 256 MiB, shm allreduce. With n = 2 and S bytes per rank,
+# busbw = algbw * 2(n-1)/n = S / t. An allreduce that reads each rank's input once (its own and,
+# through shared memory, its peer's: 2S reads in all), reduces in registers and writes each
+# rank's result once (2S writes) moves 4S bytes of memory traffic per call, both cores together,
+# and memcpy traffic with 2 threads (reads + writes, 2x the bytes copied) is what the machine
+# can move: t >= 4S / traffic, so busbw <= traffic / 4. That is 4 bytes of traffic per byte of
+# busbw. It is optimistic: memcpy's large copies use non-temporal stores, while a reduction that
+# writes through the cache also reads every output line first (write-allocate, 6S per call), and
+# any staging copy through a bounce buffer adds 2S per copy.
+membw_bound_line() {
+  local ours=${R_BUSBW["ours-shm|allreduce|2|268435456"]:-}
+  local traffic
+  traffic=$(field traffic_GBps "$MEMBW_T2")
+  if [[ -z $traffic ]]; then
+    echo "memory-bandwidth bound: n/a (membw did not run)"
+  elif [[ -z $ours || ${R_STATUS["ours-shm|allreduce|2|268435456"]} != OK ]]; then
+    awk -v t="$traffic" 'BEGIN { printf "bound for a 2-rank shm allreduce: busbw <= traffic/4 = %.2f GB/s (ours at 256 MiB not measured in this run)\n", t / 4 }'
+  else
+    awk -v t="$traffic" -v o="$ours" 'BEGIN { printf "bound for a 2-rank shm allreduce: busbw <= traffic/4 = %.2f GB/s; ours at 256 MiB: %.2f GB/s = %.2f of the bound\n", t / 4, o, o / (t / 4) }'
+  fi
+}
+
+# ---- the table ---------------------------------------------------------------------------------
+
+# A cell: latency (us) at 8 B, busbw (GB/s) above; a run that did not give a trusted number says
+# why instead.
+cell() {
+  local key=$1 size=$2 st=${R_STATUS[$1]:-}
+  case $st in
+    OK) if ((size == 8)); then echo "${R_TIME[$key]}"; else echo "${R_BUSBW[$key]}"; fi ;;
+    WRONG) echo "WRONG(${R_WRONG[$key]})" ;;
+    TIMEOUT) echo "timeout" ;;
+    SKIP-budget) echo "skip:budget" ;;
+    SKIP-memory) echo "skip:mem" ;;
+    SKIP-after-*) echo "skip:t/o" ;;
+    FAIL*) echo "fail" ;;
+    *) echo "-" ;;
+  esac
+}
+
+# Ours against the best peer that gave a correct number: how many times better ours is (>1: ours
+# wins); the peer's time over ours at 8 B, our busbw over the peer's above.
+ratio() {
+  local ours=$1 coll=$2 n=$3 size=$4
+  shift 4
+  local okey="$ours|$coll|$n|$size" best="" best_lib="" p v
+  [[ ${R_STATUS[$okey]:-} == OK || ${R_STATUS[$okey]:-} == WRONG ]] || { echo "-"; return; }
+  for p; do
+    [[ ${R_STATUS["$p|$coll|$n|$size"]:-} == OK ]] || continue
+    if ((size == 8)); then v=${R_TIME["$p|$coll|$n|$size"]}; else v=${R_BUSBW["$p|$coll|$n|$size"]}; fi
+    if [[ -z $best ]] || awk -v v="$v" -v b="$best" -v lat=$((size == 8)) \
+      'BEGIN { exit !(lat ? v < b : v > b) }'; then
+      best=$v best_lib=$p
+    fi
+  done
+  [[ -n $best ]] || { echo "no peer"; return; }
+  local mine
+  if ((size == 8)); then mine=${R_TIME[$okey]}; else mine=${R_BUSBW[$okey]}; fi
+  awk -v m="$mine" -v b="$best" -v lat=$((size == 8)) -v p="$best_lib" -v w="${R_STATUS[$okey]}" \
+    'BEGIN { r = lat ? (m > 0 ? b / m : 0) : (b > 0 ? m / b : 0)
+             printf "%.2f %s%s", r, p, (w == "WRONG" ? " (ours WRONG)" : "") }'
+}
+
+print_table() {
+  local coll n size lib row
+  echo "bccl vs peers: latency in us at 8 B, busbw in GB/s above (nccl-tests definitions)."
+  echo "ratio = ours vs the best correct peer, >1 means ours is better (time: peer/ours; busbw: ours/peer)."
+  echo "shm ratio: ours-shm vs ${SHM_PEERS[*]}; tcp ratio: ours-tcp vs ${TCP_PEERS[*]}."
+  row=$(printf '%-13s %2s %5s' coll n size)
+  for lib in "${LIBS[@]}"; do row+=$(printf ' %12s' "$lib"); done
+  row+=$(printf '  %-22s %-22s' "shm ratio (best peer)" "tcp ratio (best peer)")
+  echo "$row"
+  for coll in "${COLLS[@]}"; do
+    for n in "${NRANKS_LIST[@]}"; do
+      for size in "${SIZES[@]}"; do
+        row=$(printf '%-13s %2d %5s' "$coll" "$n" "$(human_size "$size")")
+        for lib in "${LIBS[@]}"; do row+=$(printf ' %12s' "$(cell "$lib|$coll|$n|$size" "$size")"); done
+        row+=$(printf '  %-22s %-22s' "$(ratio ours-shm "$coll" "$n" "$size" "${SHM_PEERS[@]}")" \
+          "$(ratio ours-tcp "$coll" "$n" "$size" "${TCP_PEERS[@]}")")
+        echo "$row"
+      done
+    done
+  done
+  echo
+  [[ -n $MEMBW_T1 ]] && echo "memcpy 256 MiB, 1 thread: $(field copy_GBps "$MEMBW_T1") GB/s copied, $(field traffic_GBps "$MEMBW_T1") GB/s traffic"
+  [[ -n $MEMBW_T2 ]] && echo "memcpy 256 MiB, 2 threads: $(field copy_GBps "$MEMBW_T2") GB/s copied, $(field traffic_GBps "$MEMBW_T2") GB/s traffic"
+  membw_bound_line
+  local skipped=0 k
+  for k in "${!R_STATUS[@]}"; do [[ ${R_STATUS[$k]} == SKIP-budget ]] && skipped=$((skipped + 1)); done
+  ((skipped == 0)) || echo "$skipped run(s) did not fit the ${BUDGET_MIN}-minute budget (skip:budget); rerun with a larger --budget-minutes."
+  echo "WRONG(k): k elements wrong over all ranks, never counted as a peer's best; timeout: killed after its limit; skip:t/o: an earlier size of the row timed out or failed."
+}
+
+# ---- main --------------------------------------------------------------------------------------
+
+main() {
+  parse_args "$@"
+  ensure_packages
+  build_all
+  configure_plan
+  mkdir -p "$(dirname "$OUT")"
+  {
+    echo "# compare_peers.sh $(date -Is) on $(hostname), $(nproc) cores, bccl $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "# budget ${BUDGET_MIN} min, quick=$QUICK, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  } >"$OUT"
+  RUN_TOTAL=$((${#NRANKS_LIST[@]} * ${#COLLS[@]} * ${#SIZES[@]} * ${#LIBS[@]}))
+  measure_membw
+  local n coll size lib
+  for n in "${NRANKS_LIST[@]}"; do
+    for coll in "${COLLS[@]}"; do
+      for size in "${SIZES[@]}"; do
+        for lib in "${LIBS[@]}"; do run_one "$lib" "$coll" "$n" "$size"; done
+      done
+    done
+  done
+  echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT"
+  echo >>"$OUT"
+  print_table | tee -a "$OUT"
+  echo
+  echo "results: $OUT"
+}
+
+main "$@"
