@@ -46,13 +46,16 @@ const char kUsage[] =
     "  -x VAR=VALUE    set VAR in every rank; -x VAR passes on this shell's value\n"
     "  --grace-ms MS   after a rank fails, wait MS ms for the others before killing them\n"
     "                  (default 3000, or BCCL_RUN_GRACE_MS)\n"
-    "  --timeout S     kill every rank after S seconds and exit 124\n";
+    "  --timeout S     kill every rank after S seconds and exit 124\n"
+    "  --keep-going    a rank that dies does not end the others (elastic jobs); the exit\n"
+    "                  status is 0 when every rank that finished exited 0\n";
 
 struct Options {
   int nranks = 0;
   std::map<std::string, std::string> exports;
   long graceMs = kDefaultGraceMs;
   std::optional<long> timeoutS;
+  bool keepGoing = false;
   std::vector<char*> program;  // argv for execvp, null-terminated
 };
 
@@ -122,6 +125,8 @@ Options parseArgs(int argc, char** argv) {
       addExport(&o, v);
     } else if ((v = optionValue(argc, argv, &i, "--grace-ms"))) {
       o.graceMs = parseNumber(v, 0, INT_MAX, "--grace-ms wants milliseconds");
+    } else if (std::strcmp(argv[i], "--keep-going") == 0) {
+      o.keepGoing = true;
     } else if ((v = optionValue(argc, argv, &i, "--timeout"))) {
       o.timeoutS = parseNumber(v, 1, INT_MAX / 1000, "--timeout wants seconds >= 1");
     } else {
@@ -370,6 +375,11 @@ void Launcher::recordExit(int rank, int status) {
   // Once we have signalled the ranks their deaths are our doing, not news.
   if (phase_ == Phase::kRunning || phase_ == Phase::kGrace) {
     writeAll(STDERR_FILENO, describeExit(rank, ranks_[rank].pid, status));
+  }
+  if (o_.keepGoing && phase_ == Phase::kRunning) {
+    // Elastic: a lost rank is news, not the end; only a rank that finishes badly fails the job.
+    if (WIFEXITED(status) && exitCode_ == 0) exitCode_ = 1;
+    return;
   }
   if (exitCode_ == 0) exitCode_ = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1;
   if (phase_ == Phase::kRunning) {

@@ -2,6 +2,7 @@
 # compare_peers.sh: bccl against its peers on this machine, one table.
 #
 #   bench/peers/compare_peers.sh [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
+#                                [--no-build]
 #
 # Ours (bcclrun + the perf tools, over shm and over tcp) and the peers (Open MPI over shared
 # memory and over TCP, MPICH, Gloo over TCP) take turns on every cell: per collective, rank count
@@ -19,6 +20,7 @@ BUILD="$ROOT/build-peers"
 BUDGET_MIN=20
 QUICK=0
 OUT=""
+BUILD_BCCL=1
 
 COLLS=(allreduce allgather reducescatter)
 # Ours and theirs, in the order they take turns; ours-shm is compared with every peer (a peer
@@ -30,12 +32,13 @@ PACKAGES=(openmpi-bin libopenmpi-dev mpich libmpich-dev libgloo-dev g++)
 
 usage() {
   cat <<EOF
-usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
+usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR] [--no-build]
   --budget-minutes N  whole run within about N minutes (default 20): fewer iterations at large
                       sizes below 20, and runs that no longer fit are skipped (and listed)
   --quick             2 and 4 ranks at 8 B and 1 MiB only (about 2 minutes; for testing)
   --out FILE          results file (default bench/peers/results-<date>.txt)
   --build-dir DIR     bccl build directory (default build-peers); peer binaries go in DIR/peers
+  --no-build          use bccl's tools in DIR as they are (say, a build of a known commit)
 EOF
 }
 
@@ -46,6 +49,7 @@ parse_args() {
       --quick) QUICK=1; shift ;;
       --out) OUT="${2:?}"; shift 2 ;;
       --build-dir) BUILD="${2:?}"; shift 2 ;;
+      --no-build) BUILD_BCCL=0; shift ;;
       -h|--help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
@@ -85,11 +89,24 @@ stale() {
   return 1
 }
 
-build_all() {
-  # -j2: the machine has two cores, shared with whoever else is building.
-  [[ -f "$BUILD/build.ninja" ]] ||
-    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DBCCL_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >&2
-  ninja -C "$BUILD" -j2 bcclrun all_reduce_perf all_gather_perf reduce_scatter_perf >&2
+build_bccl() {
+  local tools=(bcclrun all_reduce_perf all_gather_perf reduce_scatter_perf) t
+  if ((BUILD_BCCL)); then
+    # -j2: the machine has two cores, shared with whoever else is building.
+    [[ -f "$BUILD/build.ninja" ]] ||
+      cmake -S "$ROOT" -B "$BUILD" -G Ninja -DBCCL_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release >&2
+    ninja -C "$BUILD" -j2 "${tools[@]}" >&2 || {
+      log "bccl did not build (a tree mid-edit?): fix it, or pass --no-build --build-dir DIR"
+      log "to use the tools of a build that works"
+      exit 1
+    }
+  fi
+  for t in "${tools[@]}"; do
+    [[ -x "$BUILD/$t" ]] || { log "missing $BUILD/$t"; exit 1; }
+  done
+}
+
+build_peers() {
   mkdir -p "$PEER_BIN"
   local cflags=(-O2 -Wall -Wextra) common="$HERE/peer_common.h"
   # The two MPIs' plain mpicc/mpirun names are alternatives that point at one of them; the
@@ -434,7 +451,8 @@ print_table() {
 main() {
   parse_args "$@"
   ensure_packages
-  build_all
+  build_bccl
+  build_peers
   configure_plan
   mkdir -p "$(dirname "$OUT")"
   {

@@ -5,6 +5,7 @@
 
 #include "algorithms/executor.h"
 #include "core/logging.h"
+#include "fault/fault_inject.h"
 
 namespace bccl {
 namespace {
@@ -51,6 +52,7 @@ Status launchOps(const std::vector<PendingOp>& ops) {
   std::vector<bcclComm*> comms;
   for (const PendingOp& op : ops)
     if (std::find(comms.begin(), comms.end(), op.comm) == comms.end()) comms.push_back(op.comm);
+  for (const PendingOp& op : ops) maybeInjectFault(*op.comm->impl, op.comm->impl->countOperation());
   auto plans = std::make_shared<PlanList>();
   for (bcclComm* comm : comms) {
     std::vector<const PendingOp*> mine;

@@ -50,6 +50,15 @@ void Communicator::revoke() {
   wake();
 }
 
+void Communicator::dropConnections() {
+  // Sockets are shut down, not freed: another thread may be using these objects right now.
+  if (detector_ != nullptr) detector_->sever();
+  for (auto& c : connections_)
+    if (c != nullptr) c->sever();
+  recordError(remoteError("this rank's connections were dropped (fault injection)"));
+  wake();
+}
+
 void Communicator::markFailed(int rank, const std::string& why) {
   if (detector_ != nullptr) detector_->report(rank, why);
 }

@@ -69,6 +69,10 @@ class Communicator final : public ExecContext {
   Status asyncError() const;
   // Fails every operation on this communicator, here and (through the detector) on every rank.
   void revoke();
+  // Closes every socket abruptly, as if this host's network went away (fault injection).
+  void dropConnections();
+  // Numbers the operations issued on this communicator (for fault injection).
+  uint64_t countOperation() { return opsIssued_++; }
   std::vector<int> failedRanks() const;
 
   // The last error of a call on this communicator, for bcclGetLastError(comm).
@@ -113,6 +117,7 @@ class Communicator final : public ExecContext {
   std::string lastError_;
 
   uint32_t childSeq_ = 0;
+  std::atomic<uint64_t> opsIssued_{0};
   std::atomic<uint64_t> nextTicket_{0};
   std::atomic<uint64_t> serving_{0};
   char* scratch_ = nullptr;

@@ -84,6 +84,13 @@ void FailureDetector::shutdown(bool sayGoodbye) {
   if (thread_.joinable()) thread_.join();
 }
 
+void FailureDetector::sever() {
+  shutdown(false);
+  std::lock_guard<std::mutex> lock(sendMu_);
+  for (Neighbour& n : neighbours_)
+    if (n.fd >= 0) ::shutdown(n.fd, SHUT_RDWR);
+}
+
 std::vector<int> FailureDetector::failedRanks() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<int> out;

@@ -40,6 +40,8 @@ class FailureDetector {
   // Stops the thread, after which no callback runs. With a goodbye, neighbours take the closing
   // connections as a normal exit; without (abort), as this rank's failure.
   void shutdown(bool sayGoodbye);
+  // Stops the thread and shuts the control sockets down at once, as a lost network would.
+  void sever();
 
  private:
   struct Neighbour {

@@ -48,6 +48,8 @@ class Connection {
   virtual void addToWaitSet(WaitSet* set) const = 0;
   // Forgets every posted operation (after an error or abort), so no stale pointer is touched.
   virtual void dropPending() = 0;
+  // Cuts the link as a network failure would (fault injection); the object stays valid.
+  virtual void sever() {}
 };
 
 }  // namespace bccl

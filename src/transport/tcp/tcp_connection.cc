@@ -153,6 +153,8 @@ void TcpConnection::addToWaitSet(WaitSet* set) const {
   if (events != 0) set->addFd(fd_, events);
 }
 
+void TcpConnection::sever() { shutdown(fd_, SHUT_RDWR); }
+
 void TcpConnection::dropPending() {
   sends_.clear();
   recvs_.clear();

@@ -25,6 +25,7 @@ class TcpConnection final : public Connection {
   bool hasPending() const override { return !sends_.empty() || !recvs_.empty(); }
   void addToWaitSet(WaitSet* set) const override;
   void dropPending() override;
+  void sever() override;
 
  private:
   struct Header {

@@ -1,0 +1,17 @@
+// Deliberate failures for tests and demos, from BCCL_FAULT_INJECT: a chosen rank exits, is
+// killed, stops, or drops its connections when it issues its Nth operation on a communicator.
+//   BCCL_FAULT_INJECT="rank=2,op=50,action=kill"   (several specs separated by ';')
+//   actions: kill (SIGKILL itself), exit (_exit(1)), stop (SIGSTOP itself), drop (close every
+//   connection, as if its network went away)
+#pragma once
+
+#include <cstdint>
+
+namespace bccl {
+
+class Communicator;
+
+// Called before each operation with its number (0-based) on `comm`.
+void maybeInjectFault(Communicator& comm, uint64_t opIndex);
+
+}  // namespace bccl

@@ -1,0 +1,287 @@
+// The topology-aware builders (tree, rd, rhd, bruck), checked symbolically like schedule_test.cc
+// checks the ring and chain: every rank count 1..17, awkward element counts, tiny chunks,
+// in-place, averaging and several roots, in schedule order and in random execution orders. Also
+// pins the structural promises the cost model relies on (rounds, messages, tree shapes).
+#include <gtest/gtest.h>
+
+#include <iterator>
+#include <set>
+#include <string>
+
+#include "algorithms/builders_extra.h"
+#include "core/dtype.h"
+#include "sim/schedule_sim.h"
+
+namespace bccl {
+namespace {
+
+using sim::Layout;
+using sim::RankState;
+using sim::Sym;
+
+enum class Coll { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce };
+
+struct Builder {
+  const char* name;
+  Coll coll;
+  Schedule (*build)(const CollectiveShape&);
+};
+
+const Builder kBuilders[] = {
+    {"tree_allreduce", Coll::kAllReduce, buildTreeAllReduce},
+    {"tree_broadcast", Coll::kBroadcast, buildTreeBroadcast},
+    {"tree_reduce", Coll::kReduce, buildTreeReduce},
+    {"rd_allreduce", Coll::kAllReduce, buildRecursiveDoublingAllReduce},
+    {"rhd_allreduce", Coll::kAllReduce, buildRabenseifnerAllReduce},
+    {"rhd_reducescatter", Coll::kReduceScatter, buildRecursiveHalvingReduceScatter},
+    {"rd_allgather", Coll::kAllGather, buildRecursiveDoublingAllGather},
+    {"bruck_allgather", Coll::kAllGather, buildBruckAllGather},
+};
+
+bool reduces(Coll c) {
+  return c == Coll::kAllReduce || c == Coll::kReduceScatter || c == Coll::kReduce;
+}
+bool rooted(Coll c) { return c == Coll::kBroadcast || c == Coll::kReduce; }
+
+struct Case {
+  const Builder* builder;
+  int nranks;
+  size_t count;
+  bool inPlace;
+  size_t chunkElems;
+  bcclRedOp_t op;
+  int root;
+};
+
+// Where the buffers live in a rank's memory; the same conventions as schedule_test.cc.
+Layout layoutFor(const Case& c, int rank) {
+  Layout l;
+  const size_t n = c.nranks, k = c.count;
+  switch (c.builder->coll) {
+    case Coll::kAllGather:
+      l.recvCount = n * k;
+      l.sendCount = k;
+      l.memoryCount = c.inPlace ? n * k : (n + 1) * k;
+      l.sendOffset = c.inPlace ? rank * k : n * k;
+      break;
+    case Coll::kReduceScatter:
+      l.sendCount = n * k;
+      l.recvCount = k;
+      l.memoryCount = c.inPlace ? n * k : (n + 1) * k;
+      l.recvOffset = c.inPlace ? rank * k : n * k;
+      break;
+    default:
+      l.sendCount = l.recvCount = k;
+      l.memoryCount = c.inPlace ? k : 2 * k;
+      l.recvOffset = c.inPlace ? 0 : k;
+      break;
+  }
+  return l;
+}
+
+Schedule build(const Case& c, int rank) {
+  CollectiveShape s;
+  s.rank = rank;
+  s.nranks = c.nranks;
+  s.count = c.count;
+  s.dtype = bcclFloat32;
+  s.op = c.op;
+  s.root = c.root;
+  s.inPlace = c.inPlace;
+  s.chunkBytes = c.chunkElems * 4;
+  return c.builder->build(s);
+}
+
+Sym allOf(int n, long tag, int scaled) {
+  Sym s;
+  s.valid = true;
+  s.tag = tag;
+  s.counts.assign(n, 1);
+  s.scaled = scaled;
+  return s;
+}
+
+// The expected receive-buffer element `i` of `rank`, or an invalid Sym for "don't care".
+Sym expected(const Case& c, int rank, size_t i) {
+  const int n = c.nranks;
+  const long k = static_cast<long>(c.count), at = static_cast<long>(i);
+  const int scaled = c.op == bcclAvg && n > 1 ? 1 : 0;
+  switch (c.builder->coll) {
+    case Coll::kAllReduce:
+      return allOf(n, at, scaled);
+    case Coll::kAllGather:
+      return sim::input(static_cast<int>(at / k), n, at % k);
+    case Coll::kReduceScatter:
+      return allOf(n, rank * k + at, scaled);
+    case Coll::kBroadcast:
+      return sim::input(c.root, n, at);
+    case Coll::kReduce:
+      return rank == c.root ? allOf(n, at, scaled) : Sym{};
+  }
+  return Sym{};
+}
+
+std::string runCase(const Case& c, uint64_t seed = 0) {
+  std::vector<RankState> ranks(c.nranks);
+  for (int r = 0; r < c.nranks; ++r) {
+    RankState& st = ranks[r];
+    st.schedule = build(c, r);
+    st.layout = layoutFor(c, r);
+    st.memory.assign(st.layout.memoryCount, Sym{});
+    for (size_t i = 0; i < st.layout.sendCount; ++i)
+      st.memory[st.layout.sendOffset + i] = sim::input(r, c.nranks, static_cast<long>(i));
+  }
+  std::string fault = sim::simulate(ranks, seed);
+  if (!fault.empty()) return fault;
+  for (int r = 0; r < c.nranks; ++r)
+    for (size_t i = 0; i < ranks[r].layout.recvCount; ++i) {
+      Sym want = expected(c, r, i);
+      if (!want.valid) continue;
+      const Sym& got = ranks[r].memory[ranks[r].layout.recvOffset + i];
+      if (!(got == want))
+        return "rank " + std::to_string(r) + " element " + std::to_string(i) + ": got " +
+               sim::describe(got) + ", want " + sim::describe(want);
+    }
+  return "";
+}
+
+std::string label(const Case& c) {
+  return std::string(c.builder->name) + " nranks=" + std::to_string(c.nranks) +
+         " count=" + std::to_string(c.count) + (c.inPlace ? " in-place" : " out-of-place") +
+         " chunk=" + std::to_string(c.chunkElems) + " op=" + redOpName(c.op) +
+         " root=" + std::to_string(c.root);
+}
+
+class Algorithms : public ::testing::TestWithParam<size_t> {
+ protected:
+  const Builder& builder() const { return kBuilders[GetParam()]; }
+};
+
+TEST_P(Algorithms, EveryShapeIsExact) {
+  const Builder& b = builder();
+  int cases = 0;
+  for (int n = 1; n <= 17; ++n)
+    for (size_t count : {0, 1, 2, 7, 19, 64})
+      for (size_t chunk : {1, 3, 1000})
+        for (bool inPlace : {false, true})
+          for (bcclRedOp_t op : {bcclSum, bcclAvg})
+            for (int root : std::set<int>{0, n - 1, n / 2}) {
+              if ((op == bcclAvg && !reduces(b.coll)) || (root != 0 && !rooted(b.coll))) continue;
+              Case c{&b, n, count, inPlace, chunk, op, root};
+              ASSERT_EQ(runCase(c), "") << label(c);
+              ++cases;
+            }
+  EXPECT_GT(cases, 1000);
+}
+
+// Random execution orders: a receive that may land where a send still reads, or a step that
+// relies on an undeclared order, corrupts some order.
+TEST_P(Algorithms, AnyExecutionOrderIsExact) {
+  const Builder& b = builder();
+  for (int n = 2; n <= 9; ++n)
+    for (size_t count : {7, 19})
+      for (size_t chunk : {1, 3})
+        for (bool inPlace : {false, true})
+          for (uint64_t seed = 1; seed <= 3; ++seed) {
+            const bcclRedOp_t op = seed == 3 && reduces(b.coll) ? bcclAvg : bcclSum;
+            Case c{&b, n, count, inPlace, chunk, op, (n / 2 + static_cast<int>(seed)) % n};
+            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed;
+          }
+}
+
+INSTANTIATE_TEST_SUITE_P(New, Algorithms, ::testing::Range<size_t>(0, std::size(kBuilders)),
+                         [](const auto& info) { return std::string(kBuilders[info.param].name); });
+
+CollectiveShape shapeOf(int rank, int n, size_t count, size_t chunkBytes = 1 << 20) {
+  CollectiveShape s;
+  s.rank = rank;
+  s.nranks = n;
+  s.count = count;
+  s.dtype = bcclFloat32;
+  s.chunkBytes = chunkBytes;
+  return s;
+}
+
+struct Traffic {
+  int sends = 0;
+  std::set<int> peers;
+};
+
+Traffic sendsOf(const Schedule& s) {
+  Traffic t;
+  for (const Step& st : s.steps)
+    if (st.kind == StepKind::kSend) {
+      ++t.sends;
+      t.peers.insert(st.peer);
+    }
+  return t;
+}
+
+int ceilLog2(int n) {
+  int l = 0;
+  while ((1 << l) < n) ++l;
+  return l;
+}
+
+// The latency claims: unchunked, each rank sends once per round.
+TEST(AlgorithmShapes, RoundCounts) {
+  for (int n = 2; n <= 64; ++n) {
+    int p = 1;
+    while (p * 2 <= n) p *= 2;
+    const int lg = ceilLog2(p);
+    for (int r = 0; r < n; ++r) {
+      const bool paired = r < 2 * (n - p), sitsOut = paired && r % 2 == 0;
+      EXPECT_EQ(sendsOf(buildBruckAllGather(shapeOf(r, n, 4))).sends, ceilLog2(n)) << n << " " << r;
+      const int rd = sendsOf(buildRecursiveDoublingAllReduce(shapeOf(r, n, 4))).sends;
+      EXPECT_EQ(rd, sitsOut ? 1 : lg + (paired ? 1 : 0)) << n << " " << r;
+      // Rabenseifner with one element per participant: every round moves something.
+      const int rhd = sendsOf(buildRabenseifnerAllReduce(shapeOf(r, n, p))).sends;
+      EXPECT_EQ(rhd, sitsOut ? 1 : 2 * lg + (paired ? 1 : 0)) << n << " " << r;
+    }
+  }
+}
+
+// Each of the two allreduce trees carries one half; with two elements and one-element chunks
+// a rank reduces element 0 only where it is interior in tree 0 and element 1 in tree 1.
+TEST(AlgorithmShapes, DoubleTreeInteriorRanksAreDisjoint) {
+  for (int n = 2; n <= 64; ++n) {
+    int interior[2] = {0, 0};
+    for (int r = 0; r < n; ++r) {
+      bool reduces[2] = {false, false};
+      for (const Step& st : buildTreeAllReduce(shapeOf(r, n, 2, 4)).steps)
+        if (st.kind == StepKind::kRecvReduce) reduces[st.dst.offset / 4] = true;
+      EXPECT_FALSE(reduces[0] && reduces[1]) << "n=" << n << " rank " << r;
+      interior[0] += reduces[0];
+      interior[1] += reduces[1];
+    }
+    EXPECT_GE(interior[0], 1);
+    EXPECT_GE(interior[1], 1);
+  }
+}
+
+// A binary tree: nobody talks to more than three peers, and the depth is logarithmic: with one
+// chunk, every rank of a broadcast is at most floor(log2 n) hops from the root.
+TEST(AlgorithmShapes, TreesAreBinaryAndShallow) {
+  for (int n = 2; n <= 64; ++n)
+    for (int root : {0, n / 3, n - 1}) {
+      std::vector<int> parent(n, -1);
+      for (int r = 0; r < n; ++r) {
+        CollectiveShape s = shapeOf(r, n, 1);
+        s.root = root;
+        Schedule b = buildTreeBroadcast(s);
+        EXPECT_LE(sendsOf(b).peers.size(), 2u);
+        for (const Step& st : b.steps)
+          if (st.kind == StepKind::kRecv) parent[r] = st.peer;
+        EXPECT_EQ(parent[r] < 0, r == root) << "n=" << n << " rank " << r;
+        EXPECT_LE(sendsOf(buildTreeAllReduce(shapeOf(r, n, 2))).peers.size(), 3u);
+      }
+      for (int r = 0; r < n; ++r) {
+        int hops = 0;
+        for (int x = r; x != root && hops <= n; x = parent[x]) ++hops;
+        EXPECT_LE(hops, ceilLog2(n + 1) - 1) << "n=" << n << " rank " << r;
+      }
+    }
+}
+
+}  // namespace
+}  // namespace bccl
