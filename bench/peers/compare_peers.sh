@@ -2,7 +2,7 @@
 # compare_peers.sh: bccl against its peers on this machine, one table.
 #
 #   bench/peers/compare_peers.sh [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
-#                                [--no-build]
+#                                [--no-build] [--ranks 2,4,8]
 #
 # Ours (bcclrun + the perf tools, over shm and over tcp) and the peers (Open MPI over shared
 # memory and over TCP, MPICH, Gloo over TCP) take turns on every cell: per collective, rank count
@@ -21,6 +21,7 @@ BUDGET_MIN=20
 QUICK=0
 OUT=""
 BUILD_BCCL=1
+RANKS_ARG=""
 
 COLLS=(allreduce allgather reducescatter)
 # Ours and theirs, in the order they take turns; ours-shm is compared with every peer (a peer
@@ -33,12 +34,14 @@ PACKAGES=(openmpi-bin libopenmpi-dev mpich libmpich-dev libgloo-dev g++)
 usage() {
   cat <<EOF
 usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR] [--no-build]
+          [--ranks LIST]
   --budget-minutes N  whole run within about N minutes (default 20): fewer iterations at large
                       sizes below 20, and runs that no longer fit are skipped (and listed)
   --quick             2 and 4 ranks at 8 B and 1 MiB only (about 2 minutes; for testing)
   --out FILE          results file (default bench/peers/results-<date>.txt)
   --build-dir DIR     bccl build directory (default build-peers); peer binaries go in DIR/peers
   --no-build          use bccl's tools in DIR as they are (say, a build of a known commit)
+  --ranks LIST        rank counts, comma-separated (default 2,4,8; --quick: 2,4)
 EOF
 }
 
@@ -50,12 +53,17 @@ parse_args() {
       --out) OUT="${2:?}"; shift 2 ;;
       --build-dir) BUILD="${2:?}"; shift 2 ;;
       --no-build) BUILD_BCCL=0; shift ;;
+      --ranks) RANKS_ARG="${2:?}"; shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
   done
   if ! [[ "$BUDGET_MIN" =~ ^[1-9][0-9]*$ ]]; then
     echo "bad --budget-minutes: $BUDGET_MIN" >&2
+    exit 2
+  fi
+  if [[ -n $RANKS_ARG && ! $RANKS_ARG =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
+    echo "bad --ranks: $RANKS_ARG" >&2
     exit 2
   fi
   [[ -n "$OUT" ]] || OUT="$HERE/results-$(date +%Y%m%d-%H%M%S).txt"
@@ -133,6 +141,7 @@ configure_plan() {
     NRANKS_LIST=(2 4 8)
     SIZES=(8 65536 1048576 67108864 268435456)
   fi
+  [[ -z $RANKS_ARG ]] || IFS=, read -r -a NRANKS_LIST <<<"$RANKS_ARG"
   DEADLINE_US=$((${EPOCHREALTIME/./} + BUDGET_MIN * 60 * 1000000))
   # Iteration counts are written for a 20-minute budget; a smaller one scales them down (the
   # large sizes are where the time goes), never below 3 timed iterations.
@@ -144,7 +153,7 @@ configure_plan() {
 plan_for() {
   local size=$1 w n s t
   if ((QUICK)); then
-    case $size in 8) w=5 n=100 s=0.5 t=30 ;; *) w=2 n=20 s=0.5 t=30 ;; esac
+    case $size in 8) w=10 n=200 s=0.5 t=30 ;; *) w=3 n=30 s=1.0 t=30 ;; esac
     echo "$w $n $s $t"
     return
   fi
@@ -310,8 +319,9 @@ run_one() {
     mpich) run_mpich "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
     gloo-tcp) run_gloo "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
   esac
-  local took=$(((${EPOCHREALTIME/./} - now_us) / 1000000))
-  EST_S[$est_key]=$((took + 1))
+  local took_ms=$(((${EPOCHREALTIME/./} - now_us) / 1000)) took
+  took=$(printf '%d.%ds' $((took_ms / 1000)) $((took_ms % 1000 / 100)))
+  EST_S[$est_key]=$((took_ms / 1000 + 1))
 
   local line status
   line=$(grep -m1 '^RESULT ' "$logf" || true)
@@ -331,9 +341,9 @@ run_one() {
   fi
   record "$key" "$status" "$line"
   if [[ $status == OK || $status == WRONG ]]; then
-    log "$tag $(field time_us "$line") us  $(field busbw "$line") GB/s  ${took}s  $status"
+    log "$tag $(field time_us "$line") us  $(field busbw "$line") GB/s  ($took) $status"
   else
-    log "$tag $status (${took}s, timeout ${tmo}s)"
+    log "$tag $status ($took, timeout ${tmo}s)"
     [[ $status == TIMEOUT ]] || tail -3 "$logf" | sed 's/^/    /' >&2
   fi
   rm -f "$logf"
@@ -382,7 +392,11 @@ membw_bound_line() {
 cell() {
   local key=$1 size=$2 st=${R_STATUS[$1]:-}
   case $st in
-    OK) if ((size == 8)); then echo "${R_TIME[$key]}"; else echo "${R_BUSBW[$key]}"; fi ;;
+    OK) if ((size == 8)); then
+          awk -v t="${R_TIME[$key]}" 'BEGIN { printf(t >= 100 ? "%.0f\n" : "%.2f\n", t) }'
+        else
+          awk -v b="${R_BUSBW[$key]}" 'BEGIN { printf "%.2f\n", b }'
+        fi ;;
     WRONG) echo "WRONG(${R_WRONG[$key]})" ;;
     TIMEOUT) echo "timeout" ;;
     SKIP-budget) echo "skip:budget" ;;

@@ -1,11 +1,12 @@
-// Log line format: "<host>:<pid>:<tid> [rank] bccl LEVEL message". One write() per line so
-// lines from different ranks and threads never interleave mid-line.
+// Log line format: "<hh:mm:ss.mmm> <host>:<pid>:<tid> [rank] bccl LEVEL message". One write()
+// per line so lines from different ranks and threads never interleave mid-line.
 #include "core/logging.h"
 
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <strings.h>
 
@@ -40,9 +41,16 @@ void logMessage(LogLevel level, const char* file, int line, const char* fmt, ...
   static const char* names[] = {"NONE", "WARN", "INFO", "TRACE"};
   char host[64] = {0};
   gethostname(host, sizeof(host) - 1);
+  // Wall-clock time with milliseconds: failure reports say when, comparable across hosts.
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  tm local{};
+  localtime_r(&now.tv_sec, &local);
+  char when[32];
+  strftime(when, sizeof(when), "%H:%M:%S", &local);
   char buf[2048];
-  int n = snprintf(buf, sizeof(buf), "%s:%d:%ld [%d] bccl %s ", host, static_cast<int>(getpid()),
-                   static_cast<long>(syscall(SYS_gettid)), tlsRank,
+  int n = snprintf(buf, sizeof(buf), "%s.%03ld %s:%d:%ld [%d] bccl %s ", when, now.tv_nsec / 1000000,
+                   host, static_cast<int>(getpid()), static_cast<long>(syscall(SYS_gettid)), tlsRank,
                    names[static_cast<int>(level)]);
   va_list ap;
   va_start(ap, fmt);
