@@ -35,9 +35,10 @@ usage() {
   cat <<EOF
 usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR] [--no-build]
           [--ranks LIST]
-  --budget-minutes N  whole run within about N minutes (default 20): fewer iterations at large
-                      sizes below 20, and runs that no longer fit are skipped (and listed)
-  --quick             2 and 4 ranks at 8 B and 1 MiB only (about 2 minutes; for testing)
+  --budget-minutes N  whole run within about N minutes (default 20): below 20, fewer iterations
+                      (the large sizes are where the time goes); runs that no longer fit the
+                      budget are skipped and shown as skip:budget
+  --quick             2 and 4 ranks at 8 B and 1 MiB only (a minute or two; for testing)
   --out FILE          results file (default bench/peers/results-<date>.txt)
   --build-dir DIR     bccl build directory (default build-peers); peer binaries go in DIR/peers
   --no-build          use bccl's tools in DIR as they are (say, a build of a known commit)
@@ -159,10 +160,10 @@ plan_for() {
   fi
   case $size in
     8) w=20 n=500 s=1.0 t=60 ;;
-    65536) w=10 n=200 s=1.0 t=60 ;;
-    1048576) w=5 n=50 s=1.5 t=60 ;;
-    67108864) w=2 n=10 s=4 t=150 ;;
-    *) w=1 n=5 s=6 t=300 ;;
+    65536) w=10 n=100 s=1.0 t=60 ;;
+    1048576) w=5 n=30 s=1.5 t=60 ;;
+    67108864) w=1 n=6 s=3 t=150 ;;
+    *) w=1 n=3 s=4 t=300 ;;
   esac
   n=$((n * SCALE_PCT / 100))
   ((n >= 3)) || n=3
@@ -309,15 +310,17 @@ run_one() {
   fi
   ((tmo <= left_s + 30)) || tmo=$((left_s + 30))
 
-  local logf rc=0
+  # stdout (rank 0's RESULT line) apart from stderr, where other ranks' messages may land mid-line.
+  local logf errf rc=0
   logf="$(mktemp)"
+  errf="$(mktemp)"
   case $lib in
-    ours-shm) run_ours shm "$coll" "$n" "$size" "$warm" "$iters" "$tmo" >"$logf" 2>&1 || rc=$? ;;
-    ours-tcp) run_ours tcp "$coll" "$n" "$size" "$warm" "$iters" "$tmo" >"$logf" 2>&1 || rc=$? ;;
-    openmpi-shm) run_openmpi shm "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
-    openmpi-tcp) run_openmpi tcp "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
-    mpich) run_mpich "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
-    gloo-tcp) run_gloo "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>&1 || rc=$? ;;
+    ours-shm) run_ours shm "$coll" "$n" "$size" "$warm" "$iters" "$tmo" >"$logf" 2>"$errf" || rc=$? ;;
+    ours-tcp) run_ours tcp "$coll" "$n" "$size" "$warm" "$iters" "$tmo" >"$logf" 2>"$errf" || rc=$? ;;
+    openmpi-shm) run_openmpi shm "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>"$errf" || rc=$? ;;
+    openmpi-tcp) run_openmpi tcp "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>"$errf" || rc=$? ;;
+    mpich) run_mpich "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>"$errf" || rc=$? ;;
+    gloo-tcp) run_gloo "$coll" "$n" "$size" "$warm" "$iters" "$secs" "$tmo" >"$logf" 2>"$errf" || rc=$? ;;
   esac
   local took_ms=$(((${EPOCHREALTIME/./} - now_us) / 1000)) took
   took=$(printf '%d.%ds' $((took_ms / 1000)) $((took_ms % 1000 / 100)))
@@ -326,14 +329,14 @@ run_one() {
   local line status
   line=$(grep -m1 '^RESULT ' "$logf" || true)
   # The benchmarks name their wrong elements on stderr ("# rank ..."); keep them in the results.
-  grep '^# rank\|wrong' "$logf" | grep -v '^RESULT' | head -20 | sed 's/^/#   /' >>"$OUT" || true
+  grep 'wrong' "$errf" | head -20 | sed 's/^/#   /' >>"$OUT" || true
   if ((rc == 124 || rc == 137)); then
     status=TIMEOUT
     FAILED_AT["$lib|$coll|$n"]="TIMEOUT"
   elif [[ -z $line ]]; then
     status="FAIL-rc$rc"
     FAILED_AT["$lib|$coll|$n"]="FAIL"
-    tail -5 "$logf" | sed 's/^/#   /' >>"$OUT"
+    tail -5 "$errf" | sed 's/^/#   /' >>"$OUT"
   elif [[ $(field wrong "$line") != 0 ]]; then
     status=WRONG
   else
@@ -344,9 +347,9 @@ run_one() {
     log "$tag $(field time_us "$line") us  $(field busbw "$line") GB/s  ($took) $status"
   else
     log "$tag $status ($took, timeout ${tmo}s)"
-    [[ $status == TIMEOUT ]] || tail -3 "$logf" | sed 's/^/    /' >&2
+    [[ $status == TIMEOUT ]] || tail -3 "$errf" | sed 's/^/    /' >&2
   fi
-  rm -f "$logf"
+  rm -f "$logf" "$errf"
 }
 
 # ---- memory bandwidth: the ceiling for large shm collectives -----------------------------------
@@ -366,23 +369,28 @@ measure_membw() {
 # The bound for ours at 2 ranks, 256 MiB, shm allreduce. With n = 2 and S bytes per rank,
 # busbw = algbw * 2(n-1)/n = S / t. An allreduce that reads each rank's input once (its own and,
 # through shared memory, its peer's: 2S reads in all), reduces in registers and writes each
-# rank's result once (2S writes) moves 4S bytes of memory traffic per call, both cores together,
-# and memcpy traffic with 2 threads (reads + writes, 2x the bytes copied) is what the machine
-# can move: t >= 4S / traffic, so busbw <= traffic / 4. That is 4 bytes of traffic per byte of
-# busbw. It is optimistic: memcpy's large copies use non-temporal stores, while a reduction that
-# writes through the cache also reads every output line first (write-allocate, 6S per call), and
-# any staging copy through a bounce buffer adds 2S per copy.
+# rank's result once (2S writes) moves 4S bytes of memory traffic per call, both cores together.
+# What the machine can move is memcpy's traffic (reads + writes, 2x the bytes copied), the better
+# of 1 and 2 threads (on a loaded machine 2 threads can do worse): t >= 4S / traffic, so
+# busbw <= traffic / 4, i.e. 4 bytes of traffic per byte of busbw. It is optimistic: large
+# memcpy's use non-temporal stores, while a reduction that writes through the cache also reads
+# every output line first (write-allocate: 6S per call), and a staging copy through a bounce
+# buffer adds 2S per copy.
 membw_bound_line() {
-  local ours=${R_BUSBW["ours-shm|allreduce|2|268435456"]:-}
-  local traffic
-  traffic=$(field traffic_GBps "$MEMBW_T2")
-  if [[ -z $traffic ]]; then
+  local key="ours-shm|allreduce|2|268435456" t1 t2
+  t1=$(field traffic_GBps "$MEMBW_T1")
+  t2=$(field traffic_GBps "$MEMBW_T2")
+  if [[ -z $t1$t2 ]]; then
     echo "memory-bandwidth bound: n/a (membw did not run)"
-  elif [[ -z $ours || ${R_STATUS["ours-shm|allreduce|2|268435456"]} != OK ]]; then
-    awk -v t="$traffic" 'BEGIN { printf "bound for a 2-rank shm allreduce: busbw <= traffic/4 = %.2f GB/s (ours at 256 MiB not measured in this run)\n", t / 4 }'
-  else
-    awk -v t="$traffic" -v o="$ours" 'BEGIN { printf "bound for a 2-rank shm allreduce: busbw <= traffic/4 = %.2f GB/s; ours at 256 MiB: %.2f GB/s = %.2f of the bound\n", t / 4, o, o / (t / 4) }'
+    return
   fi
+  awk -v t1="${t1:-0}" -v t2="${t2:-0}" -v o="${R_BUSBW[$key]:-}" -v st="${R_STATUS[$key]:-}" 'BEGIN {
+    threads = (t1 > t2) ? 1 : 2
+    t = (t1 > t2) ? t1 : t2
+    printf "bound for a 2-rank shm allreduce: busbw <= traffic/4 = %.2f GB/s (traffic %.2f GB/s, %d thread(s))", t / 4, t, threads
+    if (st == "OK" && o != "") printf "; ours at 256 MiB: %.2f GB/s = %.2f of the bound\n", o, o / (t / 4)
+    else printf "; ours at 256 MiB: not measured (%s)\n", st == "" ? "not in this run" : st
+  }'
 }
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -395,7 +403,7 @@ cell() {
     OK) if ((size == 8)); then
           awk -v t="${R_TIME[$key]}" 'BEGIN { printf(t >= 100 ? "%.0f\n" : "%.2f\n", t) }'
         else
-          awk -v b="${R_BUSBW[$key]}" 'BEGIN { printf "%.2f\n", b }'
+          awk -v b="${R_BUSBW[$key]}" 'BEGIN { printf(b >= 0.1 ? "%.2f\n" : "%.3f\n", b) }'
         fi ;;
     WRONG) echo "WRONG(${R_WRONG[$key]})" ;;
     TIMEOUT) echo "timeout" ;;
@@ -470,7 +478,7 @@ main() {
   configure_plan
   mkdir -p "$(dirname "$OUT")"
   {
-    echo "# compare_peers.sh $(date -Is) on $(hostname), $(nproc) cores, bccl $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "# compare_peers.sh $(date -Is) on $(hostname), $(nproc) cores, bccl tools in $BUILD (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), build=$BUILD_BCCL)"
     echo "# budget ${BUDGET_MIN} min, quick=$QUICK, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$OUT"
   RUN_TOTAL=$((${#NRANKS_LIST[@]} * ${#COLLS[@]} * ${#SIZES[@]} * ${#LIBS[@]}))
@@ -490,4 +498,5 @@ main() {
   echo "results: $OUT"
 }
 
-main "$@"
+# Sourcing the file (for trying one function) runs nothing.
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"

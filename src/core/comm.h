@@ -14,6 +14,7 @@
 #include "core/comm_config.h"
 #include "core/rendezvous.h"
 #include "fault/failure_detector.h"
+#include "topology/topology.h"
 #include "transport/shm/shm_segment.h"
 
 namespace bccl {
@@ -49,6 +50,7 @@ class Communicator final : public ExecContext {
   // Marks `rank` failed as if the failure detector had found it (e.g. agreed by survivors).
   void markFailed(int rank, const std::string& why);
   const CommConfig& config() const { return config_; }
+  const HostTopology& topology() const { return topology_; }
 
   // ExecContext
   Connection* connection(int peer) override;
@@ -99,6 +101,7 @@ class Communicator final : public ExecContext {
   uint64_t commId_ = 0;
   uint8_t secret_[kSecretBytes] = {};
   std::vector<PeerInfo> peers_;
+  HostTopology topology_;
   std::vector<std::unique_ptr<Connection>> connections_;
   int listenFd_ = -1;
   int wakeFd_ = -1;  // eventfd: abort() makes it readable for waiters in poll()

@@ -10,6 +10,7 @@
 #include "core/params.h"
 #include "transport/shm/shm_connection.h"
 #include "fault/failure_detector.h"
+#include "topology/topology.h"
 #include "transport/tcp/tcp_connection.h"
 
 namespace bccl {
@@ -60,6 +61,10 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   mine.listenAddr.setPort(bound.port());
   mine.cmaProbeAddr = reinterpret_cast<uint64_t>(&kCmaProbe);
   mine.shmTag = shmTag;
+  StatusOr<HostTopology> topo = discoverTopology(shmTag);
+  if (!topo.isOk()) return topo.status();
+  topology_ = topo.value();
+  mine.numaNode = topology_.myNumaNode;
 
   if (config_.allowShm) {
     // Reserve the name before joining: once the membership is settled, every peer's exists.

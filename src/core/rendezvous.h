@@ -22,6 +22,7 @@ struct PeerInfo {
   uint64_t machineHash = 0;    // equal iff same machine, whatever BCCL_HOST_ID says
   uint64_t cmaProbeAddr = 0;   // address of a known constant, to test process_vm_readv
   int32_t shmTag = 0;          // names this rank's shared-memory segment within the comm
+  int32_t numaNode = 0;        // where this rank runs (topology)
   char hostName[64] = {};
   SockAddr listenAddr;  // where this rank accepts transport and control connections
 };
