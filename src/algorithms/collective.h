@@ -3,6 +3,10 @@
 
 #include <cstddef>
 
+#include <memory>
+#include <vector>
+
+#include "algorithms/compiled_schedule.h"
 #include "algorithms/schedule.h"
 #include "bccl/bccl.h"
 #include "core/status.h"
@@ -28,6 +32,9 @@ struct OpArgs {
 // Chooses the algorithm for one collective and builds this rank's schedule. Buffer 1 is the
 // send buffer, 2 the receive buffer.
 StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& args, int rank, int nranks);
+// The same, compiled, from `cache` when the same call shape was seen before (cache may be null).
+StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& args, int rank, int nranks,
+                                                                     ScheduleCache* cache);
 // One schedule for a batch of sends and receives launched together (a group); buffer i + 1 is
 // ops[i]'s buffer. Sends to and receives from oneself are matched locally, in order.
 StatusOr<Schedule> buildPointToPointSchedule(const std::vector<OpArgs>& ops, int rank, int nranks);

@@ -19,6 +19,9 @@ class ExecContext {
   virtual Connection* connection(int peer) = 0;
   virtual std::string peerName(int peer) const = 0;
   virtual int timeoutMs() const = 0;
+  // How long an idle executor may spin before yielding: long when every rank has a core of its
+  // own, near zero when ranks share cores (a spinner steals its peer's core).
+  virtual int spinMicros() const = 0;
   // A non-OK status once the communicator has failed or been aborted: running plans stop.
   virtual Status health() const = 0;
   // Records the first failure; later operations fail fast with it.

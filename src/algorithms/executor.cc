@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <unordered_map>
 
 #include "core/logging.h"
 #include "core/params.h"
@@ -13,8 +12,6 @@
 namespace bccl {
 namespace {
 
-const IntParam kSpinPasses("BCCL_SPIN_PASSES", 64,
-                           "Idle progress passes spent spinning before yielding the core");
 const IntParam kYieldPasses("BCCL_YIELD_PASSES", 16,
                             "Idle passes spent in sched_yield() before sleeping on a doorbell/poll");
 constexpr int kMaxSleepUs = 20000;
@@ -24,7 +21,8 @@ constexpr int64_t kLivenessPeriodNs = 20 * 1000000LL;
 struct PeerQueue {
   int peer;
   Connection* conn;
-  std::vector<uint32_t> sends, recvs;  // step indices in schedule order
+  const std::vector<uint32_t>* sends;  // step indices in schedule order
+  const std::vector<uint32_t>* recvs;
   size_t sendCursor = 0, recvCursor = 0;
   size_t outstanding = 0;  // posted, not complete
 };
@@ -58,8 +56,6 @@ class PlanRun {
   uint32_t index_;
   bool started_ = false, finished_ = false;
   std::vector<uint32_t> remaining_;
-  std::vector<uint32_t> dependentsBegin_, dependents_;
-  std::vector<int32_t> queueOfStep_;
   std::vector<uint32_t> readyLocal_;
   std::vector<PeerQueue> queues_;
   std::vector<uint64_t> completedTokens_;
@@ -77,7 +73,8 @@ bool PlanRun::tryStart() {
     fail(health);
     return true;
   }
-  const Schedule& s = plan_->schedule;
+  const CompiledSchedule& c = *plan_->compiled;
+  const Schedule& s = c.schedule;
   const size_t n = s.steps.size();
   plan_->buffers.resize(std::max<size_t>(plan_->buffers.size(), s.numBuffers), nullptr);
   plan_->buffers[kScratchBuffer] = s.scratchBytes > 0 ? ctx->scratch(s.scratchBytes) : nullptr;
@@ -86,38 +83,16 @@ bool PlanRun::tryStart() {
     return true;
   }
   remaining_.resize(n);
-  dependentsBegin_.assign(n + 1, 0);
-  for (size_t i = 0; i < n; ++i) {
-    remaining_[i] = s.steps[i].depCount;
-    for (uint32_t d = 0; d < s.steps[i].depCount; ++d) ++dependentsBegin_[s.deps[s.steps[i].depBegin + d] + 1];
-  }
-  for (size_t i = 0; i < n; ++i) dependentsBegin_[i + 1] += dependentsBegin_[i];
-  dependents_.resize(s.deps.size());
-  std::vector<uint32_t> fill(dependentsBegin_.begin(), dependentsBegin_.end() - 1);
-  for (size_t i = 0; i < n; ++i)
-    for (uint32_t d = 0; d < s.steps[i].depCount; ++d)
-      dependents_[fill[s.deps[s.steps[i].depBegin + d]]++] = static_cast<uint32_t>(i);
-  std::unordered_map<int, size_t> queueOfPeer;
-  queueOfStep_.assign(n, -1);
-  for (size_t i = 0; i < n; ++i) {
-    const Step& st = s.steps[i];
-    if (isLocal(st.kind)) {
-      if (remaining_[i] == 0) readyLocal_.push_back(static_cast<uint32_t>(i));
-      continue;
+  for (size_t i = 0; i < n; ++i) remaining_[i] = s.steps[i].depCount;
+  readyLocal_ = c.readyAtStart;
+  queues_.clear();
+  for (const CompiledSchedule::PeerSteps& p : c.peers) {
+    Connection* conn = ctx->connection(p.peer);
+    if (conn == nullptr) {
+      fail(internalError("no connection to rank " + std::to_string(p.peer)));
+      return true;
     }
-    auto it = queueOfPeer.find(st.peer);
-    if (it == queueOfPeer.end()) {
-      Connection* conn = ctx->connection(st.peer);
-      if (conn == nullptr) {
-        fail(internalError("no connection to rank " + std::to_string(st.peer)));
-        return true;
-      }
-      it = queueOfPeer.emplace(st.peer, queues_.size()).first;
-      queues_.push_back(PeerQueue{st.peer, conn, {}, {}});
-    }
-    queueOfStep_[i] = static_cast<int32_t>(it->second);
-    (st.kind == StepKind::kSend ? queues_[it->second].sends : queues_[it->second].recvs)
-        .push_back(static_cast<uint32_t>(i));
+    queues_.push_back(PeerQueue{p.peer, conn, &p.sends, &p.recvs});
   }
   if (n == 0) {
     finished_ = true;
@@ -128,7 +103,7 @@ bool PlanRun::tryStart() {
 }
 
 Status PlanRun::runLocal(uint32_t id) {
-  const Schedule& s = plan_->schedule;
+  const Schedule& s = plan_->compiled->schedule;
   const Step& st = s.steps[id];
   if (st.bytes == 0) return Status::ok();
   char* dst = resolve(st.dst);
@@ -142,7 +117,7 @@ Status PlanRun::runLocal(uint32_t id) {
 }
 
 Status PlanRun::post(PeerQueue& q, uint32_t id) {
-  const Schedule& s = plan_->schedule;
+  const Schedule& s = plan_->compiled->schedule;
   const Step& st = s.steps[id];
   const uint64_t token = (static_cast<uint64_t>(index_) << 32) | id;
   ++q.outstanding;
@@ -159,11 +134,12 @@ Status PlanRun::post(PeerQueue& q, uint32_t id) {
 }
 
 void PlanRun::complete(uint32_t id) {
+  const CompiledSchedule& c = *plan_->compiled;
   ++done_;
-  if (queueOfStep_[id] >= 0) --queues_[queueOfStep_[id]].outstanding;
-  for (uint32_t k = dependentsBegin_[id]; k < dependentsBegin_[id + 1]; ++k) {
-    uint32_t d = dependents_[k];
-    if (--remaining_[d] == 0 && isLocal(plan_->schedule.steps[d].kind)) readyLocal_.push_back(d);
+  if (c.queueOfStep[id] >= 0) --queues_[c.queueOfStep[id]].outstanding;
+  for (uint32_t k = c.dependentsBegin[id]; k < c.dependentsBegin[id + 1]; ++k) {
+    uint32_t d = c.dependents[k];
+    if (--remaining_[d] == 0 && isLocal(c.schedule.steps[d].kind)) readyLocal_.push_back(d);
   }
 }
 
@@ -179,13 +155,13 @@ bool PlanRun::pumpOnce(Status* st) {
   }
   for (PeerQueue& q : queues_) {
     // Post in schedule order per peer and direction: that order is what matches messages.
-    while (q.sendCursor < q.sends.size() && remaining_[q.sends[q.sendCursor]] == 0) {
-      *st = post(q, q.sends[q.sendCursor++]);
+    while (q.sendCursor < q.sends->size() && remaining_[(*q.sends)[q.sendCursor]] == 0) {
+      *st = post(q, (*q.sends)[q.sendCursor++]);
       if (!st->isOk()) return true;
       moved = true;
     }
-    while (q.recvCursor < q.recvs.size() && remaining_[q.recvs[q.recvCursor]] == 0) {
-      *st = post(q, q.recvs[q.recvCursor++]);
+    while (q.recvCursor < q.recvs->size() && remaining_[(*q.recvs)[q.recvCursor]] == 0) {
+      *st = post(q, (*q.recvs)[q.recvCursor++]);
       if (!st->isOk()) return true;
       moved = true;
     }
@@ -213,7 +189,7 @@ bool PlanRun::pump() {
       fail(st);
       return true;
     }
-    if (done_ == plan_->schedule.steps.size()) {
+    if (done_ == plan_->compiled->schedule.steps.size()) {
       finished_ = true;
       plan_->status = Status::ok();
       plan_->ctx->endTurn(plan_->ticket);
@@ -242,7 +218,7 @@ void PlanRun::addWaitHandles(WaitSet* set) const {
 std::vector<int> PlanRun::waitingOn() const {
   std::vector<int> peers;
   for (const PeerQueue& q : queues_)
-    if (q.outstanding > 0 || q.recvCursor < q.recvs.size()) peers.push_back(q.peer);
+    if (q.outstanding > 0 || q.recvCursor < q.recvs->size()) peers.push_back(q.peer);
   return peers;
 }
 
@@ -260,7 +236,7 @@ std::string describeWait(const PlanRun& run, int64_t idleMs) {
   const Plan* p = run.plan();
   std::string who;
   for (int peer : run.waitingOn()) who += (who.empty() ? "" : ", ") + p->ctx->peerName(peer);
-  return "no progress for " + std::to_string(idleMs) + " ms in " + p->schedule.algorithm +
+  return "no progress for " + std::to_string(idleMs) + " ms in " + p->compiled->schedule.algorithm +
          (who.empty() ? std::string(" (waiting for an earlier operation on this communicator)")
                       : " waiting on " + who);
 }
@@ -271,7 +247,9 @@ Status executePlans(std::vector<Plan*>& plans) {
   std::vector<PlanRun> runs;
   runs.reserve(plans.size());
   for (size_t i = 0; i < plans.size(); ++i) runs.emplace_back(plans[i], static_cast<uint32_t>(i));
-  const int64_t spin = kSpinPasses.get(), yieldPasses = kYieldPasses.get();
+  const int64_t yieldPasses = kYieldPasses.get();
+  int64_t spinNs = 0;
+  for (Plan* p : plans) spinNs = std::max<int64_t>(spinNs, p->ctx->spinMicros() * 1000LL);
   int64_t lastProgressNs = nowNs(), lastLivenessNs = lastProgressNs;
   int64_t idlePasses = 0;
   WaitSet waits;
@@ -309,12 +287,11 @@ Status executePlans(std::vector<Plan*>& plans) {
       for (PlanRun& r : runs)
         if (r.started() && !r.finished()) r.checkLiveness();
     }
-    ++idlePasses;
-    if (idlePasses < spin) {
+    if (now - lastProgressNs < spinNs) {
       __builtin_ia32_pause();
       continue;
     }
-    if (idlePasses < spin + yieldPasses) {
+    if (++idlePasses < yieldPasses) {
       sched_yield();
       continue;
     }

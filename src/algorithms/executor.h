@@ -8,15 +8,17 @@
 #include <cstdint>
 #include <vector>
 
+#include <memory>
+
+#include "algorithms/compiled_schedule.h"
 #include "algorithms/exec_context.h"
-#include "algorithms/schedule.h"
 
 namespace bccl {
 
 struct Plan {
   ExecContext* ctx = nullptr;
   uint64_t ticket = 0;
-  Schedule schedule;
+  std::shared_ptr<const CompiledSchedule> compiled;
   // buffers[i] for schedule buffer i >= 1; buffers[0] (scratch) is filled in at start.
   std::vector<char*> buffers;
   Status status;  // the plan's outcome

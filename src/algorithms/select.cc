@@ -1,6 +1,7 @@
 // Algorithm selection. For now each collective has one algorithm; the cost-model selector of
 // the topology issue replaces the switch below with a measured choice plus BCCL_ALGO.
 #include <deque>
+#include <string>
 
 #include "algorithms/builders.h"
 #include "algorithms/collective.h"
@@ -30,6 +31,38 @@ const char* collName(CollKind kind) {
   return "?";
 }
 
+namespace {
+
+// Whether the call is in place, as the API defines it per collective.
+bool inPlaceOf(const OpArgs& a, int rank) {
+  const size_t es = dtypeSize(a.dtype);
+  const char* send = static_cast<const char*>(a.sendbuf);
+  const char* recv = static_cast<const char*>(a.recvbuf);
+  switch (a.kind) {
+    case CollKind::kAllGather: return recv != nullptr && send == recv + rank * a.count * es;
+    case CollKind::kReduceScatter: return send != nullptr && recv == send + rank * a.count * es;
+    default: return send == recv;
+  }
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& a, int rank, int nranks,
+                                                                     ScheduleCache* cache) {
+  // Everything the choice and the build depend on; pointers only through in-place-ness.
+  std::string key = std::to_string(static_cast<int>(a.kind)) + "/" + std::to_string(a.count) + "/" +
+                    std::to_string(static_cast<int>(a.dtype)) + "/" + std::to_string(static_cast<int>(a.op)) +
+                    "/" + std::to_string(a.root) + "/" + (inPlaceOf(a, rank) ? "i" : "o") + "/" +
+                    std::to_string(kChunkBytes.get());
+  if (cache != nullptr)
+    if (auto hit = cache->find(key)) return hit;
+  StatusOr<Schedule> built = buildCollectiveSchedule(a, rank, nranks);
+  if (!built.isOk()) return built.status();
+  std::shared_ptr<const CompiledSchedule> compiled = compileSchedule(std::move(built.value()));
+  if (cache != nullptr) cache->insert(key, compiled);
+  return compiled;
+}
+
 StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, int nranks) {
   CollectiveShape shape;
   shape.rank = rank;
@@ -38,30 +71,22 @@ StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, int nranks
   shape.dtype = a.dtype;
   shape.op = a.op;
   shape.root = a.root;
-  const size_t es = dtypeSize(a.dtype);
   int64_t chunk = kChunkBytes.get();
   if (chunk < 64) return invalidArgument("BCCL_CHUNK_BYTES must be at least 64");
   shape.chunkBytes = static_cast<size_t>(chunk);
-  const char* send = static_cast<const char*>(a.sendbuf);
-  const char* recv = static_cast<const char*>(a.recvbuf);
+  shape.inPlace = inPlaceOf(a, rank);
   switch (a.kind) {
     case CollKind::kAllReduce:
-      shape.inPlace = send == recv;
       return buildRingAllReduce(shape);
     case CollKind::kAllGather:
-      shape.inPlace = recv != nullptr && send == recv + rank * a.count * es;
       return buildRingAllGather(shape);
     case CollKind::kReduceScatter:
-      shape.inPlace = send != nullptr && recv == send + rank * a.count * es;
       return buildRingReduceScatter(shape);
     case CollKind::kBroadcast:
-      shape.inPlace = send == recv;
       return buildChainBroadcast(shape);
     case CollKind::kReduce:
-      shape.inPlace = send == recv;
       return buildChainReduce(shape);
     case CollKind::kAllToAll:
-      shape.inPlace = send == recv;
       return buildPairwiseAllToAll(shape);
     case CollKind::kBarrier:
       return buildDisseminationBarrier(shape);

@@ -31,12 +31,12 @@ Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, PlanLis
       }
       StatusOr<Schedule> s = buildPointToPointSchedule(batch, c->rank(), c->nranks());
       if (!s.isOk()) return s.status();
-      plan->schedule = std::move(s.value());
+      plan->compiled = compileSchedule(std::move(s.value()));
     } else {
       const OpArgs& a = ops[i++]->args;
-      StatusOr<Schedule> s = buildCollectiveSchedule(a, c->rank(), c->nranks());
+      auto s = collectiveSchedule(a, c->rank(), c->nranks(), &c->scheduleCache());
       if (!s.isOk()) return s.status();
-      plan->schedule = std::move(s.value());
+      plan->compiled = std::move(s.value());
       plan->buffers.push_back(const_cast<char*>(static_cast<const char*>(a.sendbuf)));
       plan->buffers.push_back(static_cast<char*>(a.recvbuf));
     }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/compiled_schedule.h"
 #include "algorithms/exec_context.h"
 #include "core/comm_config.h"
 #include "core/rendezvous.h"
@@ -51,11 +52,13 @@ class Communicator final : public ExecContext {
   void markFailed(int rank, const std::string& why);
   const CommConfig& config() const { return config_; }
   const HostTopology& topology() const { return topology_; }
+  ScheduleCache& scheduleCache() { return scheduleCache_; }
 
   // ExecContext
   Connection* connection(int peer) override;
   std::string peerName(int peer) const override;
   int timeoutMs() const override { return config_.timeoutMs; }
+  int spinMicros() const override { return spinMicros_; }
   Status health() const override;
   void recordError(const Status& status) override;
   void addWakeHandles(WaitSet* set) override;
@@ -102,6 +105,7 @@ class Communicator final : public ExecContext {
   uint8_t secret_[kSecretBytes] = {};
   std::vector<PeerInfo> peers_;
   HostTopology topology_;
+  ScheduleCache scheduleCache_;
   std::vector<std::unique_ptr<Connection>> connections_;
   int listenFd_ = -1;
   int wakeFd_ = -1;  // eventfd: abort() makes it readable for waiters in poll()
@@ -120,6 +124,7 @@ class Communicator final : public ExecContext {
   std::string lastError_;
 
   uint32_t childSeq_ = 0;
+  int spinMicros_ = 0;
   std::atomic<uint64_t> opsIssued_{0};
   std::atomic<uint64_t> nextTicket_{0};
   std::atomic<uint64_t> serving_{0};

@@ -22,6 +22,10 @@ const IntParam kShmCmaThreshold("BCCL_SHM_CMA_THRESHOLD", 64 * 1024,
                                 "Messages of at least this many bytes are read straight from the "
                                 "sender's memory (single copy); 0 disables");
 
+const IntParam kSpinUs("BCCL_SPIN_US", -1,
+                       "Microseconds an idle rank spins before yielding and sleeping; -1: 30 when "
+                       "this machine has a core per local rank, else 1");
+
 const IntParam kHeartbeatMs("BCCL_HEARTBEAT_MS", 10,
                             "Period of the failure detector's heartbeats to its neighbours");
 const IntParam kHeartbeatTimeoutMs("BCCL_HEARTBEAT_TIMEOUT_MS", 3000,
@@ -93,6 +97,10 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       remote.push_back(r);
     }
   }
+  int sameMachine = 0;
+  for (const PeerInfo& p : peers_) sameMachine += p.machineHash == mine.machineHash ? 1 : 0;
+  spinMicros_ = static_cast<int>(kSpinUs.get());
+  if (spinMicros_ < 0) spinMicros_ = sameMachine <= sysconf(_SC_NPROCESSORS_ONLN) ? 30 : 1;
   if (local.size() > 1) {
     BCCL_RETURN_IF_ERROR(connectShmPeers(local));
   } else {

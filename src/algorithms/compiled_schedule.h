@@ -1,0 +1,45 @@
+// A schedule plus the indexes the executor needs (who depends on whom, each peer's sends and
+// receives in order), computed once so that a repeated collective costs no set-up: schedules are
+// cached per communicator by the shape of the call.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "algorithms/schedule.h"
+
+namespace bccl {
+
+struct CompiledSchedule {
+  struct PeerSteps {
+    int peer;
+    std::vector<uint32_t> sends, recvs;  // step indices in schedule order
+  };
+  Schedule schedule;
+  std::vector<uint32_t> dependentsBegin;  // CSR: dependents of step i are
+  std::vector<uint32_t> dependents;       // dependents[dependentsBegin[i] .. dependentsBegin[i+1])
+  std::vector<PeerSteps> peers;
+  std::vector<int32_t> queueOfStep;     // index into peers, -1 for local steps
+  std::vector<uint32_t> readyAtStart;   // local steps without dependencies
+};
+
+std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule);
+
+// A small most-recently-used cache of compiled schedules, keyed by a string that captures every
+// argument the schedule depends on.
+class ScheduleCache {
+ public:
+  std::shared_ptr<const CompiledSchedule> find(const std::string& key);
+  void insert(const std::string& key, std::shared_ptr<const CompiledSchedule> schedule);
+
+ private:
+  static constexpr size_t kCapacity = 32;
+  std::mutex mu_;
+  std::list<std::pair<std::string, std::shared_ptr<const CompiledSchedule>>> entries_;
+};
+
+}  // namespace bccl
