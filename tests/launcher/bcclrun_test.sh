@@ -83,11 +83,15 @@ expect_grep "timeout" err 'timeout'
 expect_fast "timeout" 3000
 
 # SIGTERM to bcclrun reaches the ranks.
-start=$(now_ms)
-"$BCCLRUN" -n 2 sh -c 'sleep 30 & trap "kill \$!; echo got TERM; exit 0" TERM; wait' \
+"$BCCLRUN" -n 2 sh -c 'sleep 30 & trap "kill \$!; echo got TERM; exit 0" TERM; echo armed; wait' \
   >"$TMP/out" 2>"$TMP/err" &
 pid=$!
-sleep 0.3
+# Signal only once both ranks have set their trap: on a loaded machine 0.3 s may not be enough.
+for _ in $(seq 1 100); do
+  [ "$(grep -c armed "$TMP/out" 2>/dev/null)" -ge 2 ] && break
+  sleep 0.1
+done
+start=$(now_ms)
 kill -TERM "$pid"
 wait "$pid"
 RC=$?
