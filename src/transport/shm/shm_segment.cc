@@ -6,13 +6,39 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <map>
+#include <mutex>
 
 namespace bccl {
+namespace {
+
+// Segments mapped by this process, by name. Ranks that are threads of one process share one
+// mapping of each segment instead of mapping it twice: cheaper, and it lets ThreadSanitizer see
+// the atomics that order the rings (two mappings would be two unrelated addresses to it).
+struct Mapping {
+  char* data;
+  size_t bytes;
+  int refs;
+};
+std::mutex gMappingsMu;
+std::map<std::string, Mapping>& mappings() {
+  static auto* m = new std::map<std::string, Mapping>();
+  return *m;
+}
+
+}  // namespace
 
 ShmSegment::~ShmSegment() {
   unlink();
   if (fd_ >= 0) close(fd_);
-  if (data_ != nullptr) munmap(data_, bytes_);
+  if (data_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(gMappingsMu);
+  auto it = mappings().find(name_);
+  if (it != mappings().end() && it->second.data == data_) {
+    if (--it->second.refs > 0) return;
+    mappings().erase(it);
+  }
+  munmap(data_, bytes_);
 }
 
 Status ShmSegment::create(const std::string& name) {
@@ -39,6 +65,8 @@ Status ShmSegment::map(int fd, size_t bytes) {
   if (p == MAP_FAILED) return errnoStatus("mmap " + name_, errno);
   data_ = static_cast<char*>(p);
   bytes_ = bytes;
+  std::lock_guard<std::mutex> lock(gMappingsMu);
+  mappings()[name_] = Mapping{data_, bytes_, 1};
   return Status::ok();
 }
 
@@ -46,6 +74,16 @@ Status ShmSegment::open(const std::string& name, size_t bytes, Deadline deadline
                         const AbortFlag* abort) {
   name_ = name;
   for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(gMappingsMu);
+      auto it = mappings().find(name);
+      if (it != mappings().end() && it->second.bytes >= bytes) {
+        ++it->second.refs;
+        data_ = it->second.data;
+        bytes_ = it->second.bytes;
+        return Status::ok();
+      }
+    }
     int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) {
       struct stat st {};
