@@ -5,10 +5,12 @@
 // the ring's bandwidth. Non-power-of-two nranks fold the extra ranks in and out (see Fold).
 //
 // Floats: in rd the two partners of a round combine the same two partial results in opposite
-// orders (a + b on one, b + a on the other); IEEE sum/prod/min/max are commutative, so every rank
-// still ends with the same bits, but the association differs from the ring's, so rd and ring
-// may differ from each other in the last bits (as NCCL's tree and ring do). In rhd each element
-// is reduced on one rank and then copied, so all ranks agree bit for bit too.
+// orders (a + b on one, b + a on the other). Sum and product are commutative in IEEE arithmetic,
+// so all ranks still end with the same bits; min and max return their second operand on ties,
+// so ranks may disagree on the sign of a zero result (and on NaN payloads). Either way the
+// association differs from the ring's, so rd and ring results may differ in the last bits (as
+// NCCL's tree and ring do). In rhd each element is reduced on one rank and then copied: all
+// ranks agree bit for bit. Integer results are exact everywhere.
 #include <algorithm>
 #include <map>
 #include <utility>
@@ -89,29 +91,61 @@ class RangeSteps {
   std::map<size_t, std::pair<size_t, uint32_t>> byBegin_;  // begin -> (end, step)
 };
 
-// Elements [begin, end) cut into pipelining chunks; both ends of a message cut it the same way.
-template <typename F>
-void forPieces(size_t begin, size_t end, size_t per, F&& f) {
-  const Span whole{begin, end - begin};
-  for (size_t j = 0; j < numChunks(whole, per); ++j) f(chunkOf(whole, per, j));
-}
+// Emits one step per pipelining chunk ("piece") of an element range, each waiting for the
+// steps that last wrote the piece's elements, and a writing step also for the steps that read
+// them (in every use below, a range written after being read was read only once, so keeping
+// the latest reader is enough). Element offsets index one space shared by the buffers a
+// builder uses; tracking them together only adds dependencies.
+class Tracker {
+ public:
+  Tracker(Schedule& sch, size_t per) : sch_(sch), per_(per) {}
+  template <typename Make>
+  void reads(size_t begin, size_t end, Make make) {
+    each(begin, end, make, false);
+  }
+  template <typename Make>
+  void writes(size_t begin, size_t end, Make make) {
+    each(begin, end, make, true);
+  }
+
+ private:
+  template <typename Make>
+  void each(size_t begin, size_t end, Make make, bool write) {
+    // Both ends of a message cut its range the same way.
+    const Span whole{begin, end - begin};
+    for (size_t j = 0; j < numChunks(whole, per_); ++j) {
+      const Span c = chunkOf(whole, per_, j);
+      const size_t e = c.offset + c.count;
+      std::vector<uint32_t> deps = writers_.overlapping(c.offset, e);
+      if (write) {
+        std::vector<uint32_t> war = readers_.overlapping(c.offset, e);
+        deps.insert(deps.end(), war.begin(), war.end());
+      }
+      (write ? writers_ : readers_).record(c.offset, e, sch_.add(make(c), deps));
+    }
+  }
+
+  Schedule& sch_;
+  size_t per_;
+  RangeSteps writers_, readers_;
+};
 
 std::vector<uint32_t> plus(std::vector<uint32_t> a, const std::vector<uint32_t>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }
 
-// The paired even rank of an allreduce: its data goes to the partner, the result comes back.
-void sitOutAllReduce(Schedule& sch, const CollectiveShape& s, int partner, size_t per) {
+// The paired even rank of an allreduce or reduce-scatter: all its data goes to the partner,
+// its result (elements [begin, begin + count)) comes back. In place, the result lands on data
+// being sent.
+void sitOut(Schedule& sch, const CollectiveShape& s, int partner, size_t total, size_t begin) {
   const size_t es = sch.elemSize;
-  std::vector<uint32_t> sent;
-  forPieces(0, s.count, per, [&](Span c) {
-    sent.push_back(sch.add(sendStep(partner, BufRef{kSendBuffer, c.offset * es}, c.count * es)));
+  Tracker t(sch, chunkElems(s.chunkBytes, es));
+  t.reads(0, total, [&](Span c) {
+    return sendStep(partner, BufRef{kSendBuffer, c.offset * es}, c.count * es);
   });
-  size_t j = 0;
-  // In place, the result lands where the data being sent still is.
-  forPieces(0, s.count, per, [&](Span c) {
-    sch.add(recvStep(partner, BufRef{kRecvBuffer, c.offset * es}, c.count * es), {sent[j++]});
+  t.writes(begin, begin + s.count, [&](Span c) {
+    return recvStep(partner, BufRef{kRecvBuffer, (c.offset - begin) * es}, c.count * es);
   });
 }
 
@@ -132,7 +166,7 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t per = chunkElems(s.chunkBytes, es);
   if (f.v < 0) {
-    sitOutAllReduce(sch, s, f.partner, per);
+    sitOut(sch, s, f.partner, s.count, 0);
     return sch;
   }
   const Span whole{0, s.count};
@@ -154,6 +188,18 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
     return deps;
   };
   uint16_t cur = kSendBuffer;
+  if (f.partner < 0 && s.inPlace && after(0) == kRecvBuffer) {
+    // In place, round 0 would reduce into the buffer its send reads, and the receive would
+    // have to wait for the send to complete; a transport that completes a send only once the
+    // peer received it (shm reads large messages from the sender's buffer) would deadlock the
+    // two partners. Send from a copy instead.
+    cur = kScratchBuffer;
+    for (size_t j = 0; j < chunks; ++j) {
+      Span c = chunkOf(whole, per, j);
+      std::vector<uint32_t> deps = write(cur, j);
+      last[j] = sch.add(copyStep(at(cur, c.offset), at(kSendBuffer, c.offset), c.count * es), deps);
+    }
+  }
   if (f.partner >= 0) {
     cur = after(-1);
     for (size_t j = 0; j < chunks; ++j) {
@@ -199,9 +245,8 @@ Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
-  const size_t per = chunkElems(s.chunkBytes, es);
   if (f.v < 0) {
-    sitOutAllReduce(sch, s, f.partner, per);
+    sitOut(sch, s, f.partner, s.count, 0);
     return sch;
   }
   // The data is cut into p segments. Round k pairs participants differing in bit k, nearest
@@ -211,73 +256,48 @@ Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
   auto start = [&](int position) {
     return position == f.p ? s.count : segmentOf(s.count, f.p, position).offset;
   };
-  RangeSteps writers, readers;  // over the receive buffer, where everything is reduced
-  bool reduced = false;         // whether the receive buffer already holds partial results
+  Tracker t(sch, chunkElems(s.chunkBytes, es));  // everything is reduced in the receive buffer
+  uint16_t from = kSendBuffer;                   // where the partial results are
   if (f.partner >= 0) {
-    forPieces(0, s.count, per, [&](Span c) {
-      writers.record(c.offset, c.offset + c.count,
-                     sch.add(recvReduceStep(f.partner, at(kRecvBuffer, c.offset),
-                                            at(kSendBuffer, c.offset), c.count * es)));
+    t.writes(0, s.count, [&](Span c) {
+      return recvReduceStep(f.partner, at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset),
+                            c.count * es);
     });
-    reduced = true;
+    from = kRecvBuffer;
   }
-  int lo = 0, hi = f.p;  // positions of the segments this rank still holds partial results for
+  int lo = 0, hi = f.p;  // positions of the segments this rank holds partial results for
   for (int k = 0; k < f.rounds; ++k) {
-    const int peer = f.rankOf(f.v ^ (1 << k));
-    const int mid = (lo + hi) / 2;
+    const int peer = f.rankOf(f.v ^ (1 << k)), mid = (lo + hi) / 2;
     const bool upper = (f.v >> k) & 1;
-    const int keepLo = upper ? mid : lo, keepHi = upper ? hi : mid;
-    const int giveLo = upper ? lo : mid, giveHi = upper ? mid : hi;
-    const uint16_t from = reduced ? kRecvBuffer : kSendBuffer;
-    forPieces(start(giveLo), start(giveHi), per, [&](Span c) {
-      const size_t e = c.offset + c.count;
-      readers.record(c.offset, e,
-                     sch.add(sendStep(peer, at(from, c.offset), c.count * es),
-                             writers.overlapping(c.offset, e)));
+    t.reads(start(upper ? lo : mid), start(upper ? mid : hi),
+            [&](Span c) { return sendStep(peer, at(from, c.offset), c.count * es); });
+    if (upper)
+      lo = mid;
+    else
+      hi = mid;
+    t.writes(start(lo), start(hi), [&](Span c) {
+      return recvReduceStep(peer, at(kRecvBuffer, c.offset), at(from, c.offset), c.count * es);
     });
-    forPieces(start(keepLo), start(keepHi), per, [&](Span c) {
-      const size_t e = c.offset + c.count;
-      writers.record(
-          c.offset, e,
-          sch.add(recvReduceStep(peer, at(kRecvBuffer, c.offset), at(from, c.offset), c.count * es),
-                  writers.overlapping(c.offset, e)));
-    });
-    reduced = true;
-    lo = keepLo;
-    hi = keepHi;
+    from = kRecvBuffer;
   }
   if (s.op == bcclAvg)
-    forPieces(start(lo), start(hi), per, [&](Span c) {
-      const size_t e = c.offset + c.count;
-      writers.record(
-          c.offset, e,
-          sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
-                  writers.overlapping(c.offset, e)));
+    t.writes(start(lo), start(hi), [&](Span c) {
+      return scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es);
     });
   // Allgather: the same pairs in reverse, each receive landing on what that round gave away.
   for (int k = f.rounds - 1; k >= 0; --k) {
-    const int peer = f.rankOf(f.v ^ (1 << k));
-    const int size = hi - lo;
-    const bool upper = (f.v >> k) & 1;
-    const int theirLo = upper ? lo - size : hi;
-    forPieces(start(lo), start(hi), per, [&](Span c) {
-      sch.add(sendStep(peer, at(kRecvBuffer, c.offset), c.count * es),
-              writers.overlapping(c.offset, c.offset + c.count));
-    });
-    forPieces(start(theirLo), start(theirLo + size), per, [&](Span c) {
-      const size_t e = c.offset + c.count;
-      writers.record(c.offset, e,
-                     sch.add(recvStep(peer, at(kRecvBuffer, c.offset), c.count * es),
-                             readers.overlapping(c.offset, e)));
-    });
-    lo = std::min(lo, theirLo);
+    const int peer = f.rankOf(f.v ^ (1 << k)), size = hi - lo;
+    const int theirs = (f.v >> k) & 1 ? lo - size : hi;
+    t.reads(start(lo), start(hi),
+            [&](Span c) { return sendStep(peer, at(kRecvBuffer, c.offset), c.count * es); });
+    t.writes(start(theirs), start(theirs + size),
+             [&](Span c) { return recvStep(peer, at(kRecvBuffer, c.offset), c.count * es); });
+    lo = std::min(lo, theirs);
     hi = lo + 2 * size;
   }
   if (f.partner >= 0)
-    forPieces(0, s.count, per, [&](Span c) {
-      sch.add(sendStep(f.partner, at(kRecvBuffer, c.offset), c.count * es),
-              writers.overlapping(c.offset, c.offset + c.count));
-    });
+    t.reads(0, s.count,
+            [&](Span c) { return sendStep(f.partner, at(kRecvBuffer, c.offset), c.count * es); });
   return sch;
 }
 
@@ -286,76 +306,53 @@ Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
   const size_t es = sch.elemSize;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
-  const int r = s.rank, n = s.nranks;
-  const Fold f = foldFor(r, n);
-  const size_t per = chunkElems(s.chunkBytes, es), k = s.count, total = n * k;
-  const size_t mine = r * k;  // my block in the send buffer's element space
+  const Fold f = foldFor(s.rank, s.nranks);
+  const size_t k = s.count, total = s.nranks * k;
+  const size_t mine = s.rank * k;  // my block, in the send buffer's element space
   if (f.v < 0) {
-    RangeSteps sent;
-    forPieces(0, total, per, [&](Span c) {
-      sent.record(c.offset, c.offset + c.count,
-                  sch.add(sendStep(f.partner, at(kSendBuffer, c.offset), c.count * es)));
-    });
-    // In place, my receive buffer is my block of the send buffer: wait for it to be sent.
-    forPieces(mine, mine + k, per, [&](Span c) {
-      sch.add(recvStep(f.partner, at(kRecvBuffer, c.offset - mine), c.count * es),
-              sent.overlapping(c.offset, c.offset + c.count));
-    });
+    sitOut(sch, s, f.partner, total, mine);
     return sch;
   }
   // Partial sums live in scratch, indexed like the send buffer. Halving splits participants by
   // their top bit first, so each keeps a contiguous run of ranks' blocks and ends with its own.
   sch.scratchBytes = total * es;
-  RangeSteps writers;
-  bool reduced = false;
+  Tracker t(sch, chunkElems(s.chunkBytes, es));
+  uint16_t from = kSendBuffer;
   if (f.partner >= 0) {
-    forPieces(0, total, per, [&](Span c) {
-      writers.record(c.offset, c.offset + c.count,
-                     sch.add(recvReduceStep(f.partner, at(kScratchBuffer, c.offset),
-                                            at(kSendBuffer, c.offset), c.count * es)));
+    t.writes(0, total, [&](Span c) {
+      return recvReduceStep(f.partner, at(kScratchBuffer, c.offset), at(kSendBuffer, c.offset),
+                            c.count * es);
     });
-    reduced = true;
+    from = kScratchBuffer;
   }
   int lo = 0, hi = f.p;
-  for (int k2 = f.rounds - 1; k2 >= 0; --k2) {
-    const int peer = f.rankOf(f.v ^ (1 << k2));
-    const int mid = (lo + hi) / 2;
-    const bool upper = (f.v >> k2) & 1;
-    const int keepLo = upper ? mid : lo, keepHi = upper ? hi : mid;
-    const int giveLo = upper ? lo : mid, giveHi = upper ? mid : hi;
-    const uint16_t from = reduced ? kScratchBuffer : kSendBuffer;
-    forPieces(f.blockStart(giveLo, k), f.blockStart(giveHi, k), per, [&](Span c) {
-      sch.add(sendStep(peer, at(from, c.offset), c.count * es),
-              writers.overlapping(c.offset, c.offset + c.count));
+  for (int b = f.rounds - 1; b >= 0; --b) {
+    const int peer = f.rankOf(f.v ^ (1 << b)), mid = (lo + hi) / 2;
+    const bool upper = (f.v >> b) & 1;
+    t.reads(f.blockStart(upper ? lo : mid, k), f.blockStart(upper ? mid : hi, k),
+            [&](Span c) { return sendStep(peer, at(from, c.offset), c.count * es); });
+    if (upper)
+      lo = mid;
+    else
+      hi = mid;
+    t.writes(f.blockStart(lo, k), f.blockStart(hi, k), [&](Span c) {
+      return recvReduceStep(peer, at(kScratchBuffer, c.offset), at(from, c.offset), c.count * es);
     });
-    forPieces(f.blockStart(keepLo, k), f.blockStart(keepHi, k), per, [&](Span c) {
-      const size_t e = c.offset + c.count;
-      writers.record(c.offset, e,
-                     sch.add(recvReduceStep(peer, at(kScratchBuffer, c.offset), at(from, c.offset),
-                                            c.count * es),
-                             writers.overlapping(c.offset, e)));
-    });
-    reduced = true;
-    lo = keepLo;
-    hi = keepHi;
+    from = kScratchBuffer;
   }
   // Averaging divides while moving the result out of scratch: still once per element.
-  forPieces(mine, mine + k, per, [&](Span c) {
+  t.reads(mine, mine + k, [&](Span c) {
     const BufRef dst = at(kRecvBuffer, c.offset - mine), src = at(kScratchBuffer, c.offset);
-    sch.add(s.op == bcclAvg ? scaleStep(dst, src, c.count * es) : copyStep(dst, src, c.count * es),
-            writers.overlapping(c.offset, c.offset + c.count));
+    return s.op == bcclAvg ? scaleStep(dst, src, c.count * es) : copyStep(dst, src, c.count * es);
   });
   if (f.partner >= 0) {
     const size_t theirs = static_cast<size_t>(f.partner) * k;
-    forPieces(theirs, theirs + k, per, [&](Span c) {
-      const size_t e = c.offset + c.count;
-      if (s.op == bcclAvg)
-        writers.record(c.offset, e,
-                       sch.add(scaleStep(at(kScratchBuffer, c.offset), at(kScratchBuffer, c.offset),
-                                         c.count * es),
-                               writers.overlapping(c.offset, e)));
-      sch.add(sendStep(f.partner, at(kScratchBuffer, c.offset), c.count * es),
-              writers.overlapping(c.offset, e));
+    if (s.op == bcclAvg)
+      t.writes(theirs, theirs + k, [&](Span c) {
+        return scaleStep(at(kScratchBuffer, c.offset), at(kScratchBuffer, c.offset), c.count * es);
+      });
+    t.reads(theirs, theirs + k, [&](Span c) {
+      return sendStep(f.partner, at(kScratchBuffer, c.offset), c.count * es);
     });
   }
   return sch;
@@ -366,63 +363,41 @@ Schedule buildRecursiveDoublingAllGather(const CollectiveShape& s) {
   const size_t es = sch.elemSize;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
-  const int r = s.rank, n = s.nranks;
-  const Fold f = foldFor(r, n);
-  const size_t per = chunkElems(s.chunkBytes, es), k = s.count, total = n * k;
-  const size_t mine = r * k;  // my block in the receive buffer
-  RangeSteps writers;
-  // Sends of my own block read the send buffer, so they need not wait for this copy.
-  if (!s.inPlace && k > 0)
-    writers.record(mine, mine + k,
-                   sch.add(copyStep(at(kRecvBuffer, mine), at(kSendBuffer, 0), k * es)));
+  const Fold f = foldFor(s.rank, s.nranks);
+  const size_t k = s.count, total = s.nranks * k;
+  const size_t mine = s.rank * k;  // my block in the receive buffer
+  Tracker t(sch, chunkElems(s.chunkBytes, es));
+  if (!s.inPlace)
+    t.writes(mine, mine + k, [&](Span c) {
+      return copyStep(at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset - mine), c.count * es);
+    });
+  auto send = [&](int peer) {
+    return [&, peer](Span c) { return sendStep(peer, at(kRecvBuffer, c.offset), c.count * es); };
+  };
+  auto recv = [&](int peer) {
+    return [&, peer](Span c) { return recvStep(peer, at(kRecvBuffer, c.offset), c.count * es); };
+  };
   if (f.v < 0) {
-    forPieces(mine, mine + k, per, [&](Span c) {
-      sch.add(sendStep(f.partner, at(kSendBuffer, c.offset - mine), c.count * es));
-    });
-    forPieces(0, mine, per, [&](Span c) {
-      sch.add(recvStep(f.partner, at(kRecvBuffer, c.offset), c.count * es));
-    });
-    forPieces(mine + k, total, per, [&](Span c) {
-      sch.add(recvStep(f.partner, at(kRecvBuffer, c.offset), c.count * es));
-    });
+    t.reads(mine, mine + k, send(f.partner));
+    t.writes(0, mine, recv(f.partner));
+    t.writes(mine + k, total, recv(f.partner));
     return sch;
   }
-  if (f.partner >= 0) {
-    const size_t theirs = static_cast<size_t>(f.partner) * k;
-    forPieces(theirs, theirs + k, per, [&](Span c) {
-      writers.record(c.offset, c.offset + c.count,
-                     sch.add(recvStep(f.partner, at(kRecvBuffer, c.offset), c.count * es)));
-    });
-  }
-  // Nearest partner first: a participant's blocks stay one contiguous run of ranks.
+  const size_t theirs = f.partner >= 0 ? static_cast<size_t>(f.partner) * k : 0;
+  if (f.partner >= 0) t.writes(theirs, theirs + k, recv(f.partner));
+  // Nearest partner first: what a participant holds stays one contiguous run of ranks' blocks.
   int lo = f.v, hi = f.v + 1;
   for (int b = 0; b < f.rounds; ++b) {
-    const int peer = f.rankOf(f.v ^ (1 << b));
-    const int size = hi - lo;
-    const int theirLo = (f.v >> b) & 1 ? lo - size : hi;
-    forPieces(f.blockStart(lo, k), f.blockStart(hi, k), per, [&](Span c) {
-      const bool own = c.offset >= mine && c.offset + c.count <= mine + k;
-      if (own)
-        sch.add(sendStep(peer, at(kSendBuffer, c.offset - mine), c.count * es));
-      else
-        sch.add(sendStep(peer, at(kRecvBuffer, c.offset), c.count * es),
-                writers.overlapping(c.offset, c.offset + c.count));
-    });
-    forPieces(f.blockStart(theirLo, k), f.blockStart(theirLo + size, k), per, [&](Span c) {
-      writers.record(c.offset, c.offset + c.count,
-                     sch.add(recvStep(peer, at(kRecvBuffer, c.offset), c.count * es)));
-    });
-    lo = std::min(lo, theirLo);
+    const int peer = f.rankOf(f.v ^ (1 << b)), size = hi - lo;
+    const int other = (f.v >> b) & 1 ? lo - size : hi;
+    t.reads(f.blockStart(lo, k), f.blockStart(hi, k), send(peer));
+    t.writes(f.blockStart(other, k), f.blockStart(other + size, k), recv(peer));
+    lo = std::min(lo, other);
     hi = lo + 2 * size;
   }
   if (f.partner >= 0) {
-    const size_t theirs = static_cast<size_t>(f.partner) * k;
-    auto give = [&](Span c) {
-      sch.add(sendStep(f.partner, at(kRecvBuffer, c.offset), c.count * es),
-              writers.overlapping(c.offset, c.offset + c.count));
-    };
-    forPieces(0, theirs, per, give);
-    forPieces(theirs + k, total, per, give);
+    t.reads(0, theirs, send(f.partner));
+    t.reads(theirs + k, total, send(f.partner));
   }
   return sch;
 }

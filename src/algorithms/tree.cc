@@ -141,8 +141,9 @@ Schedule buildTreeAllReduce(const CollectiveShape& s) {
   }
   std::sort(events.begin(), events.end());
 
-  // Per tree and chunk: the step that last wrote the receive buffer, and the send up (which reads
-  // what the broadcast coming down will overwrite).
+  // Per tree and chunk: the step that last wrote the receive buffer, and the send up. The send
+  // reads what the result coming down overwrites; that result cannot exist before the send was
+  // consumed, but the receive says so itself rather than relying on the transport's timing.
   std::vector<uint32_t> acc[2], upSend[2];
   for (int t = 0; t < 2; ++t) {
     acc[t].assign(numChunks(halves[t], per), kNoStep);

@@ -61,6 +61,43 @@ void WaitForRelease(ChildEnv& env) {
   if (sigtimedwait(&set, nullptr, &limit) != SIGUSR1) env.Report("note: never released");
 }
 
+// The header: once a rank dies, "every pending and future operation on the communicator
+// returns bcclRemoteError naming it", the sticky error records it, and the failed-rank list
+// holds exactly the victim (the other survivors are still alive, see WaitForRelease).
+void CheckFailureReport(ChildEnv& env, bcclComm_t comm, bcclResult_t res, const std::string& text,
+                        int victim) {
+  const std::string dead = "rank " + std::to_string(victim);
+  if (res != bcclRemoteError) {
+    env.Fail("pending allreduce returned " + std::to_string(res) + " (" +
+             bcclGetErrorString(res) + "), want bcclRemoteError");
+  }
+  if (!NamesRank(text, victim)) {
+    env.Fail("bcclGetLastError(comm) does not name " + dead + ": '" + text + "'");
+  }
+  bcclResult_t async = bcclSuccess;
+  if (bcclCommGetAsyncError(comm, &async) != bcclSuccess || async == bcclSuccess) {
+    env.Fail("bcclCommGetAsyncError does not report the failure (got " + std::to_string(async) +
+             ")");
+  }
+  int failed[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  int count = -1;
+  if (env.Ok(bcclCommGetFailedRanks(comm, failed, 8, &count), "bcclCommGetFailedRanks", comm) &&
+      (count != 1 || failed[0] != victim)) {
+    env.Fail("bcclCommGetFailedRanks gave " + std::to_string(count) + " ranks, first " +
+             std::to_string(failed[0]) + "; want just " + std::to_string(victim));
+  }
+  float x = 1.0f;
+  const int64_t t0 = ProcessRanks::NowNs();
+  const bcclResult_t again = bcclAllReduce(&x, &x, 1, bcclFloat32, bcclSum, comm, nullptr);
+  const int64_t ms = (ProcessRanks::NowNs() - t0) / 1000000;
+  const char* msg = bcclGetLastError(comm);
+  if (again != bcclRemoteError || !NamesRank(msg ? msg : "", victim) || ms > 2000) {
+    env.Fail("an allreduce issued after the failure returned " + std::to_string(again) +
+             " after " + std::to_string(ms) + " ms with '" + (msg ? msg : "(NULL)") +
+             "'; want bcclRemoteError naming " + dead + " at once");
+  }
+}
+
 int LoopUntilError(ChildEnv& env, const KillParam& p) {
   // Blocked before init so the library's threads inherit the mask and SIGUSR1 stays queued
   // for sigtimedwait.
@@ -96,19 +133,8 @@ int LoopUntilError(ChildEnv& env, const KillParam& p) {
     line << "error " << t1 << " " << static_cast<int>(res) << " iteration " << it << " call "
          << (t1 - t0) / 1000000 << " ms: " << text;
     env.Report(line.str());
-    if (res != bcclRemoteError && res != bcclTimeout && res != bcclSystemError) {
-      env.Fail("unexpected result " + std::to_string(res) + " (" + bcclGetErrorString(res) +
-               ")");
-    }
-    if (!NamesRank(text, p.victim)) {
-      env.Fail("bcclGetLastError(comm) does not name rank " + std::to_string(p.victim) + ": '" +
-               text + "'");
-    }
-    bcclResult_t async = bcclSuccess;
-    if (bcclCommGetAsyncError(comm, &async) != bcclSuccess || async == bcclSuccess) {
-      env.Fail("bcclCommGetAsyncError does not report the failure (got " +
-               std::to_string(async) + ")");
-    }
+    CheckFailureReport(env, comm, res, text, p.victim);
+    env.Report("checked");
     WaitForRelease(env);
     const int64_t a0 = ProcessRanks::NowNs();
     const bcclResult_t ab = bcclCommAbort(comm);
@@ -128,7 +154,9 @@ TEST_P(RankDeath, SurvivorsFailInTime) {
   auto onLine = [&](ProcessRanks& pr, int rank, const std::string& line) {
     (void)rank;
     if (!p.selfKill && line == "loop" && ++looping == p.nranks) pr.Kill(p.victim, SIGKILL);
-    if (line.compare(0, 6, "error ") == 0 && ++failed == p.nranks - 1) {
+    // Released only once every survivor has checked its view of the failure: one leaving
+    // earlier would show up in the others' failed-rank lists.
+    if (line == "checked" && ++failed == p.nranks - 1) {
       for (int r = 0; r < p.nranks; ++r) {
         if (r != p.victim) pr.Kill(r, SIGUSR1);
       }

@@ -171,6 +171,7 @@ void ThreadRanks::Worker(int rank) {
     env.stream = nullptr;
   }
   for (bcclComm_t comm : env.comms) {
+    if (comm == nullptr) continue;  // the test aborted or destroyed it itself
     bcclResult_t res = bcclCommDestroy(comm);
     // The comm is gone, so only the thread's last error can be asked for.
     if (res != bcclSuccess) env.Fail("bcclCommDestroy failed: " + Describe(res, nullptr));

@@ -39,6 +39,7 @@ class RankEnv {
   int rank = 0;
   int nranks = 0;
   bcclComm_t comm = nullptr;  // comms[0]
+  // Destroyed at shutdown; a test that frees one itself sets its entry to nullptr.
   std::vector<bcclComm_t> comms;
   bcclStream_t stream = nullptr;  // only with ThreadRanksOptions::withStream
 

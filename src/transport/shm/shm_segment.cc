@@ -50,22 +50,31 @@ Status ShmSegment::create(const std::string& name) {
 }
 
 Status ShmSegment::allocate(size_t bytes) {
+  // Mapped and registered before it gets its size: a peer in this process that sees the size
+  // then finds the mapping registered and shares it (see mappings()).
+  BCCL_RETURN_IF_ERROR(map(fd_, bytes));
   if (ftruncate(fd_, static_cast<off_t>(bytes)) != 0)
     return errnoStatus("sizing shared memory " + name_ + " to " + std::to_string(bytes) +
                            " bytes (is /dev/shm large enough?)",
                        errno);
-  BCCL_RETURN_IF_ERROR(map(fd_, bytes));
   close(fd_);
   fd_ = -1;
   return Status::ok();
 }
 
 Status ShmSegment::map(int fd, size_t bytes) {
+  std::lock_guard<std::mutex> lock(gMappingsMu);
+  auto it = mappings().find(name_);
+  if (it != mappings().end() && it->second.bytes >= bytes) {
+    ++it->second.refs;
+    data_ = it->second.data;
+    bytes_ = it->second.bytes;
+    return Status::ok();
+  }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return errnoStatus("mmap " + name_, errno);
   data_ = static_cast<char*>(p);
   bytes_ = bytes;
-  std::lock_guard<std::mutex> lock(gMappingsMu);
   mappings()[name_] = Mapping{data_, bytes_, 1};
   return Status::ok();
 }
@@ -74,16 +83,6 @@ Status ShmSegment::open(const std::string& name, size_t bytes, Deadline deadline
                         const AbortFlag* abort) {
   name_ = name;
   for (;;) {
-    {
-      std::lock_guard<std::mutex> lock(gMappingsMu);
-      auto it = mappings().find(name);
-      if (it != mappings().end() && it->second.bytes >= bytes) {
-        ++it->second.refs;
-        data_ = it->second.data;
-        bytes_ = it->second.bytes;
-        return Status::ok();
-      }
-    }
     int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0) {
       struct stat st {};

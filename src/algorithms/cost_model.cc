@@ -1,0 +1,236 @@
+// The formulas behind cost_model.h, one per algorithm, each mirroring what its builder emits:
+// the same rounds, the same bytes per round, the same folds for non-powers of two. Keeping them
+// next to each other makes it easy to see why one algorithm wins where.
+#include "algorithms/cost_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace bccl {
+namespace {
+
+constexpr double kNever = std::numeric_limits<double>::infinity();
+
+// The machine as the model sees it: n ranks on `hosts` equal hosts, numbered host by host. A
+// round lasts as long as its slowest pair; pairs that cross hosts share their host's network
+// bandwidth with the other crossing pairs of the same host.
+class Net {
+ public:
+  Net(const LinkCost& intra, const LinkCost& inter, int hosts, int n, double gamma)
+      : intra_(intra), inter_(inter), gamma_(gamma) {
+    hosts_ = std::clamp(hosts, 1, n);
+    perHost_ = (n + hosts_ - 1) / hosts_;
+  }
+  // Every rank sends to the rank d above or below (ring and chain: d = 1; Bruck): as many as d
+  // ranks of a host may send across at once.
+  LinkCost shift(long d) const { return crossing(std::min(d, perHost_)); }
+  // Ranks exchange with the partner whose index differs in bit d (recursive doubling and
+  // halving): all on one host while aligned groups of 2d nest in hosts, else up to d per host.
+  LinkCost exchange(long d) const {
+    return perHost_ % (2 * d) == 0 ? intra_ : crossing(std::min(d, perHost_));
+  }
+  // A tree level whose edges span d ranks: aligned like an exchange, but only about one edge
+  // per host can cross.
+  LinkCost treeLevel(long d) const { return perHost_ % (2 * d) == 0 ? intra_ : crossing(1); }
+  double send(const LinkCost& link, double bytes) const {
+    return link.alphaSeconds + bytes / link.bytesPerSecond;
+  }
+  double reduce(double bytes) const { return bytes / gamma_; }
+
+ private:
+  LinkCost crossing(long flows) const {
+    if (hosts_ == 1) return intra_;
+    return LinkCost{std::max(intra_.alphaSeconds, inter_.alphaSeconds),
+                    std::min(intra_.bytesPerSecond, inter_.bytesPerSecond / flows)};
+  }
+
+  LinkCost intra_, inter_;
+  double gamma_;
+  int hosts_ = 1;
+  long perHost_ = 1;
+};
+
+// Recursive doubling's view of n: p = 2^rounds participants and rem = n - p folded ranks.
+struct Pow2 {
+  int p = 1, rounds = 0, rem = 0;
+};
+
+Pow2 pow2Below(int n) {
+  Pow2 f;
+  while (f.p * 2 <= n) {
+    f.p *= 2;
+    ++f.rounds;
+  }
+  f.rem = n - f.p;
+  return f;
+}
+
+// Pipelining: a buffer of s bytes as chunks of at most chunkBytes.
+struct Chunks {
+  double count, bytes;
+};
+
+Chunks chunksOf(double s, size_t chunkBytes) {
+  const double count = std::max(1.0, std::ceil(s / static_cast<double>(chunkBytes)));
+  return Chunks{count, s / count};
+}
+
+double allReduce(const std::string& a, double s, int n, const Net& net, size_t chunkBytes) {
+  if (a == "ring")
+    return 2.0 * (n - 1) * net.send(net.shift(1), s / n) + (n - 1) * net.reduce(s / n);
+  const Pow2 f = pow2Below(n);
+  // The even rank of a pair sends everything in and gets the result back.
+  const double fold = f.rem > 0 ? 2 * net.send(net.exchange(1), s) + net.reduce(s) : 0;
+  double t = fold;
+  if (a == "rd") {
+    for (int k = 0; k < f.rounds; ++k) t += net.send(net.exchange(1L << k), s) + net.reduce(s);
+    return t;
+  }
+  if (a == "rhd") {
+    // Nearest partner first with the biggest half; the allgather mirrors it.
+    for (int k = 0; k < f.rounds; ++k) {
+      const double b = s / static_cast<double>(2L << k);
+      t += 2 * net.send(net.exchange(1L << k), b) + net.reduce(b);
+    }
+    return t;
+  }
+  if (a == "tree") {
+    // Each tree carries half. A chunk climbs `depth` levels and comes back down; in steady state
+    // the busiest rank (interior in one tree, leaf in the other) sends and receives 2s and
+    // reduces s, at the pace of the slowest link any level uses.
+    const Chunks c = chunksOf(s / 2, chunkBytes);
+    const Pow2 d = pow2Below(n);
+    t = 0;
+    double slowest = kNever;
+    for (int level = 1; level <= d.rounds; ++level) {
+      const LinkCost link = net.treeLevel(d.p >> level);
+      t += 2 * net.send(link, c.bytes);
+      slowest = std::min(slowest, link.bytesPerSecond);
+    }
+    return t + 2 * s / slowest + net.reduce(s);
+  }
+  return kNever;
+}
+
+double allGather(const std::string& a, double s, int n, const Net& net) {
+  if (a == "ring") return (n - 1) * net.send(net.shift(1), s);
+  if (a == "rd") {
+    const Pow2 f = pow2Below(n);
+    double t =
+        f.rem > 0 ? net.send(net.exchange(1), s) + net.send(net.exchange(1), (n - 1) * s) : 0;
+    // A participant holds n/p blocks on average, doubling every round.
+    for (int k = 0; k < f.rounds; ++k)
+      t += net.send(net.exchange(1L << k), s * n / f.p * static_cast<double>(1L << k));
+    return t + net.reduce(s);
+  }
+  if (a == "bruck") {
+    double t = net.reduce(n * s);  // my block into scratch, then the rotation out of it
+    for (int d = 1; d < n; d *= 2) t += net.send(net.shift(d), std::min(d, n - d) * s);
+    return t;
+  }
+  return kNever;
+}
+
+double reduceScatter(const std::string& a, double s, int n, const Net& net) {
+  if (a == "ring") return (n - 1) * (net.send(net.shift(1), s) + net.reduce(s));
+  if (a == "rhd") {
+    const Pow2 f = pow2Below(n);
+    const double total = n * s;
+    double t = f.rem > 0 ? net.send(net.exchange(1), total) + net.reduce(total) +
+                               net.send(net.exchange(1), s)
+                         : 0;
+    // Farthest partner first (so each participant keeps a contiguous run of blocks).
+    for (int k = 0; k < f.rounds; ++k) {
+      const double b = total / static_cast<double>(2L << k);
+      t += net.send(net.exchange(f.p >> (k + 1)), b) + net.reduce(b);
+    }
+    return t + net.reduce(s);  // the result out of scratch
+  }
+  return kNever;
+}
+
+// Broadcast and reduce: pipelines of chunks along a chain (n - 1 hops) or down a binary tree
+// (log2 n hops, but a parent feeds two children, so twice the bytes per hop).
+double rooted(const std::string& a, double s, int n, const Net& net, size_t chunkBytes,
+              bool reduces) {
+  const Chunks c = chunksOf(s, chunkBytes);
+  auto hop = [&](const LinkCost& link, double bytes) {
+    return net.send(link, bytes) + (reduces ? net.reduce(bytes) : 0);
+  };
+  if (a == "chain") return (n - 2 + c.count) * hop(net.shift(1), c.bytes);
+  if (a == "tree") {
+    // The first chunk crosses every level; the others follow at the pace of the slowest hop.
+    const Pow2 d = pow2Below(n);
+    double t = 0, slowest = 0;
+    for (int level = 1; level <= d.rounds; ++level) {
+      const double h = hop(net.treeLevel(d.p >> level), 2 * c.bytes);
+      t += h;
+      slowest = std::max(slowest, h);
+    }
+    return t + (c.count - 1) * slowest;
+  }
+  return kNever;
+}
+
+}  // namespace
+
+const std::vector<std::string>& algorithmsFor(CollKind kind) {
+  static const std::vector<std::string> allReduce{"ring", "tree", "rd", "rhd"};
+  static const std::vector<std::string> allGather{"ring", "rd", "bruck"};
+  static const std::vector<std::string> reduceScatter{"ring", "rhd"};
+  static const std::vector<std::string> rootedOnes{"chain", "tree"};
+  static const std::vector<std::string> none;
+  switch (kind) {
+    case CollKind::kAllReduce:
+      return allReduce;
+    case CollKind::kAllGather:
+      return allGather;
+    case CollKind::kReduceScatter:
+      return reduceScatter;
+    case CollKind::kBroadcast:
+    case CollKind::kReduce:
+      return rootedOnes;
+    default:
+      return none;
+  }
+}
+
+double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes, int nranks,
+                      const LinkCost& intra, const LinkCost& inter, int hosts,
+                      double reduceBytesPerSecond, size_t chunkBytes) {
+  const std::vector<std::string>& known = algorithmsFor(kind);
+  if (std::find(known.begin(), known.end(), algorithm) == known.end()) return kNever;
+  if (nranks <= 1 || bytes == 0) return 0;
+  const Net net(intra, inter, hosts, nranks, reduceBytesPerSecond);
+  const double s = static_cast<double>(bytes);
+  chunkBytes = std::max<size_t>(chunkBytes, 1);
+  switch (kind) {
+    case CollKind::kAllReduce:
+      return allReduce(algorithm, s, nranks, net, chunkBytes);
+    case CollKind::kAllGather:
+      return allGather(algorithm, s, nranks, net);
+    case CollKind::kReduceScatter:
+      return reduceScatter(algorithm, s, nranks, net);
+    case CollKind::kBroadcast:
+      return rooted(algorithm, s, nranks, net, chunkBytes, false);
+    case CollKind::kReduce:
+      return rooted(algorithm, s, nranks, net, chunkBytes, true);
+    default:
+      return kNever;
+  }
+}
+
+std::vector<Candidate> rankAlgorithms(CollKind kind, size_t bytes, int nranks,
+                                      const LinkCost& intra, const LinkCost& inter, int hosts,
+                                      double reduceBytesPerSecond, size_t chunkBytes) {
+  std::vector<Candidate> out;
+  for (const std::string& a : algorithmsFor(kind))
+    out.push_back({a, predictSeconds(kind, a, bytes, nranks, intra, inter, hosts,
+                                     reduceBytesPerSecond, chunkBytes)});
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
+  return out;
+}
+
+}  // namespace bccl

@@ -1,0 +1,141 @@
+// The cost model's shape: who wins where. Absolute numbers depend on calibration; these are the
+// crossovers selection relies on (latency-bound sizes favour log-round algorithms, bandwidth-
+// bound sizes the ring and Rabenseifner, slow inter-host links the algorithms that keep big
+// transfers on a host), and the bookkeeping of rankAlgorithms.
+#include "algorithms/cost_model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+namespace bccl {
+namespace {
+
+constexpr size_t kMiB = 1 << 20;
+const LinkCost kShm = kDefaultIntraHostLink;
+const LinkCost kNet = kDefaultInterHostLink;
+
+double predict(CollKind kind, const char* algo, size_t bytes, int n, int hosts = 1) {
+  return predictSeconds(kind, algo, bytes, n, kShm, kNet, hosts);
+}
+
+TEST(CostModel, SmallAllReduceFavoursRecursiveDoubling) {
+  EXPECT_LT(predict(CollKind::kAllReduce, "rd", 8, 8), predict(CollKind::kAllReduce, "ring", 8, 8));
+  EXPECT_EQ(rankAlgorithms(CollKind::kAllReduce, 8, 8, kShm, kNet, 1).front().algorithm, "rd");
+  // Still true across hosts and for rank counts that need a fold.
+  EXPECT_LT(predict(CollKind::kAllReduce, "rd", 8, 12, 3),
+            predict(CollKind::kAllReduce, "ring", 8, 12, 3));
+}
+
+TEST(CostModel, LargeAllReduceFavoursBandwidthOptimalAlgorithms) {
+  for (int n : {4, 8, 13}) {
+    const size_t big = 256 * kMiB;
+    const double rd = predict(CollKind::kAllReduce, "rd", big, n);
+    const double best = std::min(predict(CollKind::kAllReduce, "ring", big, n),
+                                 predict(CollKind::kAllReduce, "rhd", big, n));
+    EXPECT_LT(best, rd) << n;
+    const std::string first =
+        rankAlgorithms(CollKind::kAllReduce, big, n, kShm, kNet, 1)[0].algorithm;
+    EXPECT_TRUE(first == "ring" || first == "rhd") << first;
+  }
+}
+
+TEST(CostModel, ManyRanksFavourTreesForMediumBroadcastAndAllReduce) {
+  // 64 KiB over 64 ranks: the chain's 63 hops cost more than the tree's doubled bytes.
+  EXPECT_LT(predict(CollKind::kBroadcast, "tree", 64 * 1024, 64),
+            predict(CollKind::kBroadcast, "chain", 64 * 1024, 64));
+  EXPECT_LT(predict(CollKind::kReduce, "tree", 64 * 1024, 64),
+            predict(CollKind::kReduce, "chain", 64 * 1024, 64));
+  EXPECT_LT(predict(CollKind::kAllReduce, "tree", 64 * 1024, 64),
+            predict(CollKind::kAllReduce, "ring", 64 * 1024, 64));
+  // A big broadcast over few ranks: the chain's full-bandwidth pipeline wins.
+  EXPECT_LT(predict(CollKind::kBroadcast, "chain", 256 * kMiB, 4),
+            predict(CollKind::kBroadcast, "tree", 256 * kMiB, 4));
+}
+
+TEST(CostModel, BruckWinsSmallAllGatherAtAnyRankCount) {
+  for (int n : {5, 12, 17}) {
+    EXPECT_LT(predict(CollKind::kAllGather, "bruck", 16, n),
+              predict(CollKind::kAllGather, "ring", 16, n))
+        << n;
+    // Not a power of two: recursive doubling pays two extra fold messages.
+    EXPECT_LT(predict(CollKind::kAllGather, "bruck", 16, n),
+              predict(CollKind::kAllGather, "rd", 16, n))
+        << n;
+  }
+  // Large blocks: the rotation copies make Bruck lose to the ring.
+  EXPECT_LT(predict(CollKind::kAllGather, "ring", 64 * kMiB, 8),
+            predict(CollKind::kAllGather, "bruck", 64 * kMiB, 8));
+}
+
+TEST(CostModel, SlowInterHostLinksFavourAlgorithmsThatStayOnHost) {
+  // 16 ranks on 2 hosts: every ring step waits on the network; Rabenseifner exchanges the big
+  // halves within a host and sends only 1/16 of the data across.
+  const size_t big = 64 * kMiB;
+  EXPECT_LT(predict(CollKind::kAllReduce, "rhd", big, 16, 2),
+            predict(CollKind::kAllReduce, "ring", big, 16, 2));
+  EXPECT_GT(predict(CollKind::kAllReduce, "ring", big, 16, 2),
+            predict(CollKind::kAllReduce, "ring", big, 16, 1));
+  // On one host the two are within the alpha terms of each other.
+  const double ring = predict(CollKind::kAllReduce, "ring", big, 16, 1);
+  EXPECT_NEAR(predict(CollKind::kAllReduce, "rhd", big, 16, 1), ring, 0.01 * ring);
+  // Reduce-scatter's halving must pair the farthest ranks first to keep each rank's blocks
+  // contiguous, so its big halves are the ones crossing hosts: there the ring wins.
+  EXPECT_LT(predict(CollKind::kReduceScatter, "ring", big / 16, 16, 2),
+            predict(CollKind::kReduceScatter, "rhd", big / 16, 16, 2));
+}
+
+TEST(CostModel, GrowsWithBytesAndRanks) {
+  for (CollKind kind : {CollKind::kAllReduce, CollKind::kAllGather, CollKind::kReduceScatter,
+                        CollKind::kBroadcast, CollKind::kReduce})
+    for (const std::string& a : algorithmsFor(kind))
+      for (int hosts : {1, 2}) {
+        double previous = 0;
+        for (size_t bytes = 1; bytes <= 256 * kMiB; bytes *= 4) {
+          const double t = predictSeconds(kind, a, bytes, 8, kShm, kNet, hosts);
+          EXPECT_GT(t, 0) << a;
+          EXPECT_TRUE(std::isfinite(t)) << a;
+          EXPECT_GE(t, previous) << a << " " << bytes;
+          previous = t;
+        }
+        EXPECT_LE(predictSeconds(kind, a, kMiB, 4, kShm, kNet, hosts),
+                  predictSeconds(kind, a, kMiB, 32, kShm, kNet, hosts))
+            << a;
+      }
+}
+
+TEST(CostModel, RankingListsEveryApplicableAlgorithmBestFirst) {
+  const std::set<std::string> allReduce{"ring", "tree", "rd", "rhd"};
+  for (size_t bytes : {size_t{8}, 64 * size_t{1024}, 256 * kMiB}) {
+    std::vector<Candidate> ranked = rankAlgorithms(CollKind::kAllReduce, bytes, 8, kShm, kNet, 2);
+    ASSERT_EQ(ranked.size(), allReduce.size());
+    std::set<std::string> seen;
+    for (size_t i = 0; i < ranked.size(); ++i) {
+      seen.insert(ranked[i].algorithm);
+      EXPECT_EQ(ranked[i].seconds,
+                predictSeconds(CollKind::kAllReduce, ranked[i].algorithm, bytes, 8, kShm, kNet, 2));
+      if (i > 0) {
+        EXPECT_LE(ranked[i - 1].seconds, ranked[i].seconds);
+      }
+    }
+    EXPECT_EQ(seen, allReduce);
+  }
+  EXPECT_EQ(rankAlgorithms(CollKind::kAllGather, 8, 8, kShm, kNet, 1).size(), 3u);
+  EXPECT_EQ(rankAlgorithms(CollKind::kReduceScatter, 8, 8, kShm, kNet, 1).size(), 2u);
+  EXPECT_EQ(rankAlgorithms(CollKind::kBroadcast, 8, 8, kShm, kNet, 1).size(), 2u);
+  EXPECT_TRUE(rankAlgorithms(CollKind::kAllToAll, 8, 8, kShm, kNet, 1).empty());
+}
+
+TEST(CostModel, InapplicableOrTrivial) {
+  EXPECT_TRUE(std::isinf(predict(CollKind::kAllGather, "tree", 8, 8)));
+  EXPECT_TRUE(std::isinf(predict(CollKind::kBroadcast, "ring", 8, 8)));
+  EXPECT_TRUE(std::isinf(predict(CollKind::kAllReduce, "nonsense", 8, 8)));
+  EXPECT_EQ(predict(CollKind::kAllReduce, "ring", 8, 1), 0);
+  EXPECT_EQ(predict(CollKind::kAllReduce, "rd", 0, 8), 0);
+  // More hosts than ranks is clamped, not a division by zero.
+  EXPECT_TRUE(std::isfinite(predict(CollKind::kAllReduce, "rhd", kMiB, 3, 8)));
+}
+
+}  // namespace
+}  // namespace bccl
