@@ -4,6 +4,8 @@
 #include <cstddef>
 
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "algorithms/compiled_schedule.h"
@@ -29,12 +31,32 @@ struct OpArgs {
   int peer = -1;  // send / recv
 };
 
-// Chooses the algorithm for one collective and builds this rank's schedule. Buffer 1 is the
-// send buffer, 2 the receive buffer.
-StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& args, int rank, int nranks);
+// What algorithm selection knows about a communicator. Every field must be the same on every
+// rank, so that all ranks choose, and build, the same algorithm.
+struct SelectionContext {
+  int nranks = 1;
+  std::vector<std::vector<int>> hosts{{0}};  // ranks of each host, in rank order
+  double intraAlphaSeconds = 2e-6, intraBytesPerSecond = 6e9;   // between ranks of one host
+  double interAlphaSeconds = 25e-6, interBytesPerSecond = 1.1e9;  // between hosts
+  double reduceBytesPerSecond = 8e9;
+  std::string source = "defaults";  // where the link costs came from
+};
+
+// Chooses the algorithm for one collective (BCCL_ALGO, else the cost model) and builds this
+// rank's schedule. Buffer 1 is the send buffer, 2 the receive buffer.
+StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& args, int rank, const SelectionContext& ctx);
 // The same, compiled, from `cache` when the same call shape was seen before (cache may be null).
-StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& args, int rank, int nranks,
+StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& args, int rank,
+                                                                     const SelectionContext& ctx,
                                                                      ScheduleCache* cache);
+// The algorithm the selector would use, with every alternative's predicted seconds (best
+// first), and why ("forced by BCCL_ALGO" or "cost model"). Empty for single-algorithm kinds.
+struct Choice {
+  std::string algorithm;
+  std::string reason;
+  std::vector<std::pair<std::string, double>> predictions;
+};
+Choice chooseAlgorithm(const OpArgs& args, const SelectionContext& ctx);
 // One schedule for a batch of sends and receives launched together (a group); buffer i + 1 is
 // ops[i]'s buffer. Sends to and receives from oneself are matched locally, in order.
 StatusOr<Schedule> buildPointToPointSchedule(const std::vector<OpArgs>& ops, int rank, int nranks);

@@ -1,18 +1,94 @@
-// Algorithm selection. For now each collective has one algorithm; the cost-model selector of
-// the topology issue replaces the switch below with a measured choice plus BCCL_ALGO.
+// Algorithm selection: BCCL_ALGO when it names an algorithm of the collective, else the one the
+// alpha-beta cost model (cost_model.h) predicts fastest for this size, rank count and host
+// layout. Every input of the choice is the same on every rank, so all ranks build the same
+// algorithm; BCCL_DEBUG=INFO logs each distinct choice with the predictions it was made from.
+#include <algorithm>
 #include <deque>
+#include <sstream>
 #include <string>
 
 #include "algorithms/builders.h"
+#include "algorithms/builders_extra.h"
 #include "algorithms/collective.h"
+#include "algorithms/cost_model.h"
 #include "core/dtype.h"
+#include "core/logging.h"
 #include "core/params.h"
 
 namespace bccl {
 namespace {
 
 const IntParam kChunkBytes("BCCL_CHUNK_BYTES", 256 * 1024,
-                           "Pipelining granularity of ring and chain algorithms, in bytes");
+                           "Pipelining granularity of every algorithm, in bytes");
+const StringParam kAlgo("BCCL_ALGO", "",
+                        "Force algorithms: one name for every collective that has it (ring, tree, "
+                        "rd, rhd, bruck, chain) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
+                        "Empty: the cost model chooses. Must be the same on every rank");
+
+using Builder = Schedule (*)(const CollectiveShape&);
+
+struct Algorithm {
+  CollKind kind;
+  const char* name;
+  Builder build;
+};
+
+// Every name here must be in cost_model.cc's algorithmsFor, and the other way round.
+constexpr Algorithm kAlgorithms[] = {
+    {CollKind::kAllReduce, "ring", buildRingAllReduce},
+    {CollKind::kAllReduce, "tree", buildTreeAllReduce},
+    {CollKind::kAllReduce, "rd", buildRecursiveDoublingAllReduce},
+    {CollKind::kAllReduce, "rhd", buildRabenseifnerAllReduce},
+    {CollKind::kAllGather, "ring", buildRingAllGather},
+    {CollKind::kAllGather, "rd", buildRecursiveDoublingAllGather},
+    {CollKind::kAllGather, "bruck", buildBruckAllGather},
+    {CollKind::kReduceScatter, "ring", buildRingReduceScatter},
+    {CollKind::kReduceScatter, "rhd", buildRecursiveHalvingReduceScatter},
+    {CollKind::kBroadcast, "chain", buildChainBroadcast},
+    {CollKind::kBroadcast, "tree", buildTreeBroadcast},
+    {CollKind::kReduce, "chain", buildChainReduce},
+    {CollKind::kReduce, "tree", buildTreeReduce},
+};
+
+Builder builderFor(CollKind kind, const std::string& name) {
+  for (const Algorithm& a : kAlgorithms)
+    if (a.kind == kind && name == a.name) return a.build;
+  return nullptr;
+}
+
+// BCCL_ALGO's name for this collective: "tree", or from "allreduce=tree;allgather=ring".
+std::string forcedAlgorithm(CollKind kind) {
+  const std::string spec = kAlgo.get();
+  if (spec.find('=') == std::string::npos) return spec;
+  std::stringstream in(spec);
+  std::string item;
+  while (std::getline(in, item, ';')) {
+    size_t eq = item.find('=');
+    if (eq != std::string::npos && item.substr(0, eq) == collName(kind)) return item.substr(eq + 1);
+  }
+  return "";
+}
+
+// Whether the call is in place, as the API defines it per collective.
+bool inPlaceOf(const OpArgs& a, int rank) {
+  const size_t es = dtypeSize(a.dtype);
+  const char* send = static_cast<const char*>(a.sendbuf);
+  const char* recv = static_cast<const char*>(a.recvbuf);
+  switch (a.kind) {
+    case CollKind::kAllGather: return recv != nullptr && send == recv + rank * a.count * es;
+    case CollKind::kReduceScatter: return send != nullptr && recv == send + rank * a.count * es;
+    default: return send == recv;
+  }
+}
+
+void logChoice(const OpArgs& a, const SelectionContext& ctx, const Choice& c) {
+  if (logLevel() < LogLevel::kInfo || c.algorithm.empty()) return;
+  std::ostringstream alts;
+  for (const auto& p : c.predictions) alts << " " << p.first << "=" << p.second * 1e6 << "us";
+  BCCL_INFO("%s of %zu bytes on %d ranks / %zu hosts: %s (%s; predicted:%s; link costs: %s)",
+            collName(a.kind), a.count * dtypeSize(a.dtype), ctx.nranks, ctx.hosts.size(),
+            c.algorithm.c_str(), c.reason.c_str(), alts.str().c_str(), ctx.source.c_str());
+}
 
 }  // namespace
 
@@ -31,42 +107,49 @@ const char* collName(CollKind kind) {
   return "?";
 }
 
-namespace {
-
-// Whether the call is in place, as the API defines it per collective.
-bool inPlaceOf(const OpArgs& a, int rank) {
-  const size_t es = dtypeSize(a.dtype);
-  const char* send = static_cast<const char*>(a.sendbuf);
-  const char* recv = static_cast<const char*>(a.recvbuf);
-  switch (a.kind) {
-    case CollKind::kAllGather: return recv != nullptr && send == recv + rank * a.count * es;
-    case CollKind::kReduceScatter: return send != nullptr && recv == send + rank * a.count * es;
-    default: return send == recv;
+Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
+  Choice choice;
+  const LinkCost intra{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond};
+  const LinkCost inter{ctx.interAlphaSeconds, ctx.interBytesPerSecond};
+  const std::vector<Candidate> ranked =
+      rankAlgorithms(a.kind, a.count * dtypeSize(a.dtype), ctx.nranks, intra, inter,
+                     static_cast<int>(ctx.hosts.size()), ctx.reduceBytesPerSecond,
+                     static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 1)));
+  for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);
+  const std::string forced = forcedAlgorithm(a.kind);
+  if (!forced.empty() && builderFor(a.kind, forced) != nullptr) {
+    choice.algorithm = forced;
+    choice.reason = "forced by BCCL_ALGO";
+  } else if (!ranked.empty()) {
+    choice.algorithm = ranked.front().algorithm;
+    choice.reason = "cost model";
   }
+  return choice;
 }
 
-}  // namespace
-
-StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& a, int rank, int nranks,
+StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& a, int rank,
+                                                                     const SelectionContext& ctx,
                                                                      ScheduleCache* cache) {
+  const Choice choice = chooseAlgorithm(a, ctx);
   // Everything the choice and the build depend on; pointers only through in-place-ness.
   std::string key = std::to_string(static_cast<int>(a.kind)) + "/" + std::to_string(a.count) + "/" +
                     std::to_string(static_cast<int>(a.dtype)) + "/" + std::to_string(static_cast<int>(a.op)) +
                     "/" + std::to_string(a.root) + "/" + (inPlaceOf(a, rank) ? "i" : "o") + "/" +
-                    std::to_string(kChunkBytes.get());
+                    std::to_string(kChunkBytes.get()) + "/" + choice.algorithm;
   if (cache != nullptr)
     if (auto hit = cache->find(key)) return hit;
-  StatusOr<Schedule> built = buildCollectiveSchedule(a, rank, nranks);
+  logChoice(a, ctx, choice);
+  StatusOr<Schedule> built = buildCollectiveSchedule(a, rank, ctx);
   if (!built.isOk()) return built.status();
   std::shared_ptr<const CompiledSchedule> compiled = compileSchedule(std::move(built.value()));
   if (cache != nullptr) cache->insert(key, compiled);
   return compiled;
 }
 
-StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, int nranks) {
+StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, const SelectionContext& ctx) {
   CollectiveShape shape;
   shape.rank = rank;
-  shape.nranks = nranks;
+  shape.nranks = ctx.nranks;
   shape.count = a.count;
   shape.dtype = a.dtype;
   shape.op = a.op;
@@ -75,26 +158,18 @@ StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, int nranks
   if (chunk < 64) return invalidArgument("BCCL_CHUNK_BYTES must be at least 64");
   shape.chunkBytes = static_cast<size_t>(chunk);
   shape.inPlace = inPlaceOf(a, rank);
+  if (Builder build = builderFor(a.kind, chooseAlgorithm(a, ctx).algorithm)) return build(shape);
   switch (a.kind) {
-    case CollKind::kAllReduce:
-      return buildRingAllReduce(shape);
-    case CollKind::kAllGather:
-      return buildRingAllGather(shape);
-    case CollKind::kReduceScatter:
-      return buildRingReduceScatter(shape);
-    case CollKind::kBroadcast:
-      return buildChainBroadcast(shape);
-    case CollKind::kReduce:
-      return buildChainReduce(shape);
     case CollKind::kAllToAll:
       return buildPairwiseAllToAll(shape);
     case CollKind::kBarrier:
       return buildDisseminationBarrier(shape);
     case CollKind::kSend:
     case CollKind::kRecv:
-      return buildPointToPointSchedule({a}, rank, nranks);
+      return buildPointToPointSchedule({a}, rank, ctx.nranks);
+    default:
+      return internalError(std::string("no algorithm for ") + collName(a.kind));
   }
-  return internalError("unknown collective");
 }
 
 StatusOr<Schedule> buildPointToPointSchedule(const std::vector<OpArgs>& ops, int rank, int nranks) {

@@ -34,7 +34,7 @@ Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, PlanLis
       plan->compiled = compileSchedule(std::move(s.value()));
     } else {
       const OpArgs& a = ops[i++]->args;
-      auto s = collectiveSchedule(a, c->rank(), c->nranks(), &c->scheduleCache());
+      auto s = collectiveSchedule(a, c->rank(), c->selection(), &c->scheduleCache());
       if (!s.isOk()) return s.status();
       plan->compiled = std::move(s.value());
       plan->buffers.push_back(const_cast<char*>(static_cast<const char*>(a.sendbuf)));

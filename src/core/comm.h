@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/collective.h"
 #include "algorithms/compiled_schedule.h"
 #include "algorithms/exec_context.h"
 #include "core/comm_config.h"
@@ -53,6 +54,7 @@ class Communicator final : public ExecContext {
   const CommConfig& config() const { return config_; }
   const HostTopology& topology() const { return topology_; }
   ScheduleCache& scheduleCache() { return scheduleCache_; }
+  const SelectionContext& selection() const { return selection_; }
 
   // ExecContext
   Connection* connection(int peer) override;
@@ -106,6 +108,7 @@ class Communicator final : public ExecContext {
   std::vector<PeerInfo> peers_;
   HostTopology topology_;
   ScheduleCache scheduleCache_;
+  SelectionContext selection_;
   std::vector<std::unique_ptr<Connection>> connections_;
   int listenFd_ = -1;
   int wakeFd_ = -1;  // eventfd: abort() makes it readable for waiters in poll()

@@ -10,6 +10,7 @@
 #include "core/params.h"
 #include "transport/shm/shm_connection.h"
 #include "fault/failure_detector.h"
+#include "core/tuning.h"
 #include "topology/topology.h"
 #include "transport/tcp/tcp_connection.h"
 
@@ -84,6 +85,9 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   mine = peers_[rank_];
   ScopedLogRank tag(rank_);
   connections_.resize(nranks_);
+  StatusOr<SelectionContext> selection = makeSelectionContext(peers_, config_);
+  if (!selection.isOk()) return selection.status();
+  selection_ = std::move(selection.value());
 
   std::vector<int> local, remote;
   for (int r = 0; r < nranks_; ++r) {

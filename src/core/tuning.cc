@@ -1,0 +1,60 @@
+#include "core/tuning.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/params.h"
+#include "topology/topology.h"
+
+namespace bccl {
+namespace {
+
+const StringParam kTuneFile("BCCL_TUNE_FILE", "",
+                            "Link costs for algorithm selection ('key = value': intra_alpha_us, "
+                            "intra_gbps, inter_alpha_us, inter_gbps, reduce_gbps)");
+
+// TCP between processes of one machine: no wire, but the kernel's copies and wake-ups.
+constexpr double kLoopbackTcpAlpha = 15e-6, kLoopbackTcpBytesPerSecond = 2.5e9;
+
+Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
+  std::ifstream in(path);
+  if (!in) return invalidArgument("BCCL_TUNE_FILE " + path + " cannot be read");
+  std::string line;
+  int lineNo = 0;
+  while (std::getline(in, line)) {
+    ++lineNo;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    std::string key, eq;
+    double value = 0;
+    if (!(fields >> key >> eq >> value) || eq != "=" || value <= 0)
+      return invalidArgument(path + ":" + std::to_string(lineNo) + ": expected 'key = positive number'");
+    if (key == "intra_alpha_us") ctx->intraAlphaSeconds = value * 1e-6;
+    else if (key == "intra_gbps") ctx->intraBytesPerSecond = value * 1e9;
+    else if (key == "inter_alpha_us") ctx->interAlphaSeconds = value * 1e-6;
+    else if (key == "inter_gbps") ctx->interBytesPerSecond = value * 1e9;
+    else if (key == "reduce_gbps") ctx->reduceBytesPerSecond = value * 1e9;
+    else return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
+  }
+  ctx->source = path;
+  return Status::ok();
+}
+
+}  // namespace
+
+StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& peers,
+                                                const CommConfig& config) {
+  SelectionContext ctx;
+  ctx.nranks = static_cast<int>(peers.size());
+  ctx.hosts = computeSubgroups(peers).hosts;
+  if (!config.allowShm) {
+    // Ranks of one host talk TCP too: their link costs what loopback TCP costs.
+    ctx.intraAlphaSeconds = kLoopbackTcpAlpha;
+    ctx.intraBytesPerSecond = kLoopbackTcpBytesPerSecond;
+    ctx.source = "defaults (tcp within hosts)";
+  }
+  if (kTuneFile.isSet()) BCCL_RETURN_IF_ERROR(applyTuneFile(kTuneFile.get(), &ctx));
+  return ctx;
+}
+
+}  // namespace bccl

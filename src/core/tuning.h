@@ -1,0 +1,17 @@
+// The link costs algorithm selection uses: defaults per transport, or measured values from
+// BCCL_TUNE_FILE ("key = value" lines: intra_alpha_us, intra_gbps, inter_alpha_us, inter_gbps,
+// reduce_gbps; the same file on every rank, since every rank must choose alike).
+#pragma once
+
+#include <vector>
+
+#include "algorithms/collective.h"
+#include "core/comm_config.h"
+#include "core/rendezvous.h"
+
+namespace bccl {
+
+StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& peers,
+                                                const CommConfig& config);
+
+}  // namespace bccl
