@@ -11,6 +11,9 @@
 #include <sstream>
 
 #include "core/logging.h"
+#ifdef BCCL_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 
 namespace bccl {
 
@@ -70,6 +73,9 @@ Communicator::~Communicator() {
   if (detector_ != nullptr) detector_->shutdown(!aborted_.load());
   detector_.reset();
   connections_.clear();
+#ifdef BCCL_HAVE_UCX
+  ucx_.reset();  // after its connections
+#endif
   closeFd(&listenFd_);
   closeFd(&wakeFd_);
   free(scratch_);

@@ -21,6 +21,8 @@
 
 namespace bccl {
 
+class UcxEndpointFactory;
+
 // What a new communicator learns from its rendezvous: its rank and everyone's PeerInfo.
 struct Membership {
   int rank = -1;
@@ -99,6 +101,12 @@ class Communicator final : public ExecContext {
   void onPeerFailed(int rank, const std::string& message);
   void wake();
   Status connectShmPeers(const std::vector<int>& localPeers);
+  // Creates this rank's UCX worker when ucx is allowed, and publishes its address in `mine`.
+  Status prepareUcx(PeerInfo* mine);
+  // The network transport used with `peer` ("tcp" or "ucx"): the first in the configured
+  // order that both ends offer.
+  std::string networkTransportFor(int peer) const;
+  Status connectUcxPeers(const std::vector<int>& peers);
 
   int rank_ = -1;
   int nranks_ = 0;
@@ -119,6 +127,9 @@ class Communicator final : public ExecContext {
   Doorbell* doorbell_ = nullptr;
 
   std::unique_ptr<FailureDetector> detector_;
+#ifdef BCCL_HAVE_UCX
+  std::unique_ptr<UcxEndpointFactory> ucx_;  // outlives every UCX connection (see destructor)
+#endif
 
   std::atomic<bool> aborted_{false};
   std::atomic<bool> failed_{false};

@@ -10,24 +10,32 @@ namespace {
 const IntParam kTimeoutMs("BCCL_TIMEOUT_MS", 300000,
                           "Deadline of every wait without progress, in milliseconds");
 const StringParam kTransport("BCCL_TRANSPORT", "",
-                             "Comma list of allowed transports (shm, tcp); default all built");
+                             "Comma list of allowed transports (shm, tcp, ucx), network ones in "
+                             "order of preference; default shm,tcp");
 
 Status parseTransports(const std::string& list, CommConfig* out) {
-  out->allowShm = out->allowTcp = false;
+  out->allowShm = false;
+  out->network.clear();
   std::stringstream in(list);
   std::string name;
   while (std::getline(in, name, ',')) {
     if (name == "shm") {
       out->allowShm = true;
     } else if (name == "tcp") {
-      out->allowTcp = true;
-    } else if (name == "verbs" || name == "ucx") {
-      return invalidArgument("transport '" + name + "' is not available: built without it");
+      out->network.push_back(name);
+    } else if (name == "ucx") {
+#ifdef BCCL_HAVE_UCX
+      out->network.push_back(name);
+#else
+      return invalidArgument("transport not available: built without UCX (install libucx-dev and rebuild)");
+#endif
+    } else if (name == "verbs") {
+      return invalidArgument("transport not available: built without verbs");
     } else {
-      return invalidArgument("unknown transport '" + name + "' (known: shm, tcp)");
+      return invalidArgument("unknown transport '" + name + "' (known: shm, tcp, ucx)");
     }
   }
-  if (!out->allowShm && !out->allowTcp) return invalidArgument("no transport allowed");
+  if (!out->allowShm && out->network.empty()) return invalidArgument("no transport allowed");
   return Status::ok();
 }
 

@@ -2,6 +2,9 @@
 // then defaults. Bad values are rejected with bcclInvalidArgument, not silently ignored.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "bccl/bccl.h"
 #include "core/status.h"
 
@@ -10,7 +13,9 @@ namespace bccl {
 struct CommConfig {
   int timeoutMs = 300000;
   bool allowShm = true;
-  bool allowTcp = true;
+  // Transports between hosts (and between ranks of one host when shm is not allowed), most
+  // preferred first: "tcp", "ucx".
+  std::vector<std::string> network{"tcp"};
 };
 
 StatusOr<CommConfig> resolveConfig(const bcclConfig_t* config);

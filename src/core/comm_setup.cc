@@ -13,6 +13,9 @@
 #include "core/tuning.h"
 #include "topology/topology.h"
 #include "transport/tcp/tcp_connection.h"
+#ifdef BCCL_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 
 namespace bccl {
 namespace {
@@ -71,6 +74,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   topology_ = topo.value();
   mine.numaNode = topology_.myNumaNode;
 
+  BCCL_RETURN_IF_ERROR(prepareUcx(&mine));
   if (config_.allowShm) {
     // Reserve the name before joining: once the membership is settled, every peer's exists.
     ownSegment_ = std::make_unique<ShmSegment>();
@@ -89,16 +93,17 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   if (!selection.isOk()) return selection.status();
   selection_ = std::move(selection.value());
 
-  std::vector<int> local, remote;
+  std::vector<int> local, remote, viaUcx;
   for (int r = 0; r < nranks_; ++r) {
     bool sameHost = peers_[r].hostHash == mine.hostHash;
     if (config_.allowShm && sameHost) {
       local.push_back(r);
     } else if (r != rank_) {
-      if (!config_.allowTcp)
+      std::string via = networkTransportFor(r);
+      if (via.empty())
         return invalidArgument("no allowed transport reaches " + peerName(r) +
-                               " (another host, and tcp is not allowed)");
-      remote.push_back(r);
+                               " (another host, and no network transport is allowed)");
+      (via == "ucx" ? viaUcx : remote).push_back(r);
     }
   }
   int sameMachine = 0;
@@ -123,6 +128,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       if (f >= 0) close(f);
     return linked;
   }
+  BCCL_RETURN_IF_ERROR(connectUcxPeers(viaUcx));
   std::vector<FailureDetector::Link> controls;
   for (size_t i = 0; i < wants.size(); ++i) {
     if (wants[i].kind == ConnKind::kData)
@@ -136,10 +142,50 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       rank_, std::move(names), std::move(controls), static_cast<int>(kHeartbeatMs.get()),
       static_cast<int>(kHeartbeatTimeoutMs.get()),
       [this](int rank, const std::string& message) { onPeerFailed(rank, message); });
-  BCCL_INFO("communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, listening on %s",
-            rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(),
+  BCCL_INFO("communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, %zu ucx peers, listening on %s",
+            rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(), viaUcx.size(),
             mine.listenAddr.toString().c_str());
   return Status::ok();
+}
+
+Status Communicator::prepareUcx(PeerInfo* mine) {
+  if (std::find(config_.network.begin(), config_.network.end(), "ucx") == config_.network.end())
+    return Status::ok();
+#ifdef BCCL_HAVE_UCX
+  StatusOr<std::unique_ptr<UcxEndpointFactory>> ucx = UcxEndpointFactory::create();
+  if (!ucx.isOk()) return ucx.status().withContext("ucx transport");
+  ucx_ = std::move(ucx.value());
+  const std::string& address = ucx_->workerAddress();
+  if (address.size() > sizeof(mine->ucxAddress))
+    return internalError("UCX worker address of " + std::to_string(address.size()) + " bytes does not fit");
+  memcpy(mine->ucxAddress, address.data(), address.size());
+  mine->ucxAddressBytes = static_cast<uint32_t>(address.size());
+  return Status::ok();
+#else
+  return invalidArgument("transport not available: built without UCX");
+#endif
+}
+
+std::string Communicator::networkTransportFor(int peer) const {
+  for (const std::string& t : config_.network) {
+    if (t == "tcp") return t;
+    if (t == "ucx" && peers_[peer].ucxAddressBytes > 0 && peers_[rank_].ucxAddressBytes > 0) return t;
+  }
+  return "";
+}
+
+Status Communicator::connectUcxPeers(const std::vector<int>& peers) {
+#ifdef BCCL_HAVE_UCX
+  for (int q : peers) {
+    std::string address(peers_[q].ucxAddress, peers_[q].ucxAddressBytes);
+    auto conn = ucx_->connect(rank_, q, address, peerName(q));
+    if (!conn.isOk()) return conn.status().withContext("ucx connection to " + peerName(q));
+    connections_[q] = std::move(conn.value());
+  }
+  return Status::ok();
+#else
+  return peers.empty() ? Status::ok() : internalError("ucx requested in a build without UCX");
+#endif
 }
 
 Status Communicator::connectShmPeers(const std::vector<int>& local) {

@@ -23,6 +23,8 @@ struct PeerInfo {
   uint64_t cmaProbeAddr = 0;   // address of a known constant, to test process_vm_readv
   int32_t shmTag = 0;          // names this rank's shared-memory segment within the comm
   int32_t numaNode = 0;        // where this rank runs (topology)
+  uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX
+  char ucxAddress[1024] = {};
   char hostName[64] = {};
   SockAddr listenAddr;  // where this rank accepts transport and control connections
 };

@@ -42,7 +42,13 @@ void PrintTo(const MatrixParam& p, std::ostream* os) {
 
 std::vector<MatrixParam> AllParams() {
   std::vector<MatrixParam> out;
-  for (const char* t : {"shm", "tcp"}) {
+#ifdef BCCL_TEST_UCX
+  // UCX picks its wire from UCX_TLS, which ctest sets per entry.
+  const std::vector<const char*> transports{"shm", "tcp", "ucx"};
+#else
+  const std::vector<const char*> transports{"shm", "tcp"};
+#endif
+  for (const char* t : transports) {
     for (int n : {1, 2, 3, 4, 5, 8}) {
       for (int c = 0; c <= static_cast<int>(Coll::Barrier); ++c) {
         out.push_back({t, n, static_cast<Coll>(c)});
