@@ -22,11 +22,16 @@ run_suite() {  # name, build dir, ctest args...
 run_suite release build
 
 "$root/scripts/build.sh" build-asan -DBCCL_SANITIZE=address,undefined -DBCCL_BUILD_BENCH=OFF
+# hwloc's plugins leave allocations behind when hwloc unloads them at exit, which LeakSanitizer
+# reports against an unloaded module; the built-in components alone give the same answer here.
+# The schedule simulations sweep 1..9 ranks here (the release run does 1..17).
+HWLOC_PLUGINS_PATH=/nonexistent BCCL_SIM_MAX_RANKS=9 \
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_suite asan+ubsan build-asan -LE slow
+  run_suite asan+ubsan build-asan -LE "slow|algo"
 
 "$root/scripts/build.sh" build-tsan -DBCCL_SANITIZE=thread -DBCCL_BUILD_BENCH=OFF -DBCCL_BUILD_EXAMPLES=OFF
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_suite tsan build-tsan -L "threads|unit" -LE slow
+BCCL_SIM_MAX_RANKS=5 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  run_suite tsan build-tsan -L "threads|unit" -LE "slow|algo|ucx"
 
 echo "=== all suites done in $(( $(date +%s) - start )) s: $([ $status -eq 0 ] && echo PASSED || echo FAILED)"
 exit $status

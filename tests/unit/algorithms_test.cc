@@ -12,9 +12,12 @@
 #include "algorithms/builders_extra.h"
 #include "core/dtype.h"
 #include "sim/schedule_sim.h"
+#include "sim/sim_limits.h"
 
 namespace bccl {
 namespace {
+
+using sim::maxSimulatedRanks;
 
 using sim::Layout;
 using sim::RankState;
@@ -227,7 +230,7 @@ class Algorithms : public ::testing::TestWithParam<size_t> {
 TEST_P(Algorithms, EveryShapeIsExact) {
   const Builder& b = builder();
   int cases = 0;
-  for (int n = 1; n <= 17; ++n)
+  for (int n = 1; n <= maxSimulatedRanks(); ++n)
     for (size_t count : {0, 1, 2, 7, 19, 64})
       for (size_t chunk : {1, 3, 1000})
         for (bool inPlace : {false, true})
@@ -238,7 +241,7 @@ TEST_P(Algorithms, EveryShapeIsExact) {
               ASSERT_EQ(runCase(c), "") << label(c);
               ++cases;
             }
-  EXPECT_GE(cases, 17 * 6 * 3 * 2);
+  EXPECT_GE(cases, maxSimulatedRanks() * 6 * 3 * 2);
 }
 
 // Random execution orders: a receive that may land where a send still reads, or a step that
@@ -259,7 +262,7 @@ TEST_P(Algorithms, AnyExecutionOrderIsExact) {
 // Deadlock freedom when every send waits for its receiver (see rendezvousDeadlock).
 TEST_P(Algorithms, NoDeadlockWhenSendsWaitForTheirReceiver) {
   const Builder& b = builder();
-  for (int n = 1; n <= 17; ++n)
+  for (int n = 1; n <= maxSimulatedRanks(); ++n)
     for (size_t count : {1, 7, 19})
       for (size_t chunk : {1, 3})
         for (bool inPlace : {false, true})

@@ -11,9 +11,12 @@
 #include "algorithms/collective.h"
 #include "core/dtype.h"
 #include "sim/schedule_sim.h"
+#include "sim/sim_limits.h"
 
 namespace bccl {
 namespace {
+
+using sim::maxSimulatedRanks;
 
 using sim::Layout;
 using sim::RankState;
@@ -166,7 +169,7 @@ class ScheduleSymbolic : public ::testing::TestWithParam<Coll> {};
 TEST_P(ScheduleSymbolic, EveryShapeIsExact) {
   const Coll coll = GetParam();
   int cases = 0;
-  for (int n = 1; n <= 17; ++n)
+  for (int n = 1; n <= maxSimulatedRanks(); ++n)
     for (size_t count : {0, 1, 2, 7, 19, 64}) {
       if (coll == Coll::kBarrier && count != 0) continue;
       for (size_t chunk : {1, 3, 1000})
@@ -180,7 +183,7 @@ TEST_P(ScheduleSymbolic, EveryShapeIsExact) {
               ++cases;
             }
     }
-  EXPECT_GT(cases, 100);
+  EXPECT_GE(cases, maxSimulatedRanks() * 6);  // at least every rank count x chunk x placement
 }
 
 // The same shapes with steps run in random orders: a missing write-after-read dependency
