@@ -5,7 +5,9 @@
 # Safe to run repeatedly; runs apt-get only when something is missing.
 set -euo pipefail
 
-packages=(python3-torch libtorch-dev pybind11-dev python3-pybind11 python3-numpy)
+# libopenblas0: torch's recommended BLAS; without it Debian falls back to the reference BLAS, which
+# makes every Linear layer (and so examples/pytorch_ddp.py's compute) tens of times slower.
+packages=(python3-torch libtorch-dev pybind11-dev python3-pybind11 python3-numpy libopenblas0)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/install-deps.sh"
+# The PyTorch backend's tests run when torch is installed; CI installs it so they always run.
+"$root/scripts/install-torch-deps.sh"
 start=$(date +%s)
 status=0
 

@@ -6,6 +6,8 @@ process group on bccl. The work is done by the compiled `_C` extension; this fil
 load torch first (its libraries must be in the process before `_C`) and to register the creator.
 """
 
+import atexit
+
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 import torch.distributed as dist
 
@@ -32,3 +34,6 @@ def _register():
 
 
 _register()
+# Work still in flight at exit completes (or is aborted after a grace period) while Python can
+# still run its callbacks and free its tensors; during interpreter teardown it could not.
+atexit.register(_C.drain_at_exit)

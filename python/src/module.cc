@@ -20,6 +20,13 @@ PYBIND11_MODULE(_C, m) {
       // Construction waits on the store and on every rank's bccl rendezvous: other Python
       // threads (and torch's store server) must run meanwhile.
       py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "drain_at_exit",
+      [](double graceSeconds) {
+        bccl_torch::ProcessGroupBccl::drainAll(
+            std::chrono::milliseconds(static_cast<int64_t>(graceSeconds * 1000)));
+      },
+      py::arg("grace_seconds") = 10.0);
   m.def("version", [] {
     int v = 0;
     bcclGetVersion(&v);

@@ -4,6 +4,8 @@
 // stream's progress into Work/Future completions.
 #include "process_group_bccl.hpp"
 
+#include <Python.h>
+
 #include <ATen/core/ivalue.h>
 
 #include <algorithm>
@@ -21,6 +23,29 @@ struct Deferred {
 };
 thread_local int tlsCoalescingDepth = 0;
 thread_local std::vector<Deferred> tlsDeferred;
+
+// Every live group, for drainAll at exit.
+std::mutex registryMu;
+std::vector<ProcessGroupBccl*> registry;
+
+// A group that nobody waits on any more is given this long to finish before it is aborted.
+constexpr std::chrono::milliseconds kDrainGrace{10000};
+
+// Lets other threads take the GIL while this one blocks, if it holds the GIL. The completion
+// thread may need it (dropping the last reference to a tensor Python knows frees its PyObject;
+// a Python future callback runs there), and torch may destroy a group with the GIL held.
+class WithoutGil {
+ public:
+  WithoutGil() : saved_(Py_IsInitialized() && PyGILState_Check() ? PyEval_SaveThread() : nullptr) {}
+  ~WithoutGil() {
+    if (saved_ != nullptr) PyEval_RestoreThread(saved_);
+  }
+  WithoutGil(const WithoutGil&) = delete;
+  WithoutGil& operator=(const WithoutGil&) = delete;
+
+ private:
+  PyThreadState* saved_;
+};
 
 std::string lastError(bcclResult_t rc) {
   std::string text = bcclGetLastError(nullptr);  // this thread's failed call says what and why
@@ -119,6 +144,35 @@ void splitsOf(const at::Tensor& t, std::vector<int64_t> splits, int size, const 
   }
 }
 
+// One bccl group of point-to-point transfers, which bccl runs as a single exchange.
+struct Transfer {
+  bool send;
+  int peer;
+  void* data;
+  size_t count;
+};
+bcclResult_t exchange(const std::vector<Transfer>& transfers, bcclDataType_t dt, bcclComm_t c, bcclStream_t s) {
+  bcclResult_t rc = bcclGroupStart();
+  if (rc != bcclSuccess) return rc;
+  for (const Transfer& t : transfers) {
+    if (t.count == 0) continue;  // both sides skip an empty block
+    rc = t.send ? bcclSend(t.data, t.count, dt, t.peer, c, s) : bcclRecv(t.data, t.count, dt, t.peer, c, s);
+    if (rc != bcclSuccess) break;
+  }
+  bcclResult_t end = bcclGroupEnd();  // always closes the group, even after a refused op
+  return rc != bcclSuccess ? rc : end;
+}
+
+// A list of `n` tensors, each checked and matching `like` in dtype and size.
+void checkList(const std::vector<at::Tensor>& list, size_t n, const at::Tensor& like, const char* what) {
+  TORCH_CHECK(list.size() == n, "bccl: ", what, " needs ", n, " tensors, got ", list.size());
+  for (const at::Tensor& t : list) {
+    checkTensor(t, what);
+    TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.numel() == like.numel(), "bccl: ", what,
+                " tensors must all have the dtype and size of ", like.scalar_type(), "[", like.numel(), "]");
+  }
+}
+
 }  // namespace
 
 // ---- Work ----------------------------------------------------------------------------------
@@ -184,26 +238,52 @@ ProcessGroupBccl::ProcessGroupBccl(const c10::intrusive_ptr<c10d::Store>& store,
     bcclCommDestroy(comm_);
     fail("bcclStreamCreate", rc);
   }
+  init();  // torch's logging set-up; before the thread, so nothing after it can throw
   watcher_ = std::thread([this] { watch(); });
-  init();
+  std::lock_guard<std::mutex> lock(registryMu);
+  registry.push_back(this);
 }
 
 ProcessGroupBccl::~ProcessGroupBccl() {
-  bool unfinished;
+  WithoutGil nogil;
+  {
+    std::lock_guard<std::mutex> lock(registryMu);
+    registry.erase(std::find(registry.begin(), registry.end(), this));
+  }
+  // Work nobody waited for may wait on peers that are gone: it gets a grace period, then an
+  // abort, rather than the whole timeout. A clean group says goodbye instead (bcclCommDestroy),
+  // so that its peers do not take its exit for a failure.
+  drain(kDrainGrace);
+  bool abort;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
-    unfinished = !pending_.empty() || !broken_.empty();
+    abort = !aborted_ && !broken_.empty();
   }
   wake_.notify_all();
-  unfinished = unfinished || bcclStreamQuery(stream_) == bcclInProgress;
-  // Work nobody waited for may wait on peers that are gone; abort ends it now instead of after
-  // the timeout. A clean group says goodbye so that its peers do not take this as a failure.
-  bool aborted = false;
-  if (unfinished) aborted = bcclCommAbort(comm_) == bcclSuccess;
+  if (abort) bcclCommAbort(comm_);
   watcher_.join();
   bcclStreamDestroy(stream_);
-  if (!aborted) bcclCommDestroy(comm_);
+  if (!abort && !aborted_) bcclCommDestroy(comm_);
+}
+
+void ProcessGroupBccl::drain(std::chrono::milliseconds grace) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (idle_.wait_for(lock, grace, [this] { return quiet(); })) return;
+  if (!aborted_) {
+    aborted_ = true;  // from here on nothing touches comm_: launch refuses, the watcher skips it
+    if (broken_.empty()) broken_ = "bccl: the process group was aborted with work still pending";
+    lock.unlock();
+    bcclCommAbort(comm_);
+    lock.lock();
+  }
+  idle_.wait(lock, [this] { return quiet(); });  // prompt: aborted work fails at once
+}
+
+void ProcessGroupBccl::drainAll(std::chrono::milliseconds grace) {
+  WithoutGil nogil;
+  std::lock_guard<std::mutex> lock(registryMu);
+  for (ProcessGroupBccl* group : registry) group->drain(grace);
 }
 
 // ---- the completion thread -----------------------------------------------------------------
@@ -218,24 +298,29 @@ void ProcessGroupBccl::watch() {
     // (bcclStreamSynchronize), all of it has run.
     std::deque<c10::intrusive_ptr<BcclWork>> batch;
     batch.swap(pending_);
-    std::string failure = broken_;
+    completing_ = true;
     lock.unlock();
-    if (failure.empty()) {
-      bcclResult_t rc = bcclStreamSynchronize(stream_);
-      bcclResult_t async = bcclSuccess;
-      if (rc == bcclSuccess) bcclCommGetAsyncError(comm_, &async);
-      if (rc != bcclSuccess) {
-        failure = "bccl: collective failed: " + lastError(rc);
-      } else if (async != bcclSuccess) {
-        failure = std::string("bccl: communicator failed: ") + bcclGetLastError(comm_);
-      }
-    }
-    for (auto& work : batch) work->complete(failure);
-    batch.clear();
+    bcclResult_t rc = bcclStreamSynchronize(stream_);  // the stream outlives the comm: safe
     lock.lock();
+    std::string failure;
+    if (rc != bcclSuccess) {
+      failure = "bccl: collective failed: " + lastError(rc);
+    } else if (!broken_.empty()) {
+      failure = broken_;
+    } else if (!aborted_) {  // under mu_, so an abort cannot free comm_ meanwhile
+      bcclResult_t async = bcclSuccess;
+      bcclCommGetAsyncError(comm_, &async);
+      if (async != bcclSuccess) failure = std::string("bccl: communicator failed: ") + bcclGetLastError(comm_);
+    }
     // A failed stream cannot say which of its ops failed, and the communicator is left in an
     // unknown state: fail everything after it too, rather than report success wrongly.
     if (!failure.empty() && broken_.empty()) broken_ = failure;
+    lock.unlock();
+    for (auto& work : batch) work->complete(failure);
+    batch.clear();
+    lock.lock();
+    completing_ = false;
+    idle_.notify_all();
   }
 }
 
@@ -407,19 +492,78 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::alltoall_base(at::Tensor& outpu
       return bcclAllToAll(input.data_ptr(), output.data_ptr(), inCounts[0], dt, c, s);
     });
   }
-  // Uneven splits: one bccl group of sends and receives, which bccl runs as a single exchange.
+  // Uneven splits: a block to and from every rank, in one group.
   const size_t elem = input.element_size();
-  return launch(c10d::OpType::ALLTOALL_BASE, {output}, {input}, [&](bcclComm_t c, bcclStream_t s) {
-    bcclResult_t rc = bcclGroupStart();
-    for (int p = 0; p < size_ && rc == bcclSuccess; ++p) {
-      if (inCounts[p] > 0)
-        rc = bcclSend(static_cast<char*>(input.data_ptr()) + inOffsets[p] * elem, inCounts[p], dt, p, c, s);
-      if (rc == bcclSuccess && outCounts[p] > 0)
-        rc = bcclRecv(static_cast<char*>(output.data_ptr()) + outOffsets[p] * elem, outCounts[p], dt, p, c, s);
-    }
-    bcclResult_t end = bcclGroupEnd();  // always closes the group, even after a refused op
-    return rc != bcclSuccess ? rc : end;
-  });
+  std::vector<Transfer> transfers;
+  for (int p = 0; p < size_; ++p) {
+    transfers.push_back({true, p, static_cast<char*>(input.data_ptr()) + inOffsets[p] * elem, inCounts[p]});
+    transfers.push_back({false, p, static_cast<char*>(output.data_ptr()) + outOffsets[p] * elem, outCounts[p]});
+  }
+  return launch(c10d::OpType::ALLTOALL_BASE, {output}, {input},
+                [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::alltoall(std::vector<at::Tensor>& outputs,
+                                                          std::vector<at::Tensor>& inputs,
+                                                          const c10d::AllToAllOptions& /*opts*/) {
+  TORCH_CHECK(!inputs.empty(), "bccl: all_to_all needs ", size_, " input tensors");
+  checkTensor(inputs[0], "all_to_all input");
+  const bcclDataType_t dt = dtypeOf(inputs[0], false);
+  TORCH_CHECK(static_cast<int>(inputs.size()) == size_ && static_cast<int>(outputs.size()) == size_,
+              "bccl: all_to_all needs ", size_, " input and ", size_, " output tensors");
+  std::vector<Transfer> transfers;
+  for (int p = 0; p < size_; ++p) {
+    checkTensor(inputs[p], "all_to_all input");
+    checkTensor(outputs[p], "all_to_all output");
+    TORCH_CHECK(inputs[p].scalar_type() == inputs[0].scalar_type() && outputs[p].scalar_type() == inputs[0].scalar_type(),
+                "bccl: all_to_all tensors must share one dtype");
+    transfers.push_back({true, p, inputs[p].data_ptr(), count(inputs[p])});
+    transfers.push_back({false, p, outputs[p].data_ptr(), count(outputs[p])});
+  }
+  return launch(c10d::OpType::ALLTOALL, outputs, inputs,
+                [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::gather(std::vector<std::vector<at::Tensor>>& outputs,
+                                                        std::vector<at::Tensor>& inputs,
+                                                        const c10d::GatherOptions& opts) {
+  at::Tensor& in = single(inputs, "gather input");
+  const int root = rootOf(opts.rootRank, 0, size_, "gather");
+  const bcclDataType_t dt = dtypeOf(in, false);
+  std::vector<Transfer> transfers{{true, root, in.data_ptr(), count(in)}};
+  std::vector<at::Tensor> outs;
+  if (rank_ == root) {
+    TORCH_CHECK(outputs.size() == 1, "bccl: gather needs one list of output tensors on the root");
+    checkList(outputs[0], size_, in, "gather output");
+    outs = outputs[0];
+    for (int p = 0; p < size_; ++p) transfers.push_back({false, p, outs[p].data_ptr(), count(outs[p])});
+  } else {
+    TORCH_CHECK(outputs.empty() || (outputs.size() == 1 && outputs[0].empty()),
+                "bccl: gather takes output tensors on the root only");
+  }
+  return launch(c10d::OpType::GATHER, outs, {in},
+                [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::scatter(std::vector<at::Tensor>& outputs,
+                                                         std::vector<std::vector<at::Tensor>>& inputs,
+                                                         const c10d::ScatterOptions& opts) {
+  at::Tensor& out = single(outputs, "scatter output");
+  const int root = rootOf(opts.rootRank, 0, size_, "scatter");
+  const bcclDataType_t dt = dtypeOf(out, false);
+  std::vector<Transfer> transfers{{false, root, out.data_ptr(), count(out)}};
+  std::vector<at::Tensor> ins;
+  if (rank_ == root) {
+    TORCH_CHECK(inputs.size() == 1, "bccl: scatter needs one list of input tensors on the root");
+    checkList(inputs[0], size_, out, "scatter input");
+    ins = inputs[0];
+    for (int p = 0; p < size_; ++p) transfers.push_back({true, p, ins[p].data_ptr(), count(ins[p])});
+  } else {
+    TORCH_CHECK(inputs.empty() || (inputs.size() == 1 && inputs[0].empty()),
+                "bccl: scatter takes input tensors on the root only");
+  }
+  return launch(c10d::OpType::SCATTER, {out}, ins,
+                [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::send(std::vector<at::Tensor>& tensors, int dstRank, int /*tag*/) {

@@ -69,6 +69,14 @@ class ProcessGroupBccl : public c10d::ProcessGroup {
                                                std::vector<int64_t>& outputSplits,
                                                std::vector<int64_t>& inputSplits,
                                                const c10d::AllToAllOptions& opts) override;
+  // These three have no bccl collective: each is one bccl group of sends and receives.
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+                                          const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs,
+                                        std::vector<at::Tensor>& inputs, const c10d::GatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs,
+                                         std::vector<std::vector<at::Tensor>>& inputs,
+                                         const c10d::ScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override;
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
@@ -89,14 +97,28 @@ class ProcessGroupBccl : public c10d::ProcessGroup {
   void track(const c10::intrusive_ptr<BcclWork>& work);
   void trackNow(const c10::intrusive_ptr<BcclWork>& work);
   void watch();  // the completion thread
+  // Waits up to `grace` for launched work to complete, then aborts the communicator so that
+  // whatever is left fails at once. Leaves the completion thread idle.
+  void drain(std::chrono::milliseconds grace);
+  bool quiet() const { return pending_.empty() && !completing_; }
+
+ public:
+  // At interpreter exit, before Python tears itself down: the completion thread must not run a
+  // Python callback or free a Python-owned tensor after that. Drains every live group.
+  static void drainAll(std::chrono::milliseconds grace);
+
+ private:
 
   bcclComm_t comm_ = nullptr;
   bcclStream_t stream_ = nullptr;
 
   std::mutex mu_;
-  std::condition_variable wake_;
+  std::condition_variable wake_;  // to the completion thread: work, or stop
+  std::condition_variable idle_;  // from it: a batch is done
   std::deque<c10::intrusive_ptr<BcclWork>> pending_;  // launched, not yet known complete
+  bool completing_ = false;  // the completion thread holds a batch
   std::string broken_;  // first failure seen; every later op fails with it (the comm is unusable)
+  bool aborted_ = false;  // comm_ was aborted (and so freed)
   bool stopping_ = false;
   std::thread watcher_;
 };

@@ -88,7 +88,7 @@ def worker_collectives(only):
             return
         fut = work.get_future()
         assert work.wait() is True
-        assert work.is_completed() and work.is_success()
+        assert work.is_completed()
         value = fut.wait()
         assert isinstance(value, list) and len(value) == len(outputs), f"future holds {value!r}"
         for v, o in zip(value, outputs):
@@ -171,6 +171,34 @@ def worker_collectives(only):
                 close(out, torch.cat([block(s, rank, rows(s, rank)) for s in range(world)]), dtype)
             run_check(f"all_to_all_single_uneven[{dn},{mode}]", all_to_all_uneven, only)
 
+            def all_to_all_list():
+                rows = lambda s, d: 1 + (s + d) % 3  # noqa: E731
+                outs = [torch.empty(rows(s, rank), 3, dtype=dtype) for s in range(world)]
+                ins = [block(rank, d, rows(rank, d)) for d in range(world)]
+                finish(dist.all_to_all(outs, ins, async_op=a), a, outs)
+                for s_ in range(world):
+                    close(outs[s_], block(s_, rank, rows(s_, rank)), dtype)
+            run_check(f"all_to_all[{dn},{mode}]", all_to_all_list, only)
+
+            def gather():
+                root = world - 1
+                outs = [torch.empty(n, dtype=dtype) for _ in range(world)] if rank == root else None
+                work = dist.gather(data(rank, dtype), outs, dst=root, async_op=a)
+                if a:
+                    work.wait()
+                if rank == root:
+                    for r in range(world):
+                        close(outs[r], data(r, dtype), dtype)
+            run_check(f"gather[{dn},{mode}]", gather, only)
+
+            def scatter():
+                root = 0
+                out = torch.empty(n, dtype=dtype)
+                ins = [data(r, dtype) + 1 for r in range(world)] if rank == root else None
+                finish(dist.scatter(out, ins, src=root, async_op=a), a, [out])
+                close(out, data(rank, dtype) + 1, dtype)
+            run_check(f"scatter[{dn},{mode}]", scatter, only)
+
             def send_recv():
                 # Along a ring, even ranks sending first: a rank's ops run in order on its stream.
                 right, left = (rank + 1) % world, (rank - 1) % world
@@ -178,8 +206,6 @@ def worker_collectives(only):
                 steps = [lambda: (dist.isend if a else dist.send)(out, right),
                          lambda: (dist.irecv if a else dist.recv)(got, left)]
                 if rank % 2:
-                    steps.reverse()
-                if world % 2 and rank == world - 1:  # odd ring: the last even rank receives first
                     steps.reverse()
                 works = [s() for s in steps]
                 if a:
@@ -255,7 +281,7 @@ def worker_collectives(only):
                 return
             raise AssertionError(f"no RuntimeError ({words})")
         raises(lambda: dist.all_reduce(torch.ones(4, 4).t()), ["bccl", "contiguous"])
-        raises(lambda: dist.all_reduce(torch.ones(4, dtype=torch.complex64)), ["bccl", "dtype"])
+        raises(lambda: dist.all_reduce(torch.ones(4, dtype=torch.int16)), ["bccl", "dtype"])
         raises(lambda: dist.all_reduce(torch.ones(4, dtype=torch.bool)), ["bccl", "dtype"])
         raises(lambda: dist.all_reduce(torch.ones(4, dtype=torch.int32), op=dist.ReduceOp.BAND),
                ["bccl", "not supported"])
@@ -383,7 +409,8 @@ def run_scenario(scenario, world, timeout, expect_killed, args):
     with tempfile.TemporaryDirectory(prefix="bccl-torch-test-") as tmp:
         for rank in range(world):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                       OPENBLAS_NUM_THREADS="1")
             log = open(os.path.join(tmp, f"rank{rank}.log"), "w+")
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", scenario]
             if args.k:
@@ -430,7 +457,7 @@ def run_scenario(scenario, world, timeout, expect_killed, args):
     # The processes themselves: everyone exits 0 in time, and the victim by SIGKILL.
     codes = [p.returncode for p in procs]
     want = [-signal.SIGKILL if r in expect_killed else 0 for r in range(world)]
-    if timed_out or codes != want or not results:
+    if timed_out or codes != want or (not results and not args.k):
         failed += 1
         why = "timed out" if timed_out else f"exit codes {codes}, expected {want}"
         print(f"FAIL {scenario}/processes: {why}")
@@ -457,6 +484,12 @@ def main():
     if args.worker:
         worker_main(args.worker, args.k)
         return 0
+    try:
+        import bccl_torch  # noqa: F401  (fail once, clearly, rather than in every rank)
+    except ImportError as e:
+        print(f"FAIL import bccl_torch: {e} (set PYTHONPATH to a build's python/ directory)")
+        print("0 passed, 1 failed")
+        return 1
     start = time.time()
     passed = failed = 0
     scenarios = [("collectives", args.world, 420, set()), ("kill", 3, 120, {2})]
