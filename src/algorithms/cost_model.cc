@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 
+#include "algorithms/hierarchical.h"
+
 namespace bccl {
 namespace {
 
@@ -173,10 +175,54 @@ double rooted(const std::string& a, double s, int n, const Net& net, size_t chun
   return kNever;
 }
 
+// The subgroup a hierarchical phase runs in: n ranks all joined by `link`.
+Net subgroup(const LinkCost& link, int n, double gamma) { return Net(link, link, 1, n, gamma); }
+
+// What the builder runs among the H ranks of a rail or the leaders (hierarchical.cc).
+double crossHost(double s, int h, const Net& net, size_t chunkBytes) {
+  return allReduce(s <= kHierRdMaxBytes ? "rd" : "ring", s, h, net, chunkBytes);
+}
+
+double hierAllReduce(double s, const std::vector<int>& sizes, const LinkCost& intra,
+                     const LinkCost& inter, double gamma, size_t chunkBytes) {
+  const int h = static_cast<int>(sizes.size());
+  const int largest = *std::max_element(sizes.begin(), sizes.end());
+  const Net host = subgroup(intra, largest, gamma);
+  // The slower of the two links, its bandwidth shared by `flows` ranks crossing at once.
+  auto across = [&](int flows) {
+    return LinkCost{std::max(intra.alphaSeconds, inter.alphaSeconds),
+                    std::min(intra.bytesPerSecond, inter.bytesPerSecond / flows)};
+  };
+  if (std::all_of(sizes.begin(), sizes.end(), [&](int l) { return l == largest; })) {
+    const int l = largest;
+    const double seg = s / l;
+    const double rs = (l - 1) * (host.send(intra, seg) + host.reduce(seg));
+    const double ag = (l - 1) * host.send(intra, seg);
+    const double rail = h > 1 ? crossHost(seg, h, subgroup(across(l), h, gamma), chunkBytes) : 0;
+    return rs + rail + ag;
+  }
+  const double reduce = rooted("chain", s, largest, host, chunkBytes, true);
+  const double bcast = rooted("chain", s, largest, host, chunkBytes, false);
+  return reduce + crossHost(s, h, subgroup(across(1), h, gamma), chunkBytes) + bcast;
+}
+
 }  // namespace
 
+double predictHierarchicalAllReduce(size_t bytes, const std::vector<int>& hostSizes,
+                                    const LinkCost& intra, const LinkCost& inter,
+                                    double reduceBytesPerSecond, size_t chunkBytes) {
+  int n = 0;
+  for (int l : hostSizes) n += std::max(l, 0);
+  if (n <= 1 || bytes == 0) return 0;
+  std::vector<int> sizes;
+  for (int l : hostSizes)
+    if (l > 0) sizes.push_back(l);
+  return hierAllReduce(static_cast<double>(bytes), sizes, intra, inter, reduceBytesPerSecond,
+                       std::max<size_t>(chunkBytes, 1));
+}
+
 const std::vector<std::string>& algorithmsFor(CollKind kind) {
-  static const std::vector<std::string> allReduce{"ring", "tree", "rd", "rhd"};
+  static const std::vector<std::string> allReduce{"ring", "tree", "rd", "rhd", "hier"};
   static const std::vector<std::string> allGather{"ring", "rd", "bruck"};
   static const std::vector<std::string> reduceScatter{"ring", "rhd"};
   static const std::vector<std::string> rootedOnes{"chain", "tree"};
@@ -205,6 +251,15 @@ double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes,
   const Net net(intra, inter, hosts, nranks, reduceBytesPerSecond);
   const double s = static_cast<double>(bytes);
   chunkBytes = std::max<size_t>(chunkBytes, 1);
+  if (algorithm == "hier") {
+    // One host: reduce-scatter plus allgather is the ring, and predicting the ring's very number
+    // lets the tie go to the ring (listed first).
+    const int h = std::clamp(hosts, 1, nranks);
+    if (h == 1) return allReduce("ring", s, nranks, net, chunkBytes);
+    std::vector<int> sizes;
+    for (int i = 0; i < h; ++i) sizes.push_back(nranks / h + (i < nranks % h ? 1 : 0));
+    return hierAllReduce(s, sizes, intra, inter, reduceBytesPerSecond, chunkBytes);
+  }
   switch (kind) {
     case CollKind::kAllReduce:
       return allReduce(algorithm, s, nranks, net, chunkBytes);

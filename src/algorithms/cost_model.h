@@ -43,8 +43,19 @@ struct Candidate {
   double seconds = 0;
 };
 
-// The algorithm names that implement `kind` ("ring", "tree", "rd", "rhd", "bruck", "chain"), in
-// a fixed order; empty for collectives with a single algorithm (alltoall, barrier, p2p).
+// "hier" (allreduce) with the actual host sizes; predictSeconds assumes n spread as evenly as
+// possible over `hosts`. Equal sizes L: reduce-scatter on the host, allreduce of s/L along each
+// rail (the L rails of a host share its network link), allgather on the host. Unequal sizes:
+// chain reduce to a leader, allreduce of s among the leaders, chain broadcast. The phases are
+// added up: the builder's chunk-by-chunk overlap of phases is not credited.
+double predictHierarchicalAllReduce(size_t bytes, const std::vector<int>& hostSizes,
+                                    const LinkCost& intra, const LinkCost& inter,
+                                    double reduceBytesPerSecond = kDefaultReduceBytesPerSecond,
+                                    size_t chunkBytes = kDefaultPipelineChunkBytes);
+
+// The algorithm names that implement `kind` ("ring", "tree", "rd", "rhd", "hier", "bruck",
+// "chain"), in a fixed order; empty for collectives with a single algorithm (alltoall, barrier,
+// p2p). "hier" comes last so that on one host, where it costs what the ring does, ring wins.
 const std::vector<std::string>& algorithmsFor(CollKind kind);
 
 // Every algorithm implementing `kind` with its prediction, fastest first (ties keep the order

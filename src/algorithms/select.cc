@@ -11,6 +11,7 @@
 #include "algorithms/builders_extra.h"
 #include "algorithms/collective.h"
 #include "algorithms/cost_model.h"
+#include "algorithms/hierarchical.h"
 #include "core/dtype.h"
 #include "core/logging.h"
 #include "core/params.h"
@@ -22,7 +23,7 @@ const IntParam kChunkBytes("BCCL_CHUNK_BYTES", 256 * 1024,
                            "Pipelining granularity of every algorithm, in bytes");
 const StringParam kAlgo("BCCL_ALGO", "",
                         "Force algorithms: one name for every collective that has it (ring, tree, "
-                        "rd, rhd, bruck, chain) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
+                        "rd, rhd, hier, bruck, chain) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
                         "Empty: the cost model chooses. Must be the same on every rank");
 
 using Builder = Schedule (*)(const CollectiveShape&);
@@ -49,6 +50,11 @@ constexpr Algorithm kAlgorithms[] = {
     {CollKind::kReduce, "chain", buildChainReduce},
     {CollKind::kReduce, "tree", buildTreeReduce},
 };
+
+// "hier" needs the communicator's hosts, so it is not a plain Builder.
+bool isHierarchical(CollKind kind, const std::string& name) {
+  return kind == CollKind::kAllReduce && name == "hier";
+}
 
 Builder builderFor(CollKind kind, const std::string& name) {
   for (const Algorithm& a : kAlgorithms)
@@ -111,13 +117,23 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
   Choice choice;
   const LinkCost intra{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond};
   const LinkCost inter{ctx.interAlphaSeconds, ctx.interBytesPerSecond};
-  const std::vector<Candidate> ranked =
-      rankAlgorithms(a.kind, a.count * dtypeSize(a.dtype), ctx.nranks, intra, inter,
-                     static_cast<int>(ctx.hosts.size()), ctx.reduceBytesPerSecond,
-                     static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 1)));
+  const size_t bytes = a.count * dtypeSize(a.dtype);
+  const size_t chunk = static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 1));
+  std::vector<Candidate> ranked =
+      rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter,
+                     static_cast<int>(ctx.hosts.size()), ctx.reduceBytesPerSecond, chunk);
+  // hier's prediction from the real host sizes (rankAlgorithms assumes an even spread).
+  std::vector<int> sizes;
+  for (const auto& h : ctx.hosts) sizes.push_back(static_cast<int>(h.size()));
+  for (Candidate& c : ranked)
+    if (isHierarchical(a.kind, c.algorithm) && ctx.hosts.size() > 1)
+      c.seconds = predictHierarchicalAllReduce(bytes, sizes, intra, inter,
+                                               ctx.reduceBytesPerSecond, chunk);
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
   for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);
   const std::string forced = forcedAlgorithm(a.kind);
-  if (!forced.empty() && builderFor(a.kind, forced) != nullptr) {
+  if (!forced.empty() && (builderFor(a.kind, forced) != nullptr || isHierarchical(a.kind, forced))) {
     choice.algorithm = forced;
     choice.reason = "forced by BCCL_ALGO";
   } else if (!ranked.empty()) {
@@ -158,7 +174,9 @@ StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, const Sele
   if (chunk < 64) return invalidArgument("BCCL_CHUNK_BYTES must be at least 64");
   shape.chunkBytes = static_cast<size_t>(chunk);
   shape.inPlace = inPlaceOf(a, rank);
-  if (Builder build = builderFor(a.kind, chooseAlgorithm(a, ctx).algorithm)) return build(shape);
+  const std::string algorithm = chooseAlgorithm(a, ctx).algorithm;
+  if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
+  if (Builder build = builderFor(a.kind, algorithm)) return build(shape);
   switch (a.kind) {
     case CollKind::kAllToAll:
       return buildPairwiseAllToAll(shape);

@@ -86,6 +86,32 @@ TEST(CostModel, SlowInterHostLinksFavourAlgorithmsThatStayOnHost) {
             predict(CollKind::kReduceScatter, "rhd", big / 16, 16, 2));
 }
 
+TEST(CostModel, HierarchicalBeatsRingAcrossASlowInterHostLink) {
+  // 8 ranks as 2 hosts x 4 over 1 GbE: the ring pushes 2(n-1)/n of the data through the
+  // network from one rank per host; hier sends 1/L per rail, on all 4 rails at once.
+  const LinkCost slow{100e-6, 125e6};
+  auto at = [&](const char* algo, size_t bytes) {
+    return predictSeconds(CollKind::kAllReduce, algo, bytes, 8, kShm, slow, 2);
+  };
+  for (size_t bytes : {16 * kMiB, 64 * kMiB, 256 * kMiB}) {
+    EXPECT_LT(at("hier", bytes) * 1.5, at("ring", bytes)) << bytes;
+    // The network phase dominates: about s over the link, against the ring's 1.75 s.
+    EXPECT_NEAR(at("hier", bytes), bytes / slow.bytesPerSecond, 0.1 * at("hier", bytes));
+  }
+  // The host-list form agrees for equal hosts, and unequal hosts pay the leader variant.
+  EXPECT_EQ(predictHierarchicalAllReduce(64 * kMiB, {4, 4}, kShm, slow), at("hier", 64 * kMiB));
+  EXPECT_GT(predictHierarchicalAllReduce(64 * kMiB, {5, 3}, kShm, slow), at("hier", 64 * kMiB));
+  // Latency-bound sizes: recursive doubling's 3 rounds beat hier's 3 + 1 + 3 steps.
+  EXPECT_EQ(rankAlgorithms(CollKind::kAllReduce, 8, 8, kShm, slow, 2).front().algorithm, "rd");
+  // One host: hier is the ring (reduce-scatter + allgather) and the tie goes to the ring.
+  EXPECT_EQ(predict(CollKind::kAllReduce, "hier", 64 * kMiB, 8, 1),
+            predict(CollKind::kAllReduce, "ring", 64 * kMiB, 8, 1));
+  for (const Candidate& c : rankAlgorithms(CollKind::kAllReduce, 64 * kMiB, 8, kShm, kNet, 1)) {
+    if (c.algorithm == "ring") break;
+    EXPECT_NE(c.algorithm, "hier");
+  }
+}
+
 TEST(CostModel, GrowsWithBytesAndRanks) {
   for (CollKind kind : {CollKind::kAllReduce, CollKind::kAllGather, CollKind::kReduceScatter,
                         CollKind::kBroadcast, CollKind::kReduce})
@@ -106,7 +132,7 @@ TEST(CostModel, GrowsWithBytesAndRanks) {
 }
 
 TEST(CostModel, RankingListsEveryApplicableAlgorithmBestFirst) {
-  const std::set<std::string> allReduce{"ring", "tree", "rd", "rhd"};
+  const std::set<std::string> allReduce{"ring", "tree", "rd", "rhd", "hier"};
   for (size_t bytes : {size_t{8}, 64 * size_t{1024}, 256 * kMiB}) {
     std::vector<Candidate> ranked = rankAlgorithms(CollKind::kAllReduce, bytes, 8, kShm, kNet, 2);
     ASSERT_EQ(ranked.size(), allReduce.size());
