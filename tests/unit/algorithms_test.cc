@@ -11,6 +11,7 @@
 
 #include "algorithms/builders_extra.h"
 #include "core/dtype.h"
+#include "sim/collective_cases.h"
 #include "sim/schedule_sim.h"
 #include "sim/sim_limits.h"
 
@@ -23,7 +24,7 @@ using sim::Layout;
 using sim::RankState;
 using sim::Sym;
 
-enum class Coll { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce };
+using sim::Coll;
 
 struct Builder {
   const char* name;
@@ -57,30 +58,8 @@ struct Case {
   int root;
 };
 
-// Where the buffers live in a rank's memory; the same conventions as schedule_test.cc.
 Layout layoutFor(const Case& c, int rank) {
-  Layout l;
-  const size_t n = c.nranks, k = c.count;
-  switch (c.builder->coll) {
-    case Coll::kAllGather:
-      l.recvCount = n * k;
-      l.sendCount = k;
-      l.memoryCount = c.inPlace ? n * k : (n + 1) * k;
-      l.sendOffset = c.inPlace ? rank * k : n * k;
-      break;
-    case Coll::kReduceScatter:
-      l.sendCount = n * k;
-      l.recvCount = k;
-      l.memoryCount = c.inPlace ? n * k : (n + 1) * k;
-      l.recvOffset = c.inPlace ? rank * k : n * k;
-      break;
-    default:
-      l.sendCount = l.recvCount = k;
-      l.memoryCount = c.inPlace ? k : 2 * k;
-      l.recvOffset = c.inPlace ? 0 : k;
-      break;
-  }
-  return l;
+  return sim::layoutFor(c.builder->coll, c.nranks, c.count, c.inPlace, rank);
 }
 
 Schedule build(const Case& c, int rank) {
@@ -96,33 +75,9 @@ Schedule build(const Case& c, int rank) {
   return c.builder->build(s);
 }
 
-Sym allOf(int n, long tag, int scaled) {
-  Sym s;
-  s.valid = true;
-  s.tag = tag;
-  s.counts.assign(n, 1);
-  s.scaled = scaled;
-  return s;
-}
-
 // The expected receive-buffer element `i` of `rank`, or an invalid Sym for "don't care".
 Sym expected(const Case& c, int rank, size_t i) {
-  const int n = c.nranks;
-  const long k = static_cast<long>(c.count), at = static_cast<long>(i);
-  const int scaled = c.op == bcclAvg && n > 1 ? 1 : 0;
-  switch (c.builder->coll) {
-    case Coll::kAllReduce:
-      return allOf(n, at, scaled);
-    case Coll::kAllGather:
-      return sim::input(static_cast<int>(at / k), n, at % k);
-    case Coll::kReduceScatter:
-      return allOf(n, rank * k + at, scaled);
-    case Coll::kBroadcast:
-      return sim::input(c.root, n, at);
-    case Coll::kReduce:
-      return rank == c.root ? allOf(n, at, scaled) : Sym{};
-  }
-  return Sym{};
+  return sim::expectedElement(c.builder->coll, c.nranks, c.count, c.op, c.root, rank, i);
 }
 
 std::string runCase(const Case& c, uint64_t seed = 0) {

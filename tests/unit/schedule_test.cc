@@ -10,6 +10,7 @@
 #include "algorithms/builders.h"
 #include "algorithms/collective.h"
 #include "core/dtype.h"
+#include "sim/collective_cases.h"
 #include "sim/schedule_sim.h"
 #include "sim/sim_limits.h"
 
@@ -22,7 +23,7 @@ using sim::Layout;
 using sim::RankState;
 using sim::Sym;
 
-enum class Coll { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kAllToAll, kBarrier };
+using sim::Coll;
 
 const char* name(Coll c) {
   static const char* names[] = {"allreduce", "allgather", "reducescatter", "broadcast",
@@ -45,37 +46,7 @@ struct Case {
   int root;
 };
 
-Layout layoutFor(const Case& c, int rank) {
-  Layout l;
-  const size_t n = c.nranks, k = c.count;
-  switch (c.coll) {
-    case Coll::kAllGather:
-      l.recvCount = n * k;
-      l.sendCount = k;
-      l.memoryCount = c.inPlace ? n * k : (n + 1) * k;
-      l.recvOffset = 0;
-      l.sendOffset = c.inPlace ? rank * k : n * k;
-      break;
-    case Coll::kReduceScatter:
-      l.sendCount = n * k;
-      l.recvCount = k;
-      l.memoryCount = c.inPlace ? n * k : (n + 1) * k;
-      l.sendOffset = 0;
-      l.recvOffset = c.inPlace ? rank * k : n * k;
-      break;
-    case Coll::kAllToAll:
-      l.sendCount = l.recvCount = n * k;
-      l.memoryCount = c.inPlace ? n * k : 2 * n * k;
-      l.recvOffset = c.inPlace ? 0 : n * k;
-      break;
-    default:
-      l.sendCount = l.recvCount = k;
-      l.memoryCount = c.inPlace ? k : 2 * k;
-      l.recvOffset = c.inPlace ? 0 : k;
-      break;
-  }
-  return l;
-}
+Layout layoutFor(const Case& c, int rank) { return sim::layoutFor(c.coll, c.nranks, c.count, c.inPlace, rank); }
 
 Schedule build(const Case& c, int rank) {
   CollectiveShape s;
@@ -99,32 +70,8 @@ Schedule build(const Case& c, int rank) {
   return Schedule{};
 }
 
-Sym allOf(int n, long tag, int scaled) {
-  Sym s;
-  s.valid = true;
-  s.tag = tag;
-  s.counts.assign(n, 1);
-  s.scaled = scaled;
-  return s;
-}
-
-// The expected receive-buffer element `i` of `rank`, or an invalid Sym for "don't care".
 Sym expected(const Case& c, int rank, size_t i) {
-  const int n = c.nranks;
-  const long k = static_cast<long>(c.count);
-  // Averaging over one rank divides by one: builders rightly skip it.
-  const int scaled = c.op == bcclAvg && n > 1 ? 1 : 0;
-  switch (c.coll) {
-    case Coll::kAllReduce: return allOf(n, static_cast<long>(i), scaled);
-    case Coll::kAllGather: return sim::input(static_cast<int>(i / k), n, static_cast<long>(i % k));
-    case Coll::kReduceScatter: return allOf(n, rank * k + static_cast<long>(i), scaled);
-    case Coll::kBroadcast: return sim::input(c.root, n, static_cast<long>(i));
-    case Coll::kReduce: return rank == c.root ? allOf(n, static_cast<long>(i), scaled) : Sym{};
-    case Coll::kAllToAll:
-      return sim::input(static_cast<int>(i / k), n, rank * k + static_cast<long>(i % k));
-    case Coll::kBarrier: return Sym{};
-  }
-  return Sym{};
+  return sim::expectedElement(c.coll, c.nranks, c.count, c.op, c.root, rank, i);
 }
 
 std::string runCase(const Case& c, uint64_t seed = 0) {
