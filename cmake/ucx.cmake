@@ -2,8 +2,9 @@
 # bccl and bccl_internal targets exist. Without UCX (pkg-config finds no `ucx`) it adds
 # nothing and the library builds as before; asking for the ucx transport then reports that it
 # was built without UCX.
+option(BCCL_WITH_UCX "Build the ucx transport when UCX is found" ON)
 find_package(PkgConfig QUIET)
-if(PKG_CONFIG_FOUND)
+if(PKG_CONFIG_FOUND AND BCCL_WITH_UCX)
   pkg_check_modules(UCX IMPORTED_TARGET ucx)
 endif()
 

@@ -162,6 +162,7 @@ Status Communicator::prepareUcx(PeerInfo* mine) {
   mine->ucxAddressBytes = static_cast<uint32_t>(address.size());
   return Status::ok();
 #else
+  (void)mine;
   return invalidArgument("transport not available: built without UCX");
 #endif
 }

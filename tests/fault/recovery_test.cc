@@ -56,7 +56,8 @@ bool MixedCollective(ChildEnv& env, bcclComm_t comm, int iter, uint32_t seed, st
     if (res == bcclSuccess)
       for (size_t i = 0; i < all.size(); ++i)
         if (all[i] != static_cast<float>(i / count)) {
-          *err = "allgather wrong at " + std::to_string(i);
+          *err = "allgather of " + std::to_string(count) + " on " + std::to_string(n) + " ranks wrong at " +
+                 std::to_string(i) + ": " + std::to_string(all[i]) + " (iteration " + std::to_string(iter) + ")";
           return false;
         }
   } else {
