@@ -6,6 +6,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include <sched.h>
+
+#include "core/deadline.h"
+
 namespace bccl {
 namespace {
 
@@ -47,7 +51,7 @@ Status ShmConnection::postSend(const void* data, size_t bytes, uint64_t token) {
   if (broken_) return remoteError(peerName_ + ": shm connection already failed");
   bool descriptor = bytes >= cmaThreshold_ && bytes > 0 &&
                     ends_.outRing->receiverCanReadSender.load(std::memory_order_acquire) != 0;
-  sends_.push_back(SendOp{static_cast<const char*>(data), bytes, 0, token, descriptor, 0});
+  sends_.push_back(SendOp{static_cast<const char*>(data), bytes, 0, token, descriptor, 0, nullptr});
   return Status::ok();
 }
 
@@ -85,6 +89,8 @@ Status ShmConnection::progressSends(std::vector<uint64_t>* completed, bool* rang
       slot->kind = ShmSlotKind::kDescriptor;
       slot->bytes = op.bytes;
       slot->remoteAddr = reinterpret_cast<uint64_t>(op.data);
+      slot->descriptorState.store(kDescriptorPublished, std::memory_order_relaxed);
+      op.slot = slot;
       op.published = op.bytes;
     } else {
       size_t n = std::min(geo_.slotBytes, op.bytes - op.published);
@@ -140,7 +146,14 @@ Status ShmConnection::progressRecvs(std::vector<uint64_t>* completed, bool* rang
       return internalError(peerName_ + ": shm ring out of step");
     }
     if (slot->kind == ShmSlotKind::kDescriptor) {
+      uint32_t expected = kDescriptorPublished;
+      if (!slot->descriptorState.compare_exchange_strong(expected, kDescriptorClaimed)) {
+        broken_ = true;
+        return remoteError(peerName_ + " abandoned a message it had offered (its operation failed)")
+            .blaming(peer_);
+      }
       Status st = readDescriptor(*slot, &op);
+      slot->descriptorState.store(kDescriptorDone, std::memory_order_release);
       if (!st.isOk()) {
         broken_ = true;
         return remoteError(peerName_ + ": reading its buffer failed: " + st.message() +
@@ -167,6 +180,17 @@ Status ShmConnection::progressRecvs(std::vector<uint64_t>* completed, bool* rang
 void ShmConnection::addToWaitSet(WaitSet* set) const { set->addDoorbell(ends_.myBell); }
 
 void ShmConnection::dropPending() {
+  // Offered buffers must not be read once the caller gets its error back (it may free them):
+  // cancel each unread offer, or wait (boundedly: a read takes milliseconds, and a reader that
+  // died mid-read reads nothing more) for a read already under way to finish.
+  for (const SendOp& op : awaitingAck_) {
+    uint32_t expected = kDescriptorPublished;
+    if (op.slot->descriptorState.compare_exchange_strong(expected, kDescriptorCancelled)) continue;
+    const int64_t giveUpNs = nowNs() + 2000 * 1000000LL;
+    while (op.slot->descriptorState.load(std::memory_order_acquire) == kDescriptorClaimed &&
+           nowNs() < giveUpNs)
+      sched_yield();
+  }
   sends_.clear();
   awaitingAck_.clear();
   recvs_.clear();

@@ -49,6 +49,7 @@ class ShmConnection final : public Connection {
     uint64_t token;
     bool descriptor;
     uint64_t ackNeeded;
+    ShmSlotHeader* slot;  // descriptor sends: where it was published
   };
   struct RecvOp {
     RecvTarget target;

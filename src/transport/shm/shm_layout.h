@@ -21,6 +21,16 @@ struct alignas(64) ShmRingHeader {
 
 enum class ShmSlotKind : uint32_t { kInline = 1, kDescriptor = 2 };
 
+// A descriptor slot's life: the receiver claims it before reading the sender's buffer, and a
+// sender that abandons the message (its operation failed, and its buffer may be freed once the
+// call returns) cancels it; whichever comes first wins, so nobody reads memory that is gone.
+enum ShmDescriptorState : uint32_t {
+  kDescriptorPublished = 1,
+  kDescriptorClaimed = 2,
+  kDescriptorCancelled = 3,
+  kDescriptorDone = 4,
+};
+
 struct alignas(64) ShmSlotHeader {
   uint64_t msgBytes;  // the whole message's length, to catch mismatched counts
   uint64_t offset;    // of this slot's bytes within the message
@@ -28,6 +38,7 @@ struct alignas(64) ShmSlotHeader {
   uint64_t remoteAddr;  // descriptor: sender's buffer address
   ShmSlotKind kind;
   uint32_t seq;
+  std::atomic<uint32_t> descriptorState;  // ShmDescriptorState, for descriptor slots
 };
 
 // The first 64 bytes of every segment.
