@@ -203,7 +203,10 @@ bool PlanRun::pump() {
 void PlanRun::fail(const Status& st) {
   if (finished_) return;
   finished_ = true;
-  for (PeerQueue& q : queues_) q.conn->dropPending();
+  for (PeerQueue& q : queues_) {
+    q.conn->setFailureCause(st.failedPeer());
+    q.conn->dropPending();
+  }
   plan_->status = st;
   plan_->ctx->recordError(st);
   plan_->ctx->endTurn(plan_->ticket);

@@ -48,6 +48,9 @@ class Connection {
   virtual void addToWaitSet(WaitSet* set) const = 0;
   // Forgets every posted operation (after an error or abort), so no stale pointer is touched.
   virtual void dropPending() = 0;
+  // Which rank's failure made this side abandon its operations (-1: none known); a transport
+  // that must tell the peer it abandoned a message says why (see ShmConnection::dropPending).
+  virtual void setFailureCause(int rank) { (void)rank; }
   // Cuts the link as a network failure would (fault injection); the object stays valid.
   virtual void sever() {}
 };

@@ -148,9 +148,13 @@ Status ShmConnection::progressRecvs(std::vector<uint64_t>* completed, bool* rang
     if (slot->kind == ShmSlotKind::kDescriptor) {
       uint32_t expected = kDescriptorPublished;
       if (!slot->descriptorState.compare_exchange_strong(expected, kDescriptorClaimed)) {
+        // The sender is alive but gave up because of another rank's failure: blame that one.
         broken_ = true;
-        return remoteError(peerName_ + " abandoned a message it had offered (its operation failed)")
-            .blaming(peer_);
+        const int cause = slot->abandonCause;
+        Status st = remoteError(peerName_ + " abandoned a message it had offered" +
+                                (cause >= 0 ? " because rank " + std::to_string(cause) + " failed"
+                                            : std::string(" (its operation failed)")));
+        return cause >= 0 ? st.blaming(cause) : st;
       }
       Status st = readDescriptor(*slot, &op);
       slot->descriptorState.store(kDescriptorDone, std::memory_order_release);
@@ -184,6 +188,7 @@ void ShmConnection::dropPending() {
   // cancel each unread offer, or wait (boundedly: a read takes milliseconds, and a reader that
   // died mid-read reads nothing more) for a read already under way to finish.
   for (const SendOp& op : awaitingAck_) {
+    op.slot->abandonCause = failureCause_;
     uint32_t expected = kDescriptorPublished;
     if (op.slot->descriptorState.compare_exchange_strong(expected, kDescriptorCancelled)) continue;
     const int64_t giveUpNs = nowNs() + 2000 * 1000000LL;

@@ -40,6 +40,7 @@ class ShmConnection final : public Connection {
   }
   void addToWaitSet(WaitSet* set) const override;
   void dropPending() override;
+  void setFailureCause(int rank) override { failureCause_ = rank; }
 
  private:
   struct SendOp {
@@ -75,6 +76,7 @@ class ShmConnection final : public Connection {
   uint32_t recvSeq_ = 0;
   std::vector<char> bounce_;
   bool broken_ = false;
+  int failureCause_ = -1;
 };
 
 // Whether this process may read `pid`'s memory with process_vm_readv (probed on a known

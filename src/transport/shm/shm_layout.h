@@ -39,6 +39,7 @@ struct alignas(64) ShmSlotHeader {
   ShmSlotKind kind;
   uint32_t seq;
   std::atomic<uint32_t> descriptorState;  // ShmDescriptorState, for descriptor slots
+  int32_t abandonCause;  // when cancelled: the rank whose failure made the sender give up, or -1
 };
 
 // The first 64 bytes of every segment.
