@@ -8,7 +8,6 @@
 #define _POSIX_C_SOURCE 199309L /* clock_gettime */
 
 #include <bccl/bccl.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -70,12 +69,11 @@ int main(int argc, char** argv) {
     float expected = (float)nranks * (float)(nranks + 1) / 2.0f;
     size_t bad = firstMismatch(recv, count, expected);
     if (bad < count) {
-      fprintf(stderr, "rank %d: element %zu is %g, expected %g\n", rank, bad, recv[bad],
-              expected);
+      fprintf(stderr, "rank %d: element %zu is %g, expected %g\n", rank, bad, recv[bad], expected);
       failed = 1;
     } else {
-      printf("rank %d/%d: allreduce of %zu floats = %g everywhere (expected %g) in %.2f ms\n",
-             rank, nranks, count, recv[0], expected, elapsed * 1e3);
+      printf("rank %d/%d: allreduce of %zu floats = %g everywhere (expected %g) in %.2f ms\n", rank,
+             nranks, count, recv[0], expected, elapsed * 1e3);
     }
   }
   free(send);

@@ -2,7 +2,8 @@
  * rank died, the survivors learn who, shrink the communicator without it, and carry on with the
  * step they were at. Try it with an injected failure:
  *
- *   bcclrun -n 4 --keep-going -x BCCL_FAULT_INJECT='rank=2,op=30,action=kill' ./example_elastic_train
+ *   bcclrun -n 4 --keep-going -x BCCL_FAULT_INJECT='rank=2,op=30,action=kill'
+ * ./example_elastic_train
  */
 #include <bccl/bccl.h>
 #include <stdio.h>
@@ -46,7 +47,8 @@ int main(void) {
     int failed[64], nfailed = 0;
     bcclCommGetFailedRanks(comm, failed, 64, &nfailed);
     printf("rank %d (was %d) at step %d: %s\n", rank, firstRank, step, bcclGetLastError(comm));
-    for (int f = 0; f < nfailed && f < 64; ++f) printf("rank %d: rank %d is gone\n", rank, failed[f]);
+    for (int f = 0; f < nfailed && f < 64; ++f)
+      printf("rank %d: rank %d is gone\n", rank, failed[f]);
     bcclComm_t smaller;
     res = bcclCommShrink(comm, NULL, 0, &smaller, NULL, BCCL_SHRINK_ABORT);
     bcclCommAbort(comm);
@@ -57,13 +59,15 @@ int main(void) {
     comm = smaller;
     bcclCommUserRank(comm, &rank);
     bcclCommCount(comm, &nranks);
-    printf("rank %d: continuing as rank %d of %d after %.1f ms\n", firstRank, rank, nranks, nowMs() - t0);
+    printf("rank %d: continuing as rank %d of %d after %.1f ms\n", firstRank, rank, nranks,
+           nowMs() - t0);
   }
   /* Every surviving rank applied the same averaged gradient every step. */
   float expect = -0.01f * STEPS;
-  int ok = weights[0] > expect - 1e-3f && weights[0] < expect + 1e-3f && weights[PARAMS - 1] == weights[0];
-  printf("rank %d (was %d): %d steps done with %d ranks, weight %.4f (%s)\n", rank, firstRank, STEPS,
-         nranks, weights[0], ok ? "correct" : "WRONG");
+  int ok = weights[0] > expect - 1e-3f && weights[0] < expect + 1e-3f &&
+           weights[PARAMS - 1] == weights[0];
+  printf("rank %d (was %d): %d steps done with %d ranks, weight %.4f (%s)\n", rank, firstRank,
+         STEPS, nranks, weights[0], ok ? "correct" : "WRONG");
   bcclCommDestroy(comm);
   free(weights);
   free(grad);

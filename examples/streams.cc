@@ -154,8 +154,8 @@ int run() {
       "rank %d/%d: %zu sum allreduces, 1 max allreduce and 1 allgather correct; "
       "query: %s after enqueue, busy on %d of %d checks during %.1f ms of other work "
       "(result %.3g), %s after synchronize\n",
-      rank, n, sends.size(), busyAfterEnqueue ? "in progress" : "idle", busyChecks, checks,
-      workMs, work, busyAfterSync ? "in progress" : "idle");
+      rank, n, sends.size(), busyAfterEnqueue ? "in progress" : "idle", busyChecks, checks, workMs,
+      work, busyAfterSync ? "in progress" : "idle");
   return 0;
 }
 

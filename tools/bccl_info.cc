@@ -55,7 +55,9 @@ int printCommunicator() {
     for (int r = 0; r < c.nranks(); ++r) {
       bccl::Connection* conn = c.connection(r);
       std::printf("  %-40s numa %d  %s\n", c.peerName(r).c_str(), c.peer(r).numaNode,
-                  r == 0 ? "(self)" : conn != nullptr ? conn->kind() : "?");
+                  r == 0            ? "(self)"
+                  : conn != nullptr ? conn->kind()
+                                    : "?");
     }
   }
   bcclCommDestroy(comm);
@@ -67,8 +69,8 @@ int printCommunicator() {
 int main() {
   int version = 0;
   bcclGetVersion(&version);
-  std::printf("bccl %d.%d.%d (version code %d)\n", version / 10000, version / 100 % 100, version % 100,
-              version);
+  std::printf("bccl %d.%d.%d (version code %d)\n", version / 10000, version / 100 % 100,
+              version % 100, version);
   printTransports();
   bccl::StatusOr<bccl::HostTopology> topo = bccl::discoverTopology(0);
   if (topo.isOk()) {
@@ -78,6 +80,7 @@ int main() {
   }
   printParams();
   if (underLauncher()) return printCommunicator();
-  std::printf("(run under a launcher, e.g. 'bcclrun -n 4 bccl_info', for the communicator's view)\n");
+  std::printf(
+      "(run under a launcher, e.g. 'bcclrun -n 4 bccl_info', for the communicator's view)\n");
   return 0;
 }

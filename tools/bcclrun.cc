@@ -4,7 +4,6 @@
 // instead of leaving the others hung in a collective.
 
 #include <bccl/bccl.h>
-
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -253,8 +252,8 @@ std::string describeExit(int rank, pid_t pid, int status) {
   char line[256];
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
-    std::snprintf(line, sizeof line, "bcclrun: rank %d (pid %d) killed by signal %d (%s)\n",
-                  rank, static_cast<int>(pid), sig, strsignal(sig));
+    std::snprintf(line, sizeof line, "bcclrun: rank %d (pid %d) killed by signal %d (%s)\n", rank,
+                  static_cast<int>(pid), sig, strsignal(sig));
   } else {
     std::snprintf(line, sizeof line, "bcclrun: rank %d (pid %d) exited with status %d\n", rank,
                   static_cast<int>(pid), WEXITSTATUS(status));

@@ -34,7 +34,8 @@ struct Report {
 };
 
 // Child: init, signal "looping", allreduce until failure, shrink, verify, report.
-[[noreturn]] void child(int rank, int n, int idPipe, int out, const char* transports, bool idleProbe) {
+[[noreturn]] void child(int rank, int n, int idPipe, int out, const char* transports,
+                        bool idleProbe) {
   bcclUniqueId id;
   if (rank == 0) {
     bcclGetUniqueId(&id);
@@ -55,8 +56,9 @@ struct Report {
     int64_t t0 = nowNs();
     usleep(2000000);
     getrusage(RUSAGE_SELF, &b);
-    double cpu = (b.ru_utime.tv_sec - a.ru_utime.tv_sec + b.ru_stime.tv_sec - a.ru_stime.tv_sec) +
-                 (b.ru_utime.tv_usec - a.ru_utime.tv_usec + b.ru_stime.tv_usec - a.ru_stime.tv_usec) / 1e6;
+    double cpu =
+        (b.ru_utime.tv_sec - a.ru_utime.tv_sec + b.ru_stime.tv_sec - a.ru_stime.tv_sec) +
+        (b.ru_utime.tv_usec - a.ru_utime.tv_usec + b.ru_stime.tv_usec - a.ru_stime.tv_usec) / 1e6;
     rep.idleCpuPct = 100.0 * cpu / ((nowNs() - t0) / 1e9);
     int32_t x = 1;
     bcclAllReduce(&x, &x, 1, bcclInt32, bcclSum, comm, nullptr);  // everyone idles together
@@ -70,9 +72,12 @@ struct Report {
     }
     rep.errorNs = nowNs();
     bcclComm_t next;
-    if (bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_ABORT) != bcclSuccess) _exit(4);
+    if (bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_ABORT) != bcclSuccess)
+      _exit(4);
     int32_t one = 1;
-    if (bcclAllReduce(&one, &one, 1, bcclInt32, bcclSum, next, nullptr) != bcclSuccess || one != n - 1) _exit(5);
+    if (bcclAllReduce(&one, &one, 1, bcclInt32, bcclSum, next, nullptr) != bcclSuccess ||
+        one != n - 1)
+      _exit(5);
     rep.shrinkNs = nowNs();
     bcclCommDestroy(next);
     bcclCommAbort(comm);
@@ -152,9 +157,10 @@ int main(int argc, char** argv) {
     }
   }
   std::mt19937 rng(12345);
-  printf("# fault_bench: SIGKILL a random rank during allreduce loops; transports=%s, %d trials\n", transports, trials);
-  printf("# %6s %14s %14s %14s %14s %14s %14s %8s %10s\n", "nranks", "first_med_ms", "first_max_ms", "last_med_ms",
-         "last_max_ms", "shrink_med_ms", "shrink_max_ms", "failed", "idle_cpu%");
+  printf("# fault_bench: SIGKILL a random rank during allreduce loops; transports=%s, %d trials\n",
+         transports, trials);
+  printf("# %6s %14s %14s %14s %14s %14s %14s %8s %10s\n", "nranks", "first_med_ms", "first_max_ms",
+         "last_med_ms", "last_max_ms", "shrink_med_ms", "shrink_max_ms", "failed", "idle_cpu%");
   int bad = 0;
   for (int n : sizes) {
     std::vector<double> first, last, shrink;
@@ -178,13 +184,15 @@ int main(int argc, char** argv) {
     Trial idle = runTrial(n, transports, true, rng);
     double cpu = 0;
     for (const Report& r : idle.survivors) cpu = std::max(cpu, r.idleCpuPct);
-    printf("  %6d %14.2f %14.2f %14.2f %14.2f %14.2f %14.2f %8d %10.2f\n", n, percentile(first, 0.5),
-           percentile(first, 1), percentile(last, 0.5), percentile(last, 1), percentile(shrink, 0.5),
-           percentile(shrink, 1), failedTrials, cpu);
+    printf("  %6d %14.2f %14.2f %14.2f %14.2f %14.2f %14.2f %8d %10.2f\n", n,
+           percentile(first, 0.5), percentile(first, 1), percentile(last, 0.5), percentile(last, 1),
+           percentile(shrink, 0.5), percentile(shrink, 1), failedTrials, cpu);
     bad += failedTrials;
   }
-  printf("# first/last: SIGKILL to the first/last survivor's failed allreduce; shrink: last error to\n"
-         "# the last survivor's first allreduce on the shrunk communicator; idle_cpu: max over ranks of\n"
-         "# the CPU one rank's process uses while its communicator is idle (heartbeats only).\n");
+  printf(
+      "# first/last: SIGKILL to the first/last survivor's failed allreduce; shrink: last error to\n"
+      "# the last survivor's first allreduce on the shrunk communicator; idle_cpu: max over ranks "
+      "of\n"
+      "# the CPU one rank's process uses while its communicator is idle (heartbeats only).\n");
   return bad == 0 ? 0 : 1;
 }

@@ -86,7 +86,8 @@ void MaxFn(void* c, const void* a, const void* b, size_t n) {
 
 void SumFn(void* c, const void* a, const void* b, size_t n) {
   for (size_t i = 0; i < n; ++i)
-    static_cast<double*>(c)[i] = static_cast<const double*>(a)[i] + static_cast<const double*>(b)[i];
+    static_cast<double*>(c)[i] =
+        static_cast<const double*>(a)[i] + static_cast<const double*>(b)[i];
 }
 
 }  // namespace
@@ -135,8 +136,7 @@ int main(int argc, char** argv) {
   // The last warm-up (or a probe without warm-ups) sizes the timed loop; every rank must agree.
   const auto p0 = std::chrono::steady_clock::now();
   op();
-  const double probe =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
+  const double probe = std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
   const int iters = peer_iters(max_iters, max_s, ReduceDouble(ctx, probe, MaxFn));
   Barrier(ctx);
   const auto t0 = std::chrono::steady_clock::now();

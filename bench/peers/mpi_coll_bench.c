@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   const enum peer_coll c = argc == 6 || argc == 7 ? peer_parse_coll(argv[2]) : PEER_BAD;
   if (c == PEER_BAD) {
     if (rank == 0)
-      fprintf(stderr, "usage: %s LIB allreduce|allgather|reducescatter BYTES WARMUP ITERS [MAX_S]\n",
+      fprintf(stderr,
+              "usage: %s LIB allreduce|allgather|reducescatter BYTES WARMUP ITERS [MAX_S]\n",
               argv[0]);
     MPI_Abort(MPI_COMM_WORLD, 2);
   }

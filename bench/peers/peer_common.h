@@ -61,9 +61,12 @@ static inline void peer_fill(float* send, size_t elems, int rank) {
 /* Output element j of rank `rank`. */
 static inline float peer_expected(enum peer_coll c, int rank, int nranks, size_t count, size_t j) {
   switch (c) {
-    case PEER_ALLREDUCE: return peer_sum(nranks, j);
-    case PEER_ALLGATHER: return peer_value((int)(j / count), j % count);
-    default: return peer_sum(nranks, (size_t)rank * count + j);
+    case PEER_ALLREDUCE:
+      return peer_sum(nranks, j);
+    case PEER_ALLGATHER:
+      return peer_value((int)(j / count), j % count);
+    default:
+      return peer_sum(nranks, (size_t)rank * count + j);
   }
 }
 
@@ -75,8 +78,8 @@ static inline long long peer_check(enum peer_coll c, int rank, int nranks, size_
   for (size_t j = 0; j < n; ++j) {
     const float e = peer_expected(c, rank, nranks, count, j);
     if (out[j] != e && wrong++ < 3)
-      fprintf(stderr, "# rank %d: %s wrong at [%zu]: got %g expected %g\n", rank,
-              peer_coll_name(c), j, (double)out[j], (double)e);
+      fprintf(stderr, "# rank %d: %s wrong at [%zu]: got %g expected %g\n", rank, peer_coll_name(c),
+              j, (double)out[j], (double)e);
   }
   return wrong;
 }
@@ -105,10 +108,11 @@ static inline void peer_print_result(const char* lib, enum peer_coll c, int nran
                                      size_t count, int iters, double time_us, long long wrong) {
   const size_t bytes = peer_bytes(c, count, nranks);
   const double algbw = time_us > 0 ? (double)bytes / 1e3 / time_us : 0.0;
-  printf("RESULT lib=%s coll=%s nranks=%d req=%zu bytes=%zu count=%zu iters=%d time_us=%.2f "
-         "algbw=%.3f busbw=%.3f wrong=%lld\n",
-         lib, peer_coll_name(c), nranks, req, bytes, count, iters, time_us, algbw,
-         algbw * peer_bus_factor(c, nranks), wrong);
+  printf(
+      "RESULT lib=%s coll=%s nranks=%d req=%zu bytes=%zu count=%zu iters=%d time_us=%.2f "
+      "algbw=%.3f busbw=%.3f wrong=%lld\n",
+      lib, peer_coll_name(c), nranks, req, bytes, count, iters, time_us, algbw,
+      algbw * peer_bus_factor(c, nranks), wrong);
   fflush(stdout);
 }
 

@@ -108,36 +108,66 @@ const char* const kOpNames[bcclNumOps] = {"sum", "prod", "max", "min", "avg"};
 
 void Store(bcclDataType_t t, void* base, size_t i, int64_t v) {
   switch (t) {
-    case bcclInt8: static_cast<int8_t*>(base)[i] = static_cast<int8_t>(v); break;
-    case bcclUint8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v); break;
-    case bcclInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
-    case bcclUint32: static_cast<uint32_t*>(base)[i] = static_cast<uint32_t>(v); break;
-    case bcclInt64: static_cast<int64_t*>(base)[i] = v; break;
-    case bcclUint64: static_cast<uint64_t*>(base)[i] = static_cast<uint64_t>(v); break;
-    case bcclFloat16: static_cast<uint16_t*>(base)[i] = FloatToHalf(static_cast<float>(v)); break;
-    case bcclFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
-    case bcclFloat64: static_cast<double*>(base)[i] = static_cast<double>(v); break;
+    case bcclInt8:
+      static_cast<int8_t*>(base)[i] = static_cast<int8_t>(v);
+      break;
+    case bcclUint8:
+      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v);
+      break;
+    case bcclInt32:
+      static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v);
+      break;
+    case bcclUint32:
+      static_cast<uint32_t*>(base)[i] = static_cast<uint32_t>(v);
+      break;
+    case bcclInt64:
+      static_cast<int64_t*>(base)[i] = v;
+      break;
+    case bcclUint64:
+      static_cast<uint64_t*>(base)[i] = static_cast<uint64_t>(v);
+      break;
+    case bcclFloat16:
+      static_cast<uint16_t*>(base)[i] = FloatToHalf(static_cast<float>(v));
+      break;
+    case bcclFloat32:
+      static_cast<float*>(base)[i] = static_cast<float>(v);
+      break;
+    case bcclFloat64:
+      static_cast<double*>(base)[i] = static_cast<double>(v);
+      break;
     case bcclBfloat16:
       static_cast<uint16_t*>(base)[i] = FloatToBfloat16(static_cast<float>(v));
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
 // For diagnostics and for comparing floats by value.
 double LoadDouble(bcclDataType_t t, const void* base, size_t i) {
   switch (t) {
-    case bcclInt8: return static_cast<const int8_t*>(base)[i];
-    case bcclUint8: return static_cast<const uint8_t*>(base)[i];
-    case bcclInt32: return static_cast<const int32_t*>(base)[i];
-    case bcclUint32: return static_cast<const uint32_t*>(base)[i];
-    case bcclInt64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
-    case bcclUint64: return static_cast<double>(static_cast<const uint64_t*>(base)[i]);
-    case bcclFloat16: return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
-    case bcclFloat32: return static_cast<const float*>(base)[i];
-    case bcclFloat64: return static_cast<const double*>(base)[i];
-    case bcclBfloat16: return Bfloat16ToFloat(static_cast<const uint16_t*>(base)[i]);
-    default: return 0;
+    case bcclInt8:
+      return static_cast<const int8_t*>(base)[i];
+    case bcclUint8:
+      return static_cast<const uint8_t*>(base)[i];
+    case bcclInt32:
+      return static_cast<const int32_t*>(base)[i];
+    case bcclUint32:
+      return static_cast<const uint32_t*>(base)[i];
+    case bcclInt64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case bcclUint64:
+      return static_cast<double>(static_cast<const uint64_t*>(base)[i]);
+    case bcclFloat16:
+      return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
+    case bcclFloat32:
+      return static_cast<const float*>(base)[i];
+    case bcclFloat64:
+      return static_cast<const double*>(base)[i];
+    case bcclBfloat16:
+      return Bfloat16ToFloat(static_cast<const uint16_t*>(base)[i]);
+    default:
+      return 0;
   }
 }
 
@@ -216,7 +246,8 @@ Inputs::Inputs(bcclDataType_t dtype, bool reduces, bcclRedOp_t op, int rank, int
 int64_t Inputs::At(int rank, size_t index) const {
   const uint64_t r = static_cast<uint64_t>(rank);
   switch (scheme_) {
-    case Scheme::kSpread: return Spread(Mix(r, index), limit_, is_signed_);
+    case Scheme::kSpread:
+      return Spread(Mix(r, index), limit_, is_signed_);
     case Scheme::kSum:
       // Any partial sum is bounded by nranks * per_rank_ <= limit_, so every summation order is
       // exact, including for half and bfloat16.
@@ -254,10 +285,18 @@ int64_t Inputs::Reduced(size_t index) const {
   for (int r = 1; r < nranks_; ++r) {
     const int64_t v = At(r, index);
     switch (op_) {
-      case bcclProd: acc *= v; break;
-      case bcclMax: acc = std::max(acc, v); break;
-      case bcclMin: acc = std::min(acc, v); break;
-      default: acc += v; break;
+      case bcclProd:
+        acc *= v;
+        break;
+      case bcclMax:
+        acc = std::max(acc, v);
+        break;
+      case bcclMin:
+        acc = std::min(acc, v);
+        break;
+      default:
+        acc += v;
+        break;
     }
   }
   if (op_ == bcclAvg) acc /= nranks_;  // exact by construction; C division otherwise
@@ -359,7 +398,8 @@ bool ParseSize(const char* s, size_t* out) {
   if (errno || end == s) return false;
   unsigned shift = 0;
   switch (*end) {
-    case '\0': break;
+    case '\0':
+      break;
     case 'K':
     case 'k':
       shift = 10;
@@ -375,7 +415,8 @@ bool ParseSize(const char* s, size_t* out) {
       shift = 30;
       ++end;
       break;
-    default: return false;
+    default:
+      return false;
   }
   if (*end != '\0') return false;
   if (v > (static_cast<unsigned long long>(SIZE_MAX) >> shift)) return false;

@@ -4,14 +4,14 @@
  * checks the sum.   bcclrun -n 2 ./consumer
  */
 #include <bccl/bccl.h>
-
 #include <stdio.h>
 
 int main(void) {
   bcclComm_t comm = NULL;
   bcclResult_t res = bcclCommInitFromEnv(&comm, NULL);
   if (res != bcclSuccess) {
-    fprintf(stderr, "bcclCommInitFromEnv: %s: %s\n", bcclGetErrorString(res), bcclGetLastError(NULL));
+    fprintf(stderr, "bcclCommInitFromEnv: %s: %s\n", bcclGetErrorString(res),
+            bcclGetLastError(NULL));
     return 1;
   }
   int rank = 0, nranks = 0, version = 0;

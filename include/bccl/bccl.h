@@ -22,7 +22,7 @@ extern "C" {
 #define BCCL_MAJOR 0
 #define BCCL_MINOR 1
 #define BCCL_PATCH 0
-#define BCCL_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
+#define BCCL_VERSION(X, Y, Z) ((X)*10000 + (Y)*100 + (Z))
 #define BCCL_VERSION_CODE BCCL_VERSION(BCCL_MAJOR, BCCL_MINOR, BCCL_PATCH)
 
 typedef struct bcclComm* bcclComm_t;
@@ -67,7 +67,14 @@ typedef enum {
   bcclNumTypes = 10
 } bcclDataType_t;
 
-typedef enum { bcclSum = 0, bcclProd = 1, bcclMax = 2, bcclMin = 3, bcclAvg = 4, bcclNumOps = 5 } bcclRedOp_t;
+typedef enum {
+  bcclSum = 0,
+  bcclProd = 1,
+  bcclMax = 2,
+  bcclMin = 3,
+  bcclAvg = 4,
+  bcclNumOps = 5
+} bcclRedOp_t;
 
 /* Communicator configuration. Always start from BCCL_CONFIG_INITIALIZER so that `size`,
  * `magic` and `version` let a newer library read a struct from an older caller. Fields left
@@ -163,11 +170,9 @@ bcclResult_t bcclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
                                bcclDataType_t datatype, bcclRedOp_t op, bcclComm_t comm,
                                bcclStream_t stream);
 bcclResult_t bcclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
-                           bcclDataType_t datatype, int root, bcclComm_t comm,
-                           bcclStream_t stream);
-bcclResult_t bcclReduce(const void* sendbuff, void* recvbuff, size_t count,
-                        bcclDataType_t datatype, bcclRedOp_t op, int root, bcclComm_t comm,
-                        bcclStream_t stream);
+                           bcclDataType_t datatype, int root, bcclComm_t comm, bcclStream_t stream);
+bcclResult_t bcclReduce(const void* sendbuff, void* recvbuff, size_t count, bcclDataType_t datatype,
+                        bcclRedOp_t op, int root, bcclComm_t comm, bcclStream_t stream);
 /* `count` elements to and from each rank. */
 bcclResult_t bcclAllToAll(const void* sendbuff, void* recvbuff, size_t count,
                           bcclDataType_t datatype, bcclComm_t comm, bcclStream_t stream);

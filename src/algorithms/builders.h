@@ -22,7 +22,7 @@ struct CollectiveShape {
   bcclDataType_t dtype = bcclFloat32;
   bcclRedOp_t op = bcclSum;
   int root = 0;
-  bool inPlace = false;       // as the API defines in-place for the collective
+  bool inPlace = false;         // as the API defines in-place for the collective
   size_t chunkBytes = 1 << 19;  // pipelining granularity
 };
 

@@ -52,7 +52,8 @@ Schedule buildChainReduce(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0) sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    if (!s.inPlace && s.count > 0)
+      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
     return sch;
   }
   // The chain starts right after the root and ends at it.
@@ -69,7 +70,8 @@ Schedule buildChainReduce(const CollectiveShape& s) {
       continue;
     }
     uint16_t into = isRoot ? kRecvBuffer : kScratchBuffer;
-    uint32_t got = sch.add(recvReduceStep(prev, at(into, c.offset), at(kSendBuffer, c.offset), c.count * es));
+    uint32_t got =
+        sch.add(recvReduceStep(prev, at(into, c.offset), at(kSendBuffer, c.offset), c.count * es));
     if (!isRoot)
       sch.add(sendStep(next, at(kScratchBuffer, c.offset), c.count * es), {got});
     else if (s.op == bcclAvg)
@@ -114,7 +116,8 @@ Schedule buildDisseminationBarrier(const CollectiveShape& s) {
   int round = 0;
   for (int k = 1; k < n; k *= 2, ++round) {
     sch.add(sendStep(modRank(r + k, n), BufRef{kScratchBuffer, 0}, 1), received);
-    received.push_back(sch.add(recvStep(modRank(r - k, n), BufRef{kScratchBuffer, 1 + static_cast<size_t>(round)}, 1)));
+    received.push_back(sch.add(
+        recvStep(modRank(r - k, n), BufRef{kScratchBuffer, 1 + static_cast<size_t>(round)}, 1)));
   }
   return sch;
 }

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cstddef>
-
 #include <memory>
 #include <string>
 #include <utility>
@@ -15,7 +14,17 @@
 
 namespace bccl {
 
-enum class CollKind { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kAllToAll, kSend, kRecv, kBarrier };
+enum class CollKind {
+  kAllReduce,
+  kAllGather,
+  kReduceScatter,
+  kBroadcast,
+  kReduce,
+  kAllToAll,
+  kSend,
+  kRecv,
+  kBarrier
+};
 
 const char* collName(CollKind kind);
 inline bool isPointToPoint(CollKind k) { return k == CollKind::kSend || k == CollKind::kRecv; }
@@ -27,7 +36,7 @@ struct OpArgs {
   size_t count = 0;
   bcclDataType_t dtype = bcclUint8;
   bcclRedOp_t op = bcclSum;
-  int root = 0;  // rooted collectives
+  int root = 0;   // rooted collectives
   int peer = -1;  // send / recv
 };
 
@@ -35,8 +44,8 @@ struct OpArgs {
 // rank, so that all ranks choose, and build, the same algorithm.
 struct SelectionContext {
   int nranks = 1;
-  std::vector<std::vector<int>> hosts{{0}};  // ranks of each host, in rank order
-  double intraAlphaSeconds = 2e-6, intraBytesPerSecond = 6e9;   // between ranks of one host
+  std::vector<std::vector<int>> hosts{{0}};                    // ranks of each host, in rank order
+  double intraAlphaSeconds = 2e-6, intraBytesPerSecond = 6e9;  // between ranks of one host
   double interAlphaSeconds = 25e-6, interBytesPerSecond = 1.1e9;  // between hosts
   double reduceBytesPerSecond = 8e9;
   std::string source = "defaults";  // where the link costs came from
@@ -44,7 +53,8 @@ struct SelectionContext {
 
 // Chooses the algorithm for one collective (BCCL_ALGO, else the cost model) and builds this
 // rank's schedule. Buffer 1 is the send buffer, 2 the receive buffer.
-StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& args, int rank, const SelectionContext& ctx);
+StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& args, int rank,
+                                           const SelectionContext& ctx);
 // The same, compiled, from `cache` when the same call shape was seen before (cache may be null).
 StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& args, int rank,
                                                                      const SelectionContext& ctx,

@@ -11,7 +11,8 @@ std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule) {
   const size_t n = s.steps.size();
   c->dependentsBegin.assign(n + 1, 0);
   for (size_t i = 0; i < n; ++i)
-    for (uint32_t d = 0; d < s.steps[i].depCount; ++d) ++c->dependentsBegin[s.deps[s.steps[i].depBegin + d] + 1];
+    for (uint32_t d = 0; d < s.steps[i].depCount; ++d)
+      ++c->dependentsBegin[s.deps[s.steps[i].depBegin + d] + 1];
   for (size_t i = 0; i < n; ++i) c->dependentsBegin[i + 1] += c->dependentsBegin[i];
   c->dependents.resize(s.deps.size());
   std::vector<uint32_t> fill(c->dependentsBegin.begin(), c->dependentsBegin.end() - 1);
@@ -48,7 +49,8 @@ std::shared_ptr<const CompiledSchedule> ScheduleCache::find(const std::string& k
   return nullptr;
 }
 
-void ScheduleCache::insert(const std::string& key, std::shared_ptr<const CompiledSchedule> schedule) {
+void ScheduleCache::insert(const std::string& key,
+                           std::shared_ptr<const CompiledSchedule> schedule) {
   std::lock_guard<std::mutex> lock(mu_);
   entries_.emplace_front(key, std::move(schedule));
   if (entries_.size() > kCapacity) entries_.pop_back();

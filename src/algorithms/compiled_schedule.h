@@ -23,8 +23,8 @@ struct CompiledSchedule {
   std::vector<uint32_t> dependentsBegin;  // CSR: dependents of step i are
   std::vector<uint32_t> dependents;       // dependents[dependentsBegin[i] .. dependentsBegin[i+1])
   std::vector<PeerSteps> peers;
-  std::vector<int32_t> queueOfStep;     // index into peers, -1 for local steps
-  std::vector<uint32_t> readyAtStart;   // local steps without dependencies
+  std::vector<int32_t> queueOfStep;    // index into peers, -1 for local steps
+  std::vector<uint32_t> readyAtStart;  // local steps without dependencies
 };
 
 std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule);

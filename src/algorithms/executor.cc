@@ -12,8 +12,9 @@
 namespace bccl {
 namespace {
 
-const IntParam kYieldPasses("BCCL_YIELD_PASSES", 16,
-                            "Idle passes spent in sched_yield() before sleeping on a doorbell/poll");
+const IntParam kYieldPasses(
+    "BCCL_YIELD_PASSES", 16,
+    "Idle passes spent in sched_yield() before sleeping on a doorbell/poll");
 constexpr int kMaxSleepUs = 20000;
 constexpr int kTurnNapUs = 500;
 constexpr int64_t kLivenessPeriodNs = 20 * 1000000LL;
@@ -310,8 +311,8 @@ Status executePlans(std::vector<Plan*>& plans) {
       continue;
     }
     // A plan waiting for its communicator's turn has nothing to be woken by: nap briefly.
-    bool awaitingTurn = std::any_of(runs.begin(), runs.end(),
-                                    [](const PlanRun& r) { return !r.started(); });
+    bool awaitingTurn =
+        std::any_of(runs.begin(), runs.end(), [](const PlanRun& r) { return !r.started(); });
     waits.wait(awaitingTurn ? kTurnNapUs : kMaxSleepUs);
     waits.disarm();
   }

@@ -6,9 +6,8 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
-
 #include <memory>
+#include <vector>
 
 #include "algorithms/compiled_schedule.h"
 #include "algorithms/exec_context.h"

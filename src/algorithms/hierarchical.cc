@@ -157,8 +157,8 @@ Schedule buildRingReduceScatterSegments(const CollectiveShape& s) {
     }
     for (size_t j = 0; j < numChunks(rs, per); ++j) {
       const Span c = chunkOf(rs, per, j);
-      last[recvSeg][j] = sch.add(recvReduceStep(prev, at(kRecvBuffer, c.offset),
-                                                at(kSendBuffer, c.offset), c.count * es));
+      last[recvSeg][j] = sch.add(
+          recvReduceStep(prev, at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset), c.count * es));
     }
   }
   if (s.op == bcclAvg) {
@@ -284,10 +284,9 @@ Schedule buildHierarchicalAllReduce(const CollectiveShape& s,
     const BufRef mine{kRecvBuffer, seg.offset * es};
     std::vector<int> rail;
     for (const auto& host : hosts) rail.push_back(host[li]);
-    comp.append(buildRingReduceScatterSegments(shapeFor(li, local, s.count, s.inPlace)),
-                hosts[h], {{}, send, recv});
-    comp.append(crossHostAllReduce(shapeFor(h, numHosts, seg.count, true)), rail,
-                {{}, mine, mine});
+    comp.append(buildRingReduceScatterSegments(shapeFor(li, local, s.count, s.inPlace)), hosts[h],
+                {{}, send, recv});
+    comp.append(crossHostAllReduce(shapeFor(h, numHosts, seg.count, true)), rail, {{}, mine, mine});
     scale(seg);
     comp.append(buildRingAllGatherSegments(shapeFor(li, local, s.count, true)), hosts[h],
                 {{}, mine, recv});
@@ -304,8 +303,7 @@ Schedule buildHierarchicalAllReduce(const CollectiveShape& s,
                 {{}, recv, recv});
     scale(Span{0, s.count});
   }
-  comp.append(buildChainBroadcast(shapeFor(li, local, s.count, true)), hosts[h],
-              {{}, recv, recv});
+  comp.append(buildChainBroadcast(shapeFor(li, local, s.count, true)), hosts[h], {{}, recv, recv});
   return sch;
 }
 

@@ -14,7 +14,8 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0) sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    if (!s.inPlace && s.count > 0)
+      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
     return sch;
   }
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
@@ -31,14 +32,15 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
     for (size_t j = 0; j < numChunks(ss, per); ++j) {
       Span c = chunkOf(ss, per, j);
       uint16_t from = step == 0 ? kSendBuffer : kRecvBuffer;
-      uint32_t id = sch.add(sendStep(next, at(from, c.offset), c.count * es), depsOf(last[sendSeg][j]));
+      uint32_t id =
+          sch.add(sendStep(next, at(from, c.offset), c.count * es), depsOf(last[sendSeg][j]));
       if (step == 0) firstSends.push_back(id);
     }
     Span rs = segmentOf(s.count, n, recvSeg);
     for (size_t j = 0; j < numChunks(rs, per); ++j) {
       Span c = chunkOf(rs, per, j);
-      last[recvSeg][j] =
-          sch.add(recvReduceStep(prev, at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset), c.count * es));
+      last[recvSeg][j] = sch.add(
+          recvReduceStep(prev, at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset), c.count * es));
     }
   }
   const int owned = modRank(r + 1, n);
@@ -46,8 +48,9 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
     Span os = segmentOf(s.count, n, owned);
     for (size_t j = 0; j < numChunks(os, per); ++j) {
       Span c = chunkOf(os, per, j);
-      last[owned][j] = sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
-                               depsOf(last[owned][j]));
+      last[owned][j] =
+          sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
+                  depsOf(last[owned][j]));
     }
   }
   // Allgather phase: pass the reduced segments around the ring.
@@ -63,7 +66,8 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
       Span c = chunkOf(rs, per, j);
       // In place, my own segment's first send reads the memory this receive overwrites.
       uint32_t guard = recvSeg == r ? firstSends[j] : kNoStep;
-      last[recvSeg][j] = sch.add(recvStep(prev, at(kRecvBuffer, c.offset), c.count * es), depsOf(guard));
+      last[recvSeg][j] =
+          sch.add(recvStep(prev, at(kRecvBuffer, c.offset), c.count * es), depsOf(guard));
     }
   }
   return sch;
@@ -75,7 +79,8 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const size_t block = s.count;
-  if (!s.inPlace && block > 0) sch.add(copyStep(at(kRecvBuffer, r * block), at(kSendBuffer, 0), block * es));
+  if (!s.inPlace && block > 0)
+    sch.add(copyStep(at(kRecvBuffer, r * block), at(kSendBuffer, 0), block * es));
   if (n == 1) return sch;
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
   const size_t per = chunkElems(s.chunkBytes, es);
@@ -87,12 +92,14 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       // My own block goes out straight from the send buffer, not waiting for the local copy.
-      BufRef src = step == 0 ? at(kSendBuffer, c.offset) : at(kRecvBuffer, sendSeg * block + c.offset);
+      BufRef src =
+          step == 0 ? at(kSendBuffer, c.offset) : at(kRecvBuffer, sendSeg * block + c.offset);
       sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
     }
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
-      last[recvSeg][j] = sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
+      last[recvSeg][j] =
+          sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
     }
   }
   return sch;
@@ -105,7 +112,8 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const size_t block = s.count;
   if (n == 1) {
-    if (!s.inPlace && block > 0) sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), block * es));
+    if (!s.inPlace && block > 0)
+      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), block * es));
     return sch;
   }
   sch.scratchBytes = static_cast<size_t>(n) * block * es;
@@ -125,14 +133,17 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
     const bool final = step == n - 2;  // recvSeg == r: the result lands in the receive buffer
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
-      BufRef dst = final ? at(kRecvBuffer, c.offset) : at(kScratchBuffer, recvSeg * block + c.offset);
-      last[recvSeg][j] = sch.add(recvReduceStep(prev, dst, at(kSendBuffer, recvSeg * block + c.offset), c.count * es));
+      BufRef dst =
+          final ? at(kRecvBuffer, c.offset) : at(kScratchBuffer, recvSeg * block + c.offset);
+      last[recvSeg][j] = sch.add(
+          recvReduceStep(prev, dst, at(kSendBuffer, recvSeg * block + c.offset), c.count * es));
     }
   }
   if (s.op == bcclAvg) {
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
-      sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es), depsOf(last[r][j]));
+      sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
+              depsOf(last[r][j]));
     }
   }
   return sch;

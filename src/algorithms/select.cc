@@ -21,10 +21,11 @@ namespace {
 
 const IntParam kChunkBytes("BCCL_CHUNK_BYTES", 256 * 1024,
                            "Pipelining granularity of every algorithm, in bytes");
-const StringParam kAlgo("BCCL_ALGO", "",
-                        "Force algorithms: one name for every collective that has it (ring, tree, "
-                        "rd, rhd, hier, bruck, chain) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
-                        "Empty: the cost model chooses. Must be the same on every rank");
+const StringParam kAlgo(
+    "BCCL_ALGO", "",
+    "Force algorithms: one name for every collective that has it (ring, tree, "
+    "rd, rhd, hier, bruck, chain) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
+    "Empty: the cost model chooses. Must be the same on every rank");
 
 using Builder = Schedule (*)(const CollectiveShape&);
 
@@ -81,9 +82,12 @@ bool inPlaceOf(const OpArgs& a, int rank) {
   const char* send = static_cast<const char*>(a.sendbuf);
   const char* recv = static_cast<const char*>(a.recvbuf);
   switch (a.kind) {
-    case CollKind::kAllGather: return recv != nullptr && send == recv + rank * a.count * es;
-    case CollKind::kReduceScatter: return send != nullptr && recv == send + rank * a.count * es;
-    default: return send == recv;
+    case CollKind::kAllGather:
+      return recv != nullptr && send == recv + rank * a.count * es;
+    case CollKind::kReduceScatter:
+      return send != nullptr && recv == send + rank * a.count * es;
+    default:
+      return send == recv;
   }
 }
 
@@ -100,15 +104,24 @@ void logChoice(const OpArgs& a, const SelectionContext& ctx, const Choice& c) {
 
 const char* collName(CollKind kind) {
   switch (kind) {
-    case CollKind::kAllReduce: return "allreduce";
-    case CollKind::kAllGather: return "allgather";
-    case CollKind::kReduceScatter: return "reducescatter";
-    case CollKind::kBroadcast: return "broadcast";
-    case CollKind::kReduce: return "reduce";
-    case CollKind::kAllToAll: return "alltoall";
-    case CollKind::kSend: return "send";
-    case CollKind::kRecv: return "recv";
-    case CollKind::kBarrier: return "barrier";
+    case CollKind::kAllReduce:
+      return "allreduce";
+    case CollKind::kAllGather:
+      return "allgather";
+    case CollKind::kReduceScatter:
+      return "reducescatter";
+    case CollKind::kBroadcast:
+      return "broadcast";
+    case CollKind::kReduce:
+      return "reduce";
+    case CollKind::kAllToAll:
+      return "alltoall";
+    case CollKind::kSend:
+      return "send";
+    case CollKind::kRecv:
+      return "recv";
+    case CollKind::kBarrier:
+      return "barrier";
   }
   return "?";
 }
@@ -120,20 +133,21 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
   const size_t bytes = a.count * dtypeSize(a.dtype);
   const size_t chunk = static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 1));
   std::vector<Candidate> ranked =
-      rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter,
-                     static_cast<int>(ctx.hosts.size()), ctx.reduceBytesPerSecond, chunk);
+      rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter, static_cast<int>(ctx.hosts.size()),
+                     ctx.reduceBytesPerSecond, chunk);
   // hier's prediction from the real host sizes (rankAlgorithms assumes an even spread).
   std::vector<int> sizes;
   for (const auto& h : ctx.hosts) sizes.push_back(static_cast<int>(h.size()));
   for (Candidate& c : ranked)
     if (isHierarchical(a.kind, c.algorithm) && ctx.hosts.size() > 1)
-      c.seconds = predictHierarchicalAllReduce(bytes, sizes, intra, inter,
-                                               ctx.reduceBytesPerSecond, chunk);
+      c.seconds =
+          predictHierarchicalAllReduce(bytes, sizes, intra, inter, ctx.reduceBytesPerSecond, chunk);
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
   for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);
   const std::string forced = forcedAlgorithm(a.kind);
-  if (!forced.empty() && (builderFor(a.kind, forced) != nullptr || isHierarchical(a.kind, forced))) {
+  if (!forced.empty() &&
+      (builderFor(a.kind, forced) != nullptr || isHierarchical(a.kind, forced))) {
     choice.algorithm = forced;
     choice.reason = "forced by BCCL_ALGO";
   } else if (!ranked.empty()) {
@@ -149,9 +163,10 @@ StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArg
   const Choice choice = chooseAlgorithm(a, ctx);
   // Everything the choice and the build depend on; pointers only through in-place-ness.
   std::string key = std::to_string(static_cast<int>(a.kind)) + "/" + std::to_string(a.count) + "/" +
-                    std::to_string(static_cast<int>(a.dtype)) + "/" + std::to_string(static_cast<int>(a.op)) +
-                    "/" + std::to_string(a.root) + "/" + (inPlaceOf(a, rank) ? "i" : "o") + "/" +
-                    std::to_string(kChunkBytes.get()) + "/" + choice.algorithm;
+                    std::to_string(static_cast<int>(a.dtype)) + "/" +
+                    std::to_string(static_cast<int>(a.op)) + "/" + std::to_string(a.root) + "/" +
+                    (inPlaceOf(a, rank) ? "i" : "o") + "/" + std::to_string(kChunkBytes.get()) +
+                    "/" + choice.algorithm;
   if (cache != nullptr)
     if (auto hit = cache->find(key)) return hit;
   logChoice(a, ctx, choice);

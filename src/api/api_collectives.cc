@@ -20,17 +20,20 @@ Status checkComm(bcclComm_t comm) {
 }
 
 Status checkType(int dtype) {
-  if (!isValidDtype(dtype)) return invalidArgument("datatype " + std::to_string(dtype) + " is out of range");
+  if (!isValidDtype(dtype))
+    return invalidArgument("datatype " + std::to_string(dtype) + " is out of range");
   return Status::ok();
 }
 
 Status checkOp(int op) {
-  if (!isValidRedOp(op)) return invalidArgument("reduction op " + std::to_string(op) + " is out of range");
+  if (!isValidRedOp(op))
+    return invalidArgument("reduction op " + std::to_string(op) + " is out of range");
   return Status::ok();
 }
 
 Status checkBuffer(const void* buf, size_t count, const char* name) {
-  if (buf == nullptr && count > 0) return invalidArgument(std::string(name) + " is NULL but count > 0");
+  if (buf == nullptr && count > 0)
+    return invalidArgument(std::string(name) + " is NULL but count > 0");
   return Status::ok();
 }
 
@@ -93,12 +96,15 @@ int rankOf(bcclComm_t comm) { return comm != nullptr && comm->impl ? comm->impl-
 
 extern "C" {
 
-bcclResult_t bcclAllReduce(const void* sendbuff, void* recvbuff, size_t count, bcclDataType_t datatype,
-                           bcclRedOp_t op, bcclComm_t comm, bcclStream_t stream) {
+bcclResult_t bcclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
+                           bcclDataType_t datatype, bcclRedOp_t op, bcclComm_t comm,
+                           bcclStream_t stream) {
   return guardedCall("bcclAllReduce", comm, [&] {
     int dt = rawEnum(datatype), o = rawEnum(op);
-    return collective(comm, dt, o, [&] { return makeArgs(CollKind::kAllReduce, sendbuff, recvbuff, count, dt, o); },
-                      stream, true, count, count);
+    return collective(
+        comm, dt, o,
+        [&] { return makeArgs(CollKind::kAllReduce, sendbuff, recvbuff, count, dt, o); }, stream,
+        true, count, count);
   });
 }
 
@@ -106,8 +112,10 @@ bcclResult_t bcclAllGather(const void* sendbuff, void* recvbuff, size_t sendcoun
                            bcclDataType_t datatype, bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclAllGather", comm, [&] {
     int dt = rawEnum(datatype);
-    return collective(comm, dt, 0, [&] { return makeArgs(CollKind::kAllGather, sendbuff, recvbuff, sendcount, dt); },
-                      stream, false, sendcount, sendcount);
+    return collective(
+        comm, dt, 0,
+        [&] { return makeArgs(CollKind::kAllGather, sendbuff, recvbuff, sendcount, dt); }, stream,
+        false, sendcount, sendcount);
   });
 }
 
@@ -116,23 +124,26 @@ bcclResult_t bcclReduceScatter(const void* sendbuff, void* recvbuff, size_t recv
                                bcclStream_t stream) {
   return guardedCall("bcclReduceScatter", comm, [&] {
     int dt = rawEnum(datatype), o = rawEnum(op);
-    return collective(comm, dt, o,
-                      [&] { return makeArgs(CollKind::kReduceScatter, sendbuff, recvbuff, recvcount, dt, o); },
-                      stream, true, recvcount, recvcount);
+    return collective(
+        comm, dt, o,
+        [&] { return makeArgs(CollKind::kReduceScatter, sendbuff, recvbuff, recvcount, dt, o); },
+        stream, true, recvcount, recvcount);
   });
 }
 
-bcclResult_t bcclBroadcast(const void* sendbuff, void* recvbuff, size_t count, bcclDataType_t datatype,
-                           int root, bcclComm_t comm, bcclStream_t stream) {
+bcclResult_t bcclBroadcast(const void* sendbuff, void* recvbuff, size_t count,
+                           bcclDataType_t datatype, int root, bcclComm_t comm,
+                           bcclStream_t stream) {
   return guardedCall("bcclBroadcast", comm, [&] {
     BCCL_RETURN_IF_ERROR(checkComm(comm));
     BCCL_RETURN_IF_ERROR(checkRank(root, nranksOf(comm), "root"));
     // Only the root's send buffer is read.
     size_t sendCount = rankOf(comm) == root ? count : 0;
     int dt = rawEnum(datatype);
-    return collective(comm, dt, 0,
-                      [&] { return makeArgs(CollKind::kBroadcast, sendbuff, recvbuff, count, dt, 0, root); },
-                      stream, false, sendCount, count);
+    return collective(
+        comm, dt, 0,
+        [&] { return makeArgs(CollKind::kBroadcast, sendbuff, recvbuff, count, dt, 0, root); },
+        stream, false, sendCount, count);
   });
 }
 
@@ -144,18 +155,20 @@ bcclResult_t bcclReduce(const void* sendbuff, void* recvbuff, size_t count, bccl
     // Only the root's receive buffer is written.
     size_t recvCount = rankOf(comm) == root ? count : 0;
     int dt = rawEnum(datatype), o = rawEnum(op);
-    return collective(comm, dt, o,
-                      [&] { return makeArgs(CollKind::kReduce, sendbuff, recvbuff, count, dt, o, root); },
-                      stream, true, count, recvCount);
+    return collective(
+        comm, dt, o,
+        [&] { return makeArgs(CollKind::kReduce, sendbuff, recvbuff, count, dt, o, root); }, stream,
+        true, count, recvCount);
   });
 }
 
-bcclResult_t bcclAllToAll(const void* sendbuff, void* recvbuff, size_t count, bcclDataType_t datatype,
-                          bcclComm_t comm, bcclStream_t stream) {
+bcclResult_t bcclAllToAll(const void* sendbuff, void* recvbuff, size_t count,
+                          bcclDataType_t datatype, bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclAllToAll", comm, [&] {
     int dt = rawEnum(datatype);
-    return collective(comm, dt, 0, [&] { return makeArgs(CollKind::kAllToAll, sendbuff, recvbuff, count, dt); },
-                      stream, false, count, count);
+    return collective(
+        comm, dt, 0, [&] { return makeArgs(CollKind::kAllToAll, sendbuff, recvbuff, count, dt); },
+        stream, false, count, count);
   });
 }
 
@@ -174,8 +187,8 @@ bcclResult_t bcclSend(const void* sendbuff, size_t count, bcclDataType_t datatyp
   });
 }
 
-bcclResult_t bcclRecv(void* recvbuff, size_t count, bcclDataType_t datatype, int peer, bcclComm_t comm,
-                      bcclStream_t stream) {
+bcclResult_t bcclRecv(void* recvbuff, size_t count, bcclDataType_t datatype, int peer,
+                      bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclRecv", comm, [&] {
     BCCL_RETURN_IF_ERROR(checkComm(comm));
     BCCL_RETURN_IF_ERROR(checkRank(peer, nranksOf(comm), "peer"));
@@ -191,8 +204,10 @@ bcclResult_t bcclRecv(void* recvbuff, size_t count, bcclDataType_t datatype, int
 
 bcclResult_t bcclBarrier(bcclComm_t comm, bcclStream_t stream) {
   return guardedCall("bcclBarrier", comm, [&] {
-    return collective(comm, bcclUint8, 0, [] { return makeArgs(CollKind::kBarrier, nullptr, nullptr, 0, bcclUint8); },
-                      stream, false, 0, 0);
+    return collective(
+        comm, bcclUint8, 0,
+        [] { return makeArgs(CollKind::kBarrier, nullptr, nullptr, 0, bcclUint8); }, stream, false,
+        0, 0);
   });
 }
 

@@ -25,7 +25,8 @@ Status initRank(bcclComm_t* out, int nranks, const bcclUniqueId& commId, int ran
                 const bcclConfig_t* config) {
   if (out == nullptr) return invalidArgument("comm pointer is NULL");
   *out = nullptr;
-  if (nranks < 1) return invalidArgument("nranks must be at least 1, got " + std::to_string(nranks));
+  if (nranks < 1)
+    return invalidArgument("nranks must be at least 1, got " + std::to_string(nranks));
   if (rank < 0 || rank >= nranks)
     return invalidArgument("rank " + std::to_string(rank) + " is out of range [0, " +
                            std::to_string(nranks) + ")");
@@ -34,7 +35,8 @@ Status initRank(bcclComm_t* out, int nranks, const bcclUniqueId& commId, int ran
   StatusOr<UniqueIdData> id = decodeUniqueId(commId);
   if (!id.isOk()) return id.status();
   ScopedLogRank tag(rank);
-  StatusOr<std::unique_ptr<Communicator>> comm = Communicator::create(nranks, id.value(), rank, cfg.value());
+  StatusOr<std::unique_ptr<Communicator>> comm =
+      Communicator::create(nranks, id.value(), rank, cfg.value());
   if (!comm.isOk()) return comm.status();
   auto handle = std::make_unique<bcclComm>();
   handle->impl = std::move(comm.value());
@@ -71,10 +73,12 @@ StatusOr<UniqueIdData> idFromLauncher(const std::string& launcher) {
   std::string where = kCommId.get();
   if (where.empty() && launcher == "torchrun" && getenv("MASTER_ADDR") && getenv("MASTER_PORT")) {
     // torchrun's own store holds MASTER_PORT; the next port is ours unless BCCL_COMM_ID says.
-    where = std::string(getenv("MASTER_ADDR")) + ":" + std::to_string(atoi(getenv("MASTER_PORT")) + 1);
+    where =
+        std::string(getenv("MASTER_ADDR")) + ":" + std::to_string(atoi(getenv("MASTER_PORT")) + 1);
   }
   if (where.empty())
-    return invalidArgument("started by " + launcher + " but BCCL_COMM_ID=host:port is not set "
+    return invalidArgument("started by " + launcher +
+                           " but BCCL_COMM_ID=host:port is not set "
                            "(rank 0 listens there for the rendezvous)");
   StatusOr<SockAddr> addr = parseHostPort(where);
   if (!addr.isOk()) return addr.status();
@@ -83,7 +87,8 @@ StatusOr<UniqueIdData> idFromLauncher(const std::string& launcher) {
   std::string seed = kCommSecret.get();
   if (seed.empty()) {
     seed = where;
-    for (const char* job : {"TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "OMPI_MCA_ess_base_jobid", "PMI_ID"})
+    for (const char* job :
+         {"TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "OMPI_MCA_ess_base_jobid", "PMI_ID"})
       if (getenv(job) != nullptr) seed += std::string("/") + getenv(job);
   }
   uint64_t a = digest64(seed.data(), seed.size()), b = digest64(seed.data(), seed.size(), a);
@@ -103,12 +108,14 @@ Status initFromEnv(bcclComm_t* out, bcclConfig_t* config) {
   }
   std::string launcher;
   if (!launcherRankAndSize(&rank, &nranks, &launcher))
-    return invalidArgument("no launcher environment found: set BCCL_RANK, BCCL_NRANKS and "
-                           "BCCL_UNIQUE_ID (bcclrun does), or run under torchrun, mpirun or srun "
-                           "with BCCL_COMM_ID=host:port");
+    return invalidArgument(
+        "no launcher environment found: set BCCL_RANK, BCCL_NRANKS and "
+        "BCCL_UNIQUE_ID (bcclrun does), or run under torchrun, mpirun or srun "
+        "with BCCL_COMM_ID=host:port");
   StatusOr<UniqueIdData> data = idFromLauncher(launcher);
   if (!data.isOk()) return data.status();
-  if (rank == 0) BCCL_RETURN_IF_ERROR(startRendezvousServerAt(data.value().rendezvous, data.value().secret));
+  if (rank == 0)
+    BCCL_RETURN_IF_ERROR(startRendezvousServerAt(data.value().rendezvous, data.value().secret));
   bcclUniqueId id;
   encodeUniqueId(data.value(), &id);
   return initRank(out, nranks, id, rank, config);
@@ -225,7 +232,8 @@ bcclResult_t bcclCommUserRank(const bcclComm_t comm, int* rank) {
 
 bcclResult_t bcclCommGetAsyncError(bcclComm_t comm, bcclResult_t* asyncError) {
   return guardedCall("bcclCommGetAsyncError", nullptr, [&] {
-    if (comm == nullptr || asyncError == nullptr) return invalidArgument("comm or asyncError is NULL");
+    if (comm == nullptr || asyncError == nullptr)
+      return invalidArgument("comm or asyncError is NULL");
     Status health = comm->impl->health();
     *asyncError = health.code();
     return Status::ok();

@@ -15,16 +15,26 @@ const char* threadLastError() { return tlsLastError.c_str(); }
 
 extern "C" const char* bcclGetErrorString(bcclResult_t result) {
   switch (result) {
-    case bcclSuccess: return "no error";
-    case bcclUnhandledError: return "unhandled error";
-    case bcclSystemError: return "system error (a system call or allocation failed)";
-    case bcclInternalError: return "internal error (a bug in bccl)";
-    case bcclInvalidArgument: return "invalid argument";
-    case bcclInvalidUsage: return "invalid usage";
-    case bcclRemoteError: return "remote error (a peer failed, vanished or the communicator was aborted)";
-    case bcclInProgress: return "operation in progress";
-    case bcclTimeout: return "timeout (no progress before the deadline)";
-    default: return "unknown result code";
+    case bcclSuccess:
+      return "no error";
+    case bcclUnhandledError:
+      return "unhandled error";
+    case bcclSystemError:
+      return "system error (a system call or allocation failed)";
+    case bcclInternalError:
+      return "internal error (a bug in bccl)";
+    case bcclInvalidArgument:
+      return "invalid argument";
+    case bcclInvalidUsage:
+      return "invalid usage";
+    case bcclRemoteError:
+      return "remote error (a peer failed, vanished or the communicator was aborted)";
+    case bcclInProgress:
+      return "operation in progress";
+    case bcclTimeout:
+      return "timeout (no progress before the deadline)";
+    default:
+      return "unknown result code";
   }
 }
 

@@ -48,7 +48,8 @@ bcclResult_t bcclCommGetFailedRanks(bcclComm_t comm, int* ranks, int maxRanks, i
       return invalidArgument("ranks is NULL or maxRanks is negative");
     std::vector<int> failed = comm->impl->failedRanks();
     *count = static_cast<int>(failed.size());
-    std::copy_n(failed.begin(), std::min<size_t>(failed.size(), static_cast<size_t>(maxRanks)), ranks);
+    std::copy_n(failed.begin(), std::min<size_t>(failed.size(), static_cast<size_t>(maxRanks)),
+                ranks);
     return Status::ok();
   });
 }
@@ -75,14 +76,15 @@ bcclResult_t bcclCommShrink(bcclComm_t comm, const int* excludeRanks, int exclud
     req.op = ChildOp::kShrink;
     for (int i = 0; i < excludeCount; ++i) {
       if (excludeRanks[i] < 0 || excludeRanks[i] >= comm->impl->nranks())
-        return invalidArgument("excludeRanks[" + std::to_string(i) + "] = " + std::to_string(excludeRanks[i]) +
-                               " is out of range");
+        return invalidArgument("excludeRanks[" + std::to_string(i) +
+                               "] = " + std::to_string(excludeRanks[i]) + " is out of range");
       req.exclude.push_back(excludeRanks[i]);
     }
     StatusOr<CommConfig> cfg = childConfig(comm, config);
     if (!cfg.isOk()) return cfg.status();
     // Operations still waiting on the failed ranks end now rather than at their deadline.
-    if (flags == BCCL_SHRINK_ABORT) comm->impl->recordError(remoteError("communicator is being shrunk"));
+    if (flags == BCCL_SHRINK_ABORT)
+      comm->impl->recordError(remoteError("communicator is being shrunk"));
     StatusOr<ChildResult> out = runChild(comm, req, cfg.value());
     if (!out.isOk()) return out.status();
     *newcomm = wrap(std::move(out.value().comm));
@@ -104,7 +106,8 @@ bcclResult_t bcclCommAgree(bcclComm_t comm, int* flag) {
   });
 }
 
-bcclResult_t bcclCommSplit(bcclComm_t comm, int color, int key, bcclComm_t* newcomm, bcclConfig_t* config) {
+bcclResult_t bcclCommSplit(bcclComm_t comm, int color, int key, bcclComm_t* newcomm,
+                           bcclConfig_t* config) {
   return guardedCall("bcclCommSplit", comm, [&] {
     BCCL_RETURN_IF_ERROR(checkParent(comm));
     if (newcomm == nullptr) return invalidArgument("newcomm is NULL");

@@ -26,8 +26,9 @@ Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, PlanLis
       for (; i < ops.size() && isPointToPoint(ops[i]->args.kind); ++i) {
         batch.push_back(ops[i]->args);
         const OpArgs& a = ops[i]->args;
-        plan->buffers.push_back(a.kind == CollKind::kSend ? const_cast<char*>(static_cast<const char*>(a.sendbuf))
-                                                          : static_cast<char*>(a.recvbuf));
+        plan->buffers.push_back(a.kind == CollKind::kSend
+                                    ? const_cast<char*>(static_cast<const char*>(a.sendbuf))
+                                    : static_cast<char*>(a.recvbuf));
       }
       StatusOr<Schedule> s = buildPointToPointSchedule(batch, c->rank(), c->nranks());
       if (!s.isOk()) return s.status();

@@ -112,7 +112,8 @@ void Communicator::recordError(const Status& status) {
     failed_.store(true);
   }
   // A peer's failure found by an operation here is news for every other rank too.
-  if (status.failedPeer() >= 0 && detector_ != nullptr) detector_->report(status.failedPeer(), status.message());
+  if (status.failedPeer() >= 0 && detector_ != nullptr)
+    detector_->report(status.failedPeer(), status.message());
 }
 
 void Communicator::onPeerFailed(int rank, const std::string& message) {

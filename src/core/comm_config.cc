@@ -27,7 +27,8 @@ Status parseTransports(const std::string& list, CommConfig* out) {
 #ifdef BCCL_HAVE_UCX
       out->network.push_back(name);
 #else
-      return invalidArgument("transport not available: built without UCX (install libucx-dev and rebuild)");
+      return invalidArgument(
+          "transport not available: built without UCX (install libucx-dev and rebuild)");
 #endif
     } else if (name == "verbs") {
       return invalidArgument("transport not available: built without verbs");
@@ -45,7 +46,8 @@ StatusOr<CommConfig> resolveConfig(const bcclConfig_t* config) {
   CommConfig c;
   if (config != nullptr) {
     if (config->magic != BCCL_CONFIG_MAGIC)
-      return invalidArgument("config has the wrong magic: initialise it with BCCL_CONFIG_INITIALIZER");
+      return invalidArgument(
+          "config has the wrong magic: initialise it with BCCL_CONFIG_INITIALIZER");
     if (config->size < offsetof(bcclConfig_t, transports) + sizeof(const char*) ||
         config->size > (1u << 16))
       return invalidArgument("config has an implausible size " + std::to_string(config->size));

@@ -8,10 +8,10 @@
 #include "core/comm.h"
 #include "core/logging.h"
 #include "core/params.h"
-#include "transport/shm/shm_connection.h"
-#include "fault/failure_detector.h"
 #include "core/tuning.h"
+#include "fault/failure_detector.h"
 #include "topology/topology.h"
+#include "transport/shm/shm_connection.h"
 #include "transport/tcp/tcp_connection.h"
 #ifdef BCCL_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
@@ -132,7 +132,8 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   std::vector<FailureDetector::Link> controls;
   for (size_t i = 0; i < wants.size(); ++i) {
     if (wants[i].kind == ConnKind::kData)
-      connections_[wants[i].peer] = std::make_unique<TcpConnection>(wants[i].peer, fds[i], peerName(wants[i].peer));
+      connections_[wants[i].peer] =
+          std::make_unique<TcpConnection>(wants[i].peer, fds[i], peerName(wants[i].peer));
     else
       controls.push_back({wants[i].peer, fds[i]});
   }
@@ -142,9 +143,11 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       rank_, std::move(names), std::move(controls), static_cast<int>(kHeartbeatMs.get()),
       static_cast<int>(kHeartbeatTimeoutMs.get()),
       [this](int rank, const std::string& message) { onPeerFailed(rank, message); });
-  BCCL_INFO("communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, %zu ucx peers, listening on %s",
-            rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(), viaUcx.size(),
-            mine.listenAddr.toString().c_str());
+  BCCL_INFO(
+      "communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, %zu ucx peers, listening "
+      "on %s",
+      rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(), viaUcx.size(),
+      mine.listenAddr.toString().c_str());
   return Status::ok();
 }
 
@@ -157,7 +160,8 @@ Status Communicator::prepareUcx(PeerInfo* mine) {
   ucx_ = std::move(ucx.value());
   const std::string& address = ucx_->workerAddress();
   if (address.size() > sizeof(mine->ucxAddress))
-    return internalError("UCX worker address of " + std::to_string(address.size()) + " bytes does not fit");
+    return internalError("UCX worker address of " + std::to_string(address.size()) +
+                         " bytes does not fit");
   memcpy(mine->ucxAddress, address.data(), address.size());
   mine->ucxAddressBytes = static_cast<uint32_t>(address.size());
   return Status::ok();
@@ -170,7 +174,8 @@ Status Communicator::prepareUcx(PeerInfo* mine) {
 std::string Communicator::networkTransportFor(int peer) const {
   for (const std::string& t : config_.network) {
     if (t == "tcp") return t;
-    if (t == "ucx" && peers_[peer].ucxAddressBytes > 0 && peers_[rank_].ucxAddressBytes > 0) return t;
+    if (t == "ucx" && peers_[peer].ucxAddressBytes > 0 && peers_[rank_].ucxAddressBytes > 0)
+      return t;
   }
   return "";
 }
@@ -208,21 +213,28 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   for (int q : local) {
     if (q == rank_) continue;
     auto seg = std::make_unique<ShmSegment>();
-    BCCL_RETURN_IF_ERROR(seg->open(segmentName(commId_, peers_[q].shmTag), geo.segmentBytes(), deadline, &aborted_)
-                             .withContext("shared memory of " + peerName(q)));
+    BCCL_RETURN_IF_ERROR(
+        seg->open(segmentName(commId_, peers_[q].shmTag), geo.segmentBytes(), deadline, &aborted_)
+            .withContext("shared memory of " + peerName(q)));
     char* peerSeg = seg->data();
     while (ShmGeometry::header(peerSeg)->ready.load(std::memory_order_acquire) != kShmReadyMagic) {
-      if (deadline.expired()) return timeoutError(peerName(q) + " never finished its shared memory");
+      if (deadline.expired())
+        return timeoutError(peerName(q) + " never finished its shared memory");
       usleep(200);
     }
     const bool samePid = peers_[q].pid == peers_[rank_].pid;
     bool readable = samePid || canReadProcess(peers_[q].pid,
                                               reinterpret_cast<const void*>(peers_[q].cmaProbeAddr),
                                               &kCmaProbe, sizeof(kCmaProbe));
-    if (!readable) BCCL_INFO("cannot read %s's memory directly: shm uses copies", peerName(q).c_str());
+    if (!readable)
+      BCCL_INFO("cannot read %s's memory directly: shm uses copies", peerName(q).c_str());
     geo.ring(mySeg, indexOf(q))->receiverCanReadSender.store(readable && cmaThreshold > 0 ? 1 : 0);
-    ShmEndpoints ends{geo.ring(peerSeg, me), ShmGeometry::doorbell(peerSeg), geo.ring(mySeg, indexOf(q)),
-                      doorbell_, static_cast<pid_t>(peers_[q].pid), samePid};
+    ShmEndpoints ends{geo.ring(peerSeg, me),
+                      ShmGeometry::doorbell(peerSeg),
+                      geo.ring(mySeg, indexOf(q)),
+                      doorbell_,
+                      static_cast<pid_t>(peers_[q].pid),
+                      samePid};
     size_t threshold = cmaThreshold > 0 ? static_cast<size_t>(cmaThreshold) : SIZE_MAX;
     connections_[q] = std::make_unique<ShmConnection>(q, peerName(q), geo, ends, threshold);
     ShmGeometry::header(peerSeg)->attached.fetch_add(1);
@@ -231,7 +243,8 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   // Once every local peer has mapped my segment its name can go: nothing leaks if we crash.
   while (ShmGeometry::header(mySeg)->attached.load() < local.size() - 1) {
     if (aborted_.load()) return remoteError("aborted during shared-memory set-up");
-    if (deadline.expired()) return timeoutError("local peers did not map this rank's shared memory in time");
+    if (deadline.expired())
+      return timeoutError("local peers did not map this rank's shared memory in time");
     usleep(200);
   }
   ownSegment_->unlink();
@@ -267,11 +280,14 @@ Status Communicator::openLinks(const std::vector<LinkWant>& wants, std::vector<i
     StatusOr<int> fd = acceptTcp(listenFd_, deadline, &aborted_);
     if (!fd.isOk()) return fd.status().withContext("waiting for lower-ranked peers to connect");
     Hello h;
-    Status st = recvAll(fd.value(), &h, sizeof(h), Deadline::afterMs(std::min(5000, config_.timeoutMs)), &aborted_);
+    Status st = recvAll(fd.value(), &h, sizeof(h),
+                        Deadline::afterMs(std::min(5000, config_.timeoutMs)), &aborted_);
     size_t slot = wants.size();
     if (st.isOk() && h.magic == kHelloMagic && secretMatches(h, secret_) && h.commId == commId_)
       for (size_t i = 0; i < wants.size(); ++i)
-        if (wants[i].peer == h.rank && wants[i].kind == h.kind && wants[i].peer < rank_ && (*fds)[i] < 0) slot = i;
+        if (wants[i].peer == h.rank && wants[i].kind == h.kind && wants[i].peer < rank_ &&
+            (*fds)[i] < 0)
+          slot = i;
     if (slot == wants.size()) {
       BCCL_WARN("dropped a connection that is not a peer of this communicator");
       close(fd.value());

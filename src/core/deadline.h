@@ -12,8 +12,7 @@ namespace bccl {
 using SteadyClock = std::chrono::steady_clock;
 
 inline int64_t nowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             SteadyClock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
       .count();
 }
 

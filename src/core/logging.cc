@@ -2,13 +2,13 @@
 // per line so lines from different ranks and threads never interleave mid-line.
 #include "core/logging.h"
 
+#include <strings.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
-#include <ctime>
 #include <cstring>
-#include <strings.h>
+#include <ctime>
 
 #include "core/params.h"
 
@@ -49,9 +49,9 @@ void logMessage(LogLevel level, const char* file, int line, const char* fmt, ...
   char when[32];
   strftime(when, sizeof(when), "%H:%M:%S", &local);
   char buf[2048];
-  int n = snprintf(buf, sizeof(buf), "%s.%03ld %s:%d:%ld [%d] bccl %s ", when, now.tv_nsec / 1000000,
-                   host, static_cast<int>(getpid()), static_cast<long>(syscall(SYS_gettid)), tlsRank,
-                   names[static_cast<int>(level)]);
+  int n = snprintf(buf, sizeof(buf), "%s.%03ld %s:%d:%ld [%d] bccl %s ", when,
+                   now.tv_nsec / 1000000, host, static_cast<int>(getpid()),
+                   static_cast<long>(syscall(SYS_gettid)), tlsRank, names[static_cast<int>(level)]);
   va_list ap;
   va_start(ap, fmt);
   if (n > 0 && n < static_cast<int>(sizeof(buf))) n += vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
@@ -59,7 +59,8 @@ void logMessage(LogLevel level, const char* file, int line, const char* fmt, ...
   if (n < 0) return;
   if (n > static_cast<int>(sizeof(buf)) - 2) n = sizeof(buf) - 2;
   if (level == LogLevel::kTrace) {
-    n += snprintf(buf + n, sizeof(buf) - n, " (%s:%d)", strrchr(file, '/') ? strrchr(file, '/') + 1 : file, line);
+    n += snprintf(buf + n, sizeof(buf) - n, " (%s:%d)",
+                  strrchr(file, '/') ? strrchr(file, '/') + 1 : file, line);
     if (n > static_cast<int>(sizeof(buf)) - 2) n = sizeof(buf) - 2;
   }
   buf[n++] = '\n';

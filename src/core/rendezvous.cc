@@ -33,7 +33,8 @@ struct Joiner {
 void sendReply(int fd, bcclResult_t code, const void* data, uint32_t bytes) {
   ReplyHeader h{code, bytes};
   Deadline d = Deadline::afterMs(5000);
-  if (sendAll(fd, &h, sizeof(h), d, nullptr).isOk() && bytes > 0) sendAll(fd, data, bytes, d, nullptr);
+  if (sendAll(fd, &h, sizeof(h), d, nullptr).isOk() && bytes > 0)
+    sendAll(fd, data, bytes, d, nullptr);
 }
 
 void failAll(std::vector<Joiner>& joiners, const std::string& message) {
@@ -105,8 +106,9 @@ void serve(int listenFd, std::vector<uint8_t> secret) {
       joiners.resize(nranks);
     }
     if (j.hello.nranks != nranks)
-      refusal = "rank " + std::to_string(j.hello.rank) + " says nranks=" +
-                std::to_string(j.hello.nranks) + " but others said " + std::to_string(nranks);
+      refusal = "rank " + std::to_string(j.hello.rank) +
+                " says nranks=" + std::to_string(j.hello.nranks) + " but others said " +
+                std::to_string(nranks);
     else if (j.hello.rank < 0 || j.hello.rank >= nranks)
       refusal = "rank " + std::to_string(j.hello.rank) + " out of range";
     else if (joiners[j.hello.rank].fd >= 0)
@@ -123,7 +125,8 @@ void serve(int listenFd, std::vector<uint8_t> secret) {
     std::vector<PeerInfo> all(nranks);
     for (int r = 0; r < nranks; ++r) all[r] = joiners[r].info;
     for (Joiner& j : joiners) {
-      sendReply(j.fd, bcclSuccess, all.data(), static_cast<uint32_t>(all.size() * sizeof(PeerInfo)));
+      sendReply(j.fd, bcclSuccess, all.data(),
+                static_cast<uint32_t>(all.size() * sizeof(PeerInfo)));
       closeFd(&j.fd);
     }
   }

@@ -17,12 +17,12 @@ namespace bccl {
 struct PeerInfo {
   int32_t rank = -1;
   int32_t pid = 0;
-  uint64_t procStartTime = 0;  // from /proc/self/stat: tells a recycled pid from the original
-  uint64_t hostHash = 0;       // equal iff same host (or same BCCL_HOST_ID)
-  uint64_t machineHash = 0;    // equal iff same machine, whatever BCCL_HOST_ID says
-  uint64_t cmaProbeAddr = 0;   // address of a known constant, to test process_vm_readv
-  int32_t shmTag = 0;          // names this rank's shared-memory segment within the comm
-  int32_t numaNode = 0;        // where this rank runs (topology)
+  uint64_t procStartTime = 0;    // from /proc/self/stat: tells a recycled pid from the original
+  uint64_t hostHash = 0;         // equal iff same host (or same BCCL_HOST_ID)
+  uint64_t machineHash = 0;      // equal iff same machine, whatever BCCL_HOST_ID says
+  uint64_t cmaProbeAddr = 0;     // address of a known constant, to test process_vm_readv
+  int32_t shmTag = 0;            // names this rank's shared-memory segment within the comm
+  int32_t numaNode = 0;          // where this rank runs (topology)
   uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX
   char ucxAddress[1024] = {};
   char hostName[64] = {};

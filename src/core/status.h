@@ -54,7 +54,7 @@ Status errnoStatus(const std::string& what, int err);
 template <typename T>
 class StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  StatusOr(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   StatusOr(Status status) : status_(std::move(status)) {}  // NOLINT
   bool isOk() const { return status_.isOk(); }
   const Status& status() const { return status_; }
@@ -68,8 +68,8 @@ class StatusOr {
 
 }  // namespace bccl
 
-#define BCCL_RETURN_IF_ERROR(expr)          \
-  do {                                      \
-    ::bccl::Status _bccl_st = (expr);       \
-    if (!_bccl_st.isOk()) return _bccl_st;  \
+#define BCCL_RETURN_IF_ERROR(expr)         \
+  do {                                     \
+    ::bccl::Status _bccl_st = (expr);      \
+    if (!_bccl_st.isOk()) return _bccl_st; \
   } while (0)

@@ -28,13 +28,20 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
     std::string key, eq;
     double value = 0;
     if (!(fields >> key >> eq >> value) || eq != "=" || value <= 0)
-      return invalidArgument(path + ":" + std::to_string(lineNo) + ": expected 'key = positive number'");
-    if (key == "intra_alpha_us") ctx->intraAlphaSeconds = value * 1e-6;
-    else if (key == "intra_gbps") ctx->intraBytesPerSecond = value * 1e9;
-    else if (key == "inter_alpha_us") ctx->interAlphaSeconds = value * 1e-6;
-    else if (key == "inter_gbps") ctx->interBytesPerSecond = value * 1e9;
-    else if (key == "reduce_gbps") ctx->reduceBytesPerSecond = value * 1e9;
-    else return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
+      return invalidArgument(path + ":" + std::to_string(lineNo) +
+                             ": expected 'key = positive number'");
+    if (key == "intra_alpha_us")
+      ctx->intraAlphaSeconds = value * 1e-6;
+    else if (key == "intra_gbps")
+      ctx->intraBytesPerSecond = value * 1e9;
+    else if (key == "inter_alpha_us")
+      ctx->interAlphaSeconds = value * 1e-6;
+    else if (key == "inter_gbps")
+      ctx->interBytesPerSecond = value * 1e9;
+    else if (key == "reduce_gbps")
+      ctx->reduceBytesPerSecond = value * 1e9;
+    else
+      return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
   }
   ctx->source = path;
   return Status::ok();

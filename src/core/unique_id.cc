@@ -24,9 +24,7 @@ struct PackedId {
 static_assert(sizeof(PackedId) <= BCCL_UNIQUE_ID_BYTES, "unique id too large");
 constexpr size_t kChecksummed = offsetof(PackedId, checksum);
 
-uint32_t checksumOf(const PackedId& p) {
-  return static_cast<uint32_t>(digest64(&p, kChecksummed));
-}
+uint32_t checksumOf(const PackedId& p) { return static_cast<uint32_t>(digest64(&p, kChecksummed)); }
 
 int hexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -66,8 +64,7 @@ void encodeUniqueId(const UniqueIdData& data, bcclUniqueId* id) {
   if (p.family == AF_INET)
     memcpy(p.addr, &reinterpret_cast<const sockaddr_in*>(&data.rendezvous.storage)->sin_addr, 4);
   else
-    memcpy(p.addr, &reinterpret_cast<const sockaddr_in6*>(&data.rendezvous.storage)->sin6_addr,
-           16);
+    memcpy(p.addr, &reinterpret_cast<const sockaddr_in6*>(&data.rendezvous.storage)->sin6_addr, 16);
   memcpy(p.secret, data.secret, kSecretBytes);
   p.checksum = checksumOf(p);
   memset(id->internal, 0, sizeof(id->internal));
@@ -78,8 +75,9 @@ StatusOr<UniqueIdData> decodeUniqueId(const bcclUniqueId& id) {
   PackedId p;
   memcpy(&p, id.internal, sizeof(p));
   if (p.magic != kIdMagic || p.checksum != checksumOf(p))
-    return invalidArgument("unique id is not valid (wrong magic or checksum): was it made by "
-                           "bcclGetUniqueId and passed on unchanged?");
+    return invalidArgument(
+        "unique id is not valid (wrong magic or checksum): was it made by "
+        "bcclGetUniqueId and passed on unchanged?");
   if (p.family != AF_INET && p.family != AF_INET6)
     return invalidArgument("unique id names an unknown address family");
   UniqueIdData d;
@@ -113,9 +111,10 @@ std::string uniqueIdToString(const bcclUniqueId& id) {
 StatusOr<bcclUniqueId> uniqueIdFromString(const std::string& text) {
   const size_t prefix = sizeof(kStringPrefix) - 1;
   if (text.size() != prefix + 2 * sizeof(PackedId) || text.compare(0, prefix, kStringPrefix) != 0)
-    return invalidArgument("'" + text.substr(0, 40) + "' is not a bccl unique id string (expected " +
-                           std::to_string(prefix + 2 * sizeof(PackedId)) + " characters starting '" +
-                           kStringPrefix + "')");
+    return invalidArgument("'" + text.substr(0, 40) +
+                           "' is not a bccl unique id string (expected " +
+                           std::to_string(prefix + 2 * sizeof(PackedId)) +
+                           " characters starting '" + kStringPrefix + "')");
   bcclUniqueId id;
   memset(&id, 0, sizeof(id));
   for (size_t i = 0; i < sizeof(PackedId); ++i) {

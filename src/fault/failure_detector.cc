@@ -127,7 +127,8 @@ void FailureDetector::sendTo(Neighbour& n, const std::string& bytes) {
     break;  // full (a stopped peer) or broken: the reader side notices the latter
   }
   // A silent neighbour must not make us hoard heartbeats: keep at most a few messages queued.
-  if (n.outbox.size() > 16 * sizeof(ControlMsg)) n.outbox.resize(n.outbox.size() % sizeof(ControlMsg));
+  if (n.outbox.size() > 16 * sizeof(ControlMsg))
+    n.outbox.resize(n.outbox.size() % sizeof(ControlMsg));
 }
 
 void FailureDetector::sendToAll(uint32_t type, int rank, const std::string& text) {
@@ -177,8 +178,9 @@ void FailureDetector::onReadable(Neighbour& n, int64_t now) {
     close(n);
   }
   if (!n.departed)
-    report(n.peer, names_[n.peer] + " failed: " + why + ", the process exited or crashed (seen by rank " +
-                       std::to_string(rank_) + ")");
+    report(n.peer, names_[n.peer] + " failed: " + why +
+                       ", the process exited or crashed (seen by rank " + std::to_string(rank_) +
+                       ")");
 }
 
 void FailureDetector::run() {
@@ -210,8 +212,10 @@ void FailureDetector::run() {
       if (!n.open || n.departed) continue;
       int64_t silentMs = (now - n.lastHeardNs) / 1000000;
       if (silentMs > silenceMs_)
-        report(n.peer, names_[n.peer] + " is unresponsive: no heartbeat for " + std::to_string(silentMs) +
-                           " ms (stopped, hung or unreachable; seen by rank " + std::to_string(rank_) + ")");
+        report(n.peer, names_[n.peer] + " is unresponsive: no heartbeat for " +
+                           std::to_string(silentMs) +
+                           " ms (stopped, hung or unreachable; seen by rank " +
+                           std::to_string(rank_) + ")");
     }
   }
 }

@@ -26,8 +26,8 @@ class FailureDetector {
   // Called once per failed rank with a message that names it, from any thread.
   using FailureCallback = std::function<void(int rank, const std::string& message)>;
 
-  FailureDetector(int rank, std::vector<std::string> names, std::vector<Link> links, int heartbeatMs,
-                  int silenceMs, FailureCallback onFailure);
+  FailureDetector(int rank, std::vector<std::string> names, std::vector<Link> links,
+                  int heartbeatMs, int silenceMs, FailureCallback onFailure);
   ~FailureDetector();  // says goodbye to the neighbours and stops
   FailureDetector(const FailureDetector&) = delete;
   FailureDetector& operator=(const FailureDetector&) = delete;
@@ -50,8 +50,8 @@ class FailureDetector {
     bool open = true;
     bool departed = false;  // said goodbye: its closing is not a failure
     int64_t lastHeardNs = 0;
-    std::string inbox;     // partial incoming messages
-    std::string outbox;    // partial outgoing bytes (the socket was full)
+    std::string inbox;   // partial incoming messages
+    std::string outbox;  // partial outgoing bytes (the socket was full)
   };
 
   void run();
@@ -70,8 +70,8 @@ class FailureDetector {
   std::vector<Neighbour> neighbours_;
   int wakeFd_ = -1;
   std::atomic<bool> stop_{false};
-  mutable std::mutex mu_;    // failed_
-  std::mutex sendMu_;        // neighbours' sockets and outboxes, written from several threads
+  mutable std::mutex mu_;  // failed_
+  std::mutex sendMu_;      // neighbours' sockets and outboxes, written from several threads
   std::vector<int> failed_;
   std::thread thread_;
 };

@@ -55,7 +55,8 @@ void maybeInjectFault(Communicator& comm, uint64_t opIndex) {
   static const std::vector<FaultSpec> specs = parseSpecs(kFaultInject.get());
   for (const FaultSpec& s : specs) {
     if (s.rank != comm.rank() || static_cast<uint64_t>(s.op) != opIndex) continue;
-    BCCL_WARN("fault injection: %s at operation %llu", s.action.c_str(), static_cast<unsigned long long>(opIndex));
+    BCCL_WARN("fault injection: %s at operation %llu", s.action.c_str(),
+              static_cast<unsigned long long>(opIndex));
     if (s.action == "kill") raise(SIGKILL);
     if (s.action == "exit") _exit(1);
     if (s.action == "stop") raise(SIGSTOP);

@@ -48,8 +48,10 @@ Status sendReply(int fd, const ReplyHeader& h, const std::vector<int>& failed,
                  const std::vector<PeerInfo>& group, const std::string& text, Deadline d) {
   BCCL_RETURN_IF_ERROR(sendAll(fd, &h, sizeof(h), d, nullptr));
   std::vector<int32_t> f(failed.begin(), failed.end());
-  if (!f.empty()) BCCL_RETURN_IF_ERROR(sendAll(fd, f.data(), f.size() * sizeof(int32_t), d, nullptr));
-  if (!group.empty()) BCCL_RETURN_IF_ERROR(sendAll(fd, group.data(), group.size() * sizeof(PeerInfo), d, nullptr));
+  if (!f.empty())
+    BCCL_RETURN_IF_ERROR(sendAll(fd, f.data(), f.size() * sizeof(int32_t), d, nullptr));
+  if (!group.empty())
+    BCCL_RETURN_IF_ERROR(sendAll(fd, group.data(), group.size() * sizeof(PeerInfo), d, nullptr));
   if (!text.empty()) BCCL_RETURN_IF_ERROR(sendAll(fd, text.data(), text.size(), d, nullptr));
   return Status::ok();
 }
@@ -63,10 +65,12 @@ bool admit(Communicator& parent, uint32_t seq, int fd, Joiner* out, std::vector<
       h.commId != parent.commId() || h.channel != static_cast<int32_t>(seq) || h.rank < 0 ||
       h.rank >= parent.nranks())
     return false;
-  if (!recvAll(fd, &out->msg, sizeof(out->msg), d, nullptr).isOk() || out->msg.failedCount > 1u << 20)
+  if (!recvAll(fd, &out->msg, sizeof(out->msg), d, nullptr).isOk() ||
+      out->msg.failedCount > 1u << 20)
     return false;
   std::vector<int32_t> f(out->msg.failedCount);
-  if (!f.empty() && !recvAll(fd, f.data(), f.size() * sizeof(int32_t), d, nullptr).isOk()) return false;
+  if (!f.empty() && !recvAll(fd, f.data(), f.size() * sizeof(int32_t), d, nullptr).isOk())
+    return false;
   if (!recvAll(fd, &out->info, sizeof(PeerInfo), d, nullptr).isOk()) return false;
   theirFailed->assign(f.begin(), f.end());
   out->fd = fd;
@@ -85,7 +89,8 @@ StatusOr<Outcome> coordinate(Communicator& parent, uint32_t seq, const ChildRequ
                              const PeerInfo& mine, std::set<int> failed, Deadline deadline) {
   const int me = parent.rank(), n = parent.nranks();
   std::map<int, Joiner> joined;
-  joined[me] = Joiner{-1, JoinMsg{static_cast<uint32_t>(req.op), req.flag, req.color, req.key, 0}, mine};
+  joined[me] =
+      Joiner{-1, JoinMsg{static_cast<uint32_t>(req.op), req.flag, req.color, req.key, 0}, mine};
   auto dropJoiner = [&](int r) {
     auto it = joined.find(r);
     if (it != joined.end() && it->first != me) {
@@ -124,7 +129,8 @@ StatusOr<Outcome> coordinate(Communicator& parent, uint32_t seq, const ChildRequ
     for (size_t i = 1; i < fds.size(); ++i)
       if (fds[i].revents != 0) {
         failed.insert(owners[i]);
-        parent.markFailed(owners[i], parent.peerName(owners[i]) + " failed during a membership change");
+        parent.markFailed(owners[i],
+                          parent.peerName(owners[i]) + " failed during a membership change");
       }
     if ((fds[0].revents & POLLIN) == 0) continue;
     StatusOr<int> fd = acceptTcp(parent.listenFd(), Deadline::afterMs(100), nullptr);
@@ -186,11 +192,16 @@ StatusOr<Outcome> coordinate(Communicator& parent, uint32_t seq, const ChildRequ
       mineOut.failed = failedList;
       continue;
     }
-    ReplyHeader h{bcclSuccess, flag, newRank, static_cast<int32_t>(table.size()),
-                  static_cast<uint32_t>(failedList.size()), 0};
+    ReplyHeader h{bcclSuccess,
+                  flag,
+                  newRank,
+                  static_cast<int32_t>(table.size()),
+                  static_cast<uint32_t>(failedList.size()),
+                  0};
     Status st = sendReply(kv.second.fd, h, failedList, table, "", deadline);
     close(kv.second.fd);
-    if (!st.isOk() && firstError.isOk()) firstError = st.withContext("answering " + parent.peerName(kv.first));
+    if (!st.isOk() && firstError.isOk())
+      firstError = st.withContext("answering " + parent.peerName(kv.first));
   }
   if (!firstError.isOk()) BCCL_WARN("membership change: %s", firstError.message().c_str());
   return mineOut;
@@ -215,11 +226,13 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
   h.rank = parent.rank();
   h.nranks = parent.nranks();
   h.channel = static_cast<int32_t>(seq);
-  JoinMsg j{static_cast<uint32_t>(req.op), req.flag, req.color, req.key, static_cast<uint32_t>(failed.size())};
+  JoinMsg j{static_cast<uint32_t>(req.op), req.flag, req.color, req.key,
+            static_cast<uint32_t>(failed.size())};
   std::vector<int32_t> f(failed.begin(), failed.end());
   Status st = sendAll(fd.value(), &h, sizeof(h), deadline, nullptr);
   if (st.isOk()) st = sendAll(fd.value(), &j, sizeof(j), deadline, nullptr);
-  if (st.isOk() && !f.empty()) st = sendAll(fd.value(), f.data(), f.size() * sizeof(int32_t), deadline, nullptr);
+  if (st.isOk() && !f.empty())
+    st = sendAll(fd.value(), f.data(), f.size() * sizeof(int32_t), deadline, nullptr);
   if (st.isOk()) st = sendAll(fd.value(), &mine, sizeof(mine), deadline, nullptr);
   // Wait for the answer in slices, watching for the coordinator's failure.
   while (st.isOk()) {
@@ -230,24 +243,31 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
       close(fd.value());
       return retry;
     }
-    if (deadline.expired()) st = timeoutError("no answer from the coordinator " + parent.peerName(root));
+    if (deadline.expired())
+      st = timeoutError("no answer from the coordinator " + parent.peerName(root));
   }
   ReplyHeader r{};
   if (st.isOk()) st = recvAll(fd.value(), &r, sizeof(r), deadline, nullptr);
   if (!st.isOk()) {
     close(fd.value());
     if (st.code() == bcclTimeout) return st;
-    parent.markFailed(root, parent.peerName(root) + " failed while coordinating a membership change");
+    parent.markFailed(root,
+                      parent.peerName(root) + " failed while coordinating a membership change");
     return retry;
   }
   Outcome out;
   std::vector<int32_t> failedBack(r.failedCount);
   std::vector<PeerInfo> table(static_cast<size_t>(std::max(0, r.newNranks)));
   std::string text(r.textBytes, '\0');
-  if (r.failedCount > 1u << 20 || r.newNranks > 1 << 20 || r.textBytes > 1u << 16) st = internalError("malformed answer");
-  if (st.isOk() && !failedBack.empty()) st = recvAll(fd.value(), failedBack.data(), failedBack.size() * sizeof(int32_t), deadline, nullptr);
-  if (st.isOk() && !table.empty()) st = recvAll(fd.value(), table.data(), table.size() * sizeof(PeerInfo), deadline, nullptr);
-  if (st.isOk() && !text.empty()) st = recvAll(fd.value(), &text[0], text.size(), deadline, nullptr);
+  if (r.failedCount > 1u << 20 || r.newNranks > 1 << 20 || r.textBytes > 1u << 16)
+    st = internalError("malformed answer");
+  if (st.isOk() && !failedBack.empty())
+    st = recvAll(fd.value(), failedBack.data(), failedBack.size() * sizeof(int32_t), deadline,
+                 nullptr);
+  if (st.isOk() && !table.empty())
+    st = recvAll(fd.value(), table.data(), table.size() * sizeof(PeerInfo), deadline, nullptr);
+  if (st.isOk() && !text.empty())
+    st = recvAll(fd.value(), &text[0], text.size(), deadline, nullptr);
   close(fd.value());
   if (!st.isOk()) return st.withContext("reading the coordinator's answer");
   if (r.code != bcclSuccess) return Status(static_cast<bcclResult_t>(r.code), text);
@@ -268,11 +288,15 @@ StatusOr<Outcome> negotiate(Communicator& parent, uint32_t seq, const ChildReque
       if (!std::binary_search(failed.begin(), failed.end(), r)) root = r;
     if (root < 0 || std::binary_search(failed.begin(), failed.end(), parent.rank()))
       return invalidUsage("this rank is itself excluded from the new communicator");
-    if (root == parent.rank()) return coordinate(parent, seq, req, mine, std::set<int>(failed.begin(), failed.end()), deadline);
+    if (root == parent.rank())
+      return coordinate(parent, seq, req, mine, std::set<int>(failed.begin(), failed.end()),
+                        deadline);
     StatusOr<Outcome> out = joinCoordinator(parent, seq, req, mine, root, failed, deadline);
     if (out.isOk() || out.status().code() != bcclInProgress) return out;
-    BCCL_INFO("membership change: coordinator %s failed, trying the next", parent.peerName(root).c_str());
-    if (deadline.expired()) return timeoutError("membership change did not settle before the deadline");
+    BCCL_INFO("membership change: coordinator %s failed, trying the next",
+              parent.peerName(root).c_str());
+    if (deadline.expired())
+      return timeoutError("membership change did not settle before the deadline");
   }
 }
 
@@ -287,7 +311,8 @@ void childSecret(const Communicator& parent, uint32_t seq, int color, uint8_t* o
 
 }  // namespace
 
-StatusOr<ChildResult> runChildOp(Communicator& parent, const ChildRequest& req, const CommConfig& config) {
+StatusOr<ChildResult> runChildOp(Communicator& parent, const ChildRequest& req,
+                                 const CommConfig& config) {
   const uint32_t seq = parent.nextChildSeq();
   const Deadline deadline = Deadline::afterMs(config.timeoutMs);
   ChildResult result;
@@ -315,7 +340,8 @@ StatusOr<ChildResult> runChildOp(Communicator& parent, const ChildRequest& req, 
   result.failed = settled.failed;
   // What the survivors agreed on becomes what this rank knows, too.
   for (int r : result.failed)
-    if (r != parent.rank()) parent.markFailed(r, parent.peerName(r) + " was agreed failed or excluded by the survivors");
+    if (r != parent.rank())
+      parent.markFailed(r, parent.peerName(r) + " was agreed failed or excluded by the survivors");
   return result;
 }
 

@@ -22,8 +22,8 @@ struct ChildRequest {
 };
 
 struct ChildResult {
-  int agreedFlag = 1;        // agree: AND of every member's flag
-  std::vector<int> failed;   // the failed (or excluded) parent ranks the coordinator settled on
+  int agreedFlag = 1;       // agree: AND of every member's flag
+  std::vector<int> failed;  // the failed (or excluded) parent ranks the coordinator settled on
   std::unique_ptr<Communicator> comm;  // shrink, split: null when this rank gets none
 };
 

@@ -22,9 +22,10 @@
 namespace bccl {
 namespace {
 
-const StringParam kTopoFile("BCCL_TOPO_FILE", "", "Load the host topology from this JSON file instead of probing");
-const StringParam kTopoDumpFile("BCCL_TOPO_DUMP_FILE", "",
-                                "Write the discovered topology as JSON ('%h' host name, '%r' rank)");
+const StringParam kTopoFile("BCCL_TOPO_FILE", "",
+                            "Load the host topology from this JSON file instead of probing");
+const StringParam kTopoDumpFile(
+    "BCCL_TOPO_DUMP_FILE", "", "Write the discovered topology as JSON ('%h' host name, '%r' rank)");
 
 std::string quote(const std::string& s) {
   std::string out = "\"";
@@ -141,7 +142,8 @@ StatusOr<HostTopology> probeHwloc() {
     nic.name = dev->name != nullptr ? dev->name : "?";
     nic.kind = kind == HWLOC_OBJ_OSDEV_NETWORK ? "net" : "rdma";
     hwloc_obj_t anchor = hwloc_get_non_io_ancestor_obj(topo, dev);
-    if (anchor != nullptr && anchor->nodeset != nullptr) nic.numaNode = hwloc_bitmap_first(anchor->nodeset);
+    if (anchor != nullptr && anchor->nodeset != nullptr)
+      nic.numaNode = hwloc_bitmap_first(anchor->nodeset);
     t.nics.push_back(nic);
   }
   hwloc_topology_destroy(topo);
@@ -172,20 +174,24 @@ HostTopology probeSysfs() {
       std::string name = e->d_name;
       if (name == "." || name == ".." || name == "lo") continue;
       std::string numa = readFile(std::string(cls) + "/" + name + "/device/numa_node");
-      if (std::string(cls) == "/sys/class/net" && readFile(std::string(cls) + "/" + name + "/device/vendor").empty())
+      if (std::string(cls) == "/sys/class/net" &&
+          readFile(std::string(cls) + "/" + name + "/device/vendor").empty())
         continue;  // virtual interfaces (veth, bridges) have no device
-      t.nics.push_back(NicInfo{name, std::string(cls).find("infiniband") != std::string::npos ? "rdma" : "net",
-                               numa.empty() ? -1 : std::max(-1, atoi(numa.c_str()))});
+      t.nics.push_back(
+          NicInfo{name, std::string(cls).find("infiniband") != std::string::npos ? "rdma" : "net",
+                  numa.empty() ? -1 : std::max(-1, atoi(numa.c_str()))});
     }
     closedir(d);
   }
-  std::sort(t.nics.begin(), t.nics.end(), [](const NicInfo& a, const NicInfo& b) { return a.name < b.name; });
+  std::sort(t.nics.begin(), t.nics.end(),
+            [](const NicInfo& a, const NicInfo& b) { return a.name < b.name; });
   return t;
 }
 
 std::string expandPath(std::string path, const std::string& host, int rank) {
   for (size_t at; (at = path.find("%h")) != std::string::npos;) path.replace(at, 2, host);
-  for (size_t at; (at = path.find("%r")) != std::string::npos;) path.replace(at, 2, std::to_string(rank));
+  for (size_t at; (at = path.find("%r")) != std::string::npos;)
+    path.replace(at, 2, std::to_string(rank));
   return path;
 }
 
@@ -193,12 +199,13 @@ std::string expandPath(std::string path, const std::string& host, int rank) {
 
 std::string HostTopology::toJson() const {
   std::ostringstream o;
-  o << "{\n  \"host\": " << quote(host) << ",\n  \"source\": " << quote(source) << ",\n  \"packages\": " << packages
-    << ",\n  \"numa_nodes\": " << numaNodes << ",\n  \"cores\": " << cores << ",\n  \"pus\": " << pus
+  o << "{\n  \"host\": " << quote(host) << ",\n  \"source\": " << quote(source)
+    << ",\n  \"packages\": " << packages << ",\n  \"numa_nodes\": " << numaNodes
+    << ",\n  \"cores\": " << cores << ",\n  \"pus\": " << pus
     << ",\n  \"my_numa_node\": " << myNumaNode << ",\n  \"nics\": [";
   for (size_t i = 0; i < nics.size(); ++i)
-    o << (i ? "," : "") << "\n    {\"name\": " << quote(nics[i].name) << ", \"kind\": " << quote(nics[i].kind)
-      << ", \"numa_node\": " << nics[i].numaNode << "}";
+    o << (i ? "," : "") << "\n    {\"name\": " << quote(nics[i].name)
+      << ", \"kind\": " << quote(nics[i].kind) << ", \"numa_node\": " << nics[i].numaNode << "}";
   o << (nics.empty() ? "" : "\n  ") << "]\n}\n";
   return o.str();
 }
@@ -213,13 +220,20 @@ StatusOr<HostTopology> HostTopology::fromJson(const std::string& text) {
     first = false;
     std::string key = in.string();
     in.expect(':');
-    if (key == "host") t.host = in.string();
-    else if (key == "source") t.source = in.string();
-    else if (key == "packages") t.packages = static_cast<int>(in.number());
-    else if (key == "numa_nodes") t.numaNodes = static_cast<int>(in.number());
-    else if (key == "cores") t.cores = static_cast<int>(in.number());
-    else if (key == "pus") t.pus = static_cast<int>(in.number());
-    else if (key == "my_numa_node") t.myNumaNode = static_cast<int>(in.number());
+    if (key == "host")
+      t.host = in.string();
+    else if (key == "source")
+      t.source = in.string();
+    else if (key == "packages")
+      t.packages = static_cast<int>(in.number());
+    else if (key == "numa_nodes")
+      t.numaNodes = static_cast<int>(in.number());
+    else if (key == "cores")
+      t.cores = static_cast<int>(in.number());
+    else if (key == "pus")
+      t.pus = static_cast<int>(in.number());
+    else if (key == "my_numa_node")
+      t.myNumaNode = static_cast<int>(in.number());
     else if (key == "nics") {
       in.expect('[');
       bool firstNic = true;
@@ -234,10 +248,14 @@ StatusOr<HostTopology> HostTopology::fromJson(const std::string& text) {
           firstField = false;
           std::string field = in.string();
           in.expect(':');
-          if (field == "name") nic.name = in.string();
-          else if (field == "kind") nic.kind = in.string();
-          else if (field == "numa_node") nic.numaNode = static_cast<int>(in.number());
-          else return invalidArgument("topology file: unknown NIC field '" + field + "'");
+          if (field == "name")
+            nic.name = in.string();
+          else if (field == "kind")
+            nic.kind = in.string();
+          else if (field == "numa_node")
+            nic.numaNode = static_cast<int>(in.number());
+          else
+            return invalidArgument("topology file: unknown NIC field '" + field + "'");
         }
         t.nics.push_back(nic);
       }
@@ -245,7 +263,8 @@ StatusOr<HostTopology> HostTopology::fromJson(const std::string& text) {
       return invalidArgument("topology file: unknown key '" + key + "'");
     }
   }
-  if (!in.ok()) return invalidArgument("topology file is not the JSON that BCCL_TOPO_DUMP_FILE writes");
+  if (!in.ok())
+    return invalidArgument("topology file is not the JSON that BCCL_TOPO_DUMP_FILE writes");
   if (t.numaNodes < 1 || t.myNumaNode < 0 || t.myNumaNode >= t.numaNodes)
     return invalidArgument("topology file: my_numa_node must be within [0, numa_nodes)");
   return t;

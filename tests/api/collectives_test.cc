@@ -22,11 +22,19 @@
 namespace bccltest {
 namespace {
 
-enum class Coll { AllReduce, AllGather, ReduceScatter, Broadcast, Reduce, AllToAll, SendRecv,
-                  Barrier };
+enum class Coll {
+  AllReduce,
+  AllGather,
+  ReduceScatter,
+  Broadcast,
+  Reduce,
+  AllToAll,
+  SendRecv,
+  Barrier
+};
 const char* CollName(Coll c) {
   static const char* kNames[] = {"AllReduce", "AllGather", "ReduceScatter", "Broadcast",
-                                 "Reduce", "AllToAll", "SendRecv", "Barrier"};
+                                 "Reduce",    "AllToAll",  "SendRecv",      "Barrier"};
   return kNames[static_cast<int>(c)];
 }
 
@@ -77,8 +85,8 @@ class RanksCache {
  public:
   static ThreadRanks* Get(const std::string& transport, int nranks) {
     auto& set = Slot();
-    if (set && (set->nranks() != nranks || set->options().transports != transport ||
-                set->poisoned())) {
+    if (set &&
+        (set->nranks() != nranks || set->options().transports != transport || set->poisoned())) {
       Release();
     }
     if (!set) {
@@ -195,8 +203,8 @@ void CollectivesMatrix::RunAllReduce() {
                 bcclAllReduce(send.data(), out, count, dt, op, e.comm, StreamFor(e, count));
             if (!e.Ok(Sync(e, count, res), "bcclAllReduce")) return;
             Expect(e, "result", CompareElements(dt, out, want.data(), count));
-            if (!inPlace) Expect(e, "sendbuff changed", CompareElements(dt, send.data(),
-                                                                       input.data(), count));
+            if (!inPlace)
+              Expect(e, "sendbuff changed", CompareElements(dt, send.data(), input.data(), count));
             ExpectGuards(e, "sendbuff", send);
             ExpectGuards(e, "recvbuff", recv);
           };
@@ -223,12 +231,13 @@ void CollectivesMatrix::RunAllGather() {
           if (!e.Ok(Sync(e, count, res), "bcclAllGather")) return;
           for (int s = 0; s < e.nranks; ++s) {
             const size_t at = static_cast<size_t>(s) * count;
-            Expect(e, "block from rank " + std::to_string(s),
-                   CompareElements(dt, recv.at(at), blocks[static_cast<size_t>(s)].data(), count,
-                                   at));
+            Expect(
+                e, "block from rank " + std::to_string(s),
+                CompareElements(dt, recv.at(at), blocks[static_cast<size_t>(s)].data(), count, at));
           }
-          if (!inPlace) Expect(e, "sendbuff changed", CompareElements(dt, send.data(),
-                                                                     blocks[e.rank].data(), count));
+          if (!inPlace)
+            Expect(e, "sendbuff changed",
+                   CompareElements(dt, send.data(), blocks[e.rank].data(), count));
           ExpectGuards(e, "sendbuff", send);
           ExpectGuards(e, "recvbuff", recv);
         };
@@ -256,8 +265,8 @@ void CollectivesMatrix::RunReduceScatter() {
             if (!e.Ok(Sync(e, count, res), "bcclReduceScatter")) return;
             Expect(e, "result",
                    CompareElements(dt, out, want.data() + mine * TypeSize(dt), count, mine));
-            if (!inPlace) Expect(e, "sendbuff changed", CompareElements(dt, send.data(),
-                                                                       input.data(), total));
+            if (!inPlace)
+              Expect(e, "sendbuff changed", CompareElements(dt, send.data(), input.data(), total));
             ExpectGuards(e, "sendbuff", send);
             ExpectGuards(e, "recvbuff", recv);
           };
@@ -278,8 +287,10 @@ void CollectivesMatrix::RunBroadcast() {
             GuardedBuffer send(dt, count), recv(dt, count);
             void* in = inPlace ? recv.data() : send.data();
             // A non-root's sendbuff holds other data that must not leak into the result.
-            if (e.rank == root) FillPattern(dt, root, count, in);
-            else if (!inPlace) FillPattern(dt, 1000 + e.rank, count, in);
+            if (e.rank == root)
+              FillPattern(dt, root, count, in);
+            else if (!inPlace)
+              FillPattern(dt, 1000 + e.rank, count, in);
             const bcclResult_t res =
                 bcclBroadcast(in, recv.data(), count, dt, root, e.comm, StreamFor(e, count));
             if (!e.Ok(Sync(e, count, res), "bcclBroadcast")) return;
@@ -309,14 +320,14 @@ void CollectivesMatrix::RunReduce() {
               FillReduceInput(dt, op, e.nranks, e.rank, 0, count, send.data());
               const std::vector<unsigned char> input(send.at(0), send.at(count));
               void* out = inPlace ? send.data() : recv.data();
-              const bcclResult_t res = bcclReduce(send.data(), out, count, dt, op, root, e.comm,
-                                                  StreamFor(e, count));
+              const bcclResult_t res =
+                  bcclReduce(send.data(), out, count, dt, op, root, e.comm, StreamFor(e, count));
               if (!e.Ok(Sync(e, count, res), "bcclReduce")) return;
               // Only the root's recvbuff is defined; everyone's out-of-place input is const.
-              if (e.rank == root) Expect(e, "result", CompareElements(dt, out, want.data(),
-                                                                      count));
-              if (!inPlace) Expect(e, "sendbuff changed", CompareElements(dt, send.data(),
-                                                                         input.data(), count));
+              if (e.rank == root) Expect(e, "result", CompareElements(dt, out, want.data(), count));
+              if (!inPlace)
+                Expect(e, "sendbuff changed",
+                       CompareElements(dt, send.data(), input.data(), count));
               ExpectGuards(e, "sendbuff", send);
               ExpectGuards(e, "recvbuff", recv);
             };
@@ -376,10 +387,11 @@ void CollectivesMatrix::RunSendRecv() {
         e.Ok(bcclSend(bwd.data(), count, dt, prev, e.comm, s), "bcclSend(prev)");
         e.Ok(bcclRecv(fromNext.data(), count, dt, next, e.comm, s), "bcclRecv(next)");
         if (!e.Ok(Sync(e, count, bcclGroupEnd()), "bcclGroupEnd") || e.failed()) return;
-        Expect(e, "from prev", CompareElements(dt, fromPrev.data(),
-                                               PatternBytes(dt, prev, count).data(), count));
-        Expect(e, "from next", CompareElements(dt, fromNext.data(),
-                                               PatternBytes(dt, 100 + next, count).data(), count));
+        Expect(e, "from prev",
+               CompareElements(dt, fromPrev.data(), PatternBytes(dt, prev, count).data(), count));
+        Expect(e, "from next",
+               CompareElements(dt, fromNext.data(), PatternBytes(dt, 100 + next, count).data(),
+                               count));
         for (const GuardedBuffer* b : {&fwd, &bwd, &fromPrev, &fromNext}) {
           ExpectGuards(e, "send/recv buffer", *b);
         }
@@ -415,23 +427,38 @@ void CollectivesMatrix::RunBarrier() {
 
 TEST_P(CollectivesMatrix, Run) {
   switch (GetParam().coll) {
-    case Coll::AllReduce: RunAllReduce(); break;
-    case Coll::AllGather: RunAllGather(); break;
-    case Coll::ReduceScatter: RunReduceScatter(); break;
-    case Coll::Broadcast: RunBroadcast(); break;
-    case Coll::Reduce: RunReduce(); break;
-    case Coll::AllToAll: RunAllToAll(); break;
-    case Coll::SendRecv: RunSendRecv(); break;
-    case Coll::Barrier: RunBarrier(); break;
+    case Coll::AllReduce:
+      RunAllReduce();
+      break;
+    case Coll::AllGather:
+      RunAllGather();
+      break;
+    case Coll::ReduceScatter:
+      RunReduceScatter();
+      break;
+    case Coll::Broadcast:
+      RunBroadcast();
+      break;
+    case Coll::Reduce:
+      RunReduce();
+      break;
+    case Coll::AllToAll:
+      RunAllToAll();
+      break;
+    case Coll::SendRecv:
+      RunSendRecv();
+      break;
+    case Coll::Barrier:
+      RunBarrier();
+      break;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, CollectivesMatrix, ::testing::ValuesIn(AllParams()),
-    [](const ::testing::TestParamInfo<MatrixParam>& info) {
-      return info.param.transport + "_n" + std::to_string(info.param.nranks) + "_" +
-             CollName(info.param.coll);
-    });
+INSTANTIATE_TEST_SUITE_P(All, CollectivesMatrix, ::testing::ValuesIn(AllParams()),
+                         [](const ::testing::TestParamInfo<MatrixParam>& info) {
+                           return info.param.transport + "_n" + std::to_string(info.param.nranks) +
+                                  "_" + CollName(info.param.coll);
+                         });
 
 // Random inputs cannot be summed exactly, and the library's ring order differs from ours, so
 // this compares against a double-precision sum with a bound proportional to sum(|x|).
@@ -463,8 +490,9 @@ TEST_P(FloatTolerance, RandomValues) {
       const double want = sum[i] * scale;
       const double tol = (2.0 * kRanks * eps * absSum[i] + eps * std::fabs(sum[i])) * scale;
       if (!(std::fabs(got[k] - want) <= tol)) {
-        if (++bad <= 5) first5 += " [" + std::to_string(i) + "] got " + std::to_string(got[k]) +
-                                  " want " + std::to_string(want);
+        if (++bad <= 5)
+          first5 += " [" + std::to_string(i) + "] got " + std::to_string(got[k]) + " want " +
+                    std::to_string(want);
       }
     }
     if (bad) e.Fail(std::string(what) + ": " + std::to_string(bad) + " elements off:" + first5);
@@ -472,8 +500,7 @@ TEST_P(FloatTolerance, RandomValues) {
 
   ThreadRanks ranks(RanksOn(GetParam(), kRanks));
   ASSERT_EQ(ranks.initError(), "");
-  EXPECT_TRUE(ranks.Run("float32 random AllReduce sum/avg, Reduce, ReduceScatter",
-                        [&](RankEnv& e) {
+  EXPECT_TRUE(ranks.Run("float32 random AllReduce sum/avg, Reduce, ReduceScatter", [&](RankEnv& e) {
     const float* in = inputs[e.rank].data();
     std::vector<float> out(kCount);
     if (e.Ok(bcclAllReduce(in, out.data(), kCount, bcclFloat32, bcclSum, e.comm, nullptr),
@@ -486,7 +513,8 @@ TEST_P(FloatTolerance, RandomValues) {
     }
     const int root = kRanks - 1;
     if (e.Ok(bcclReduce(in, out.data(), kCount, bcclFloat32, bcclSum, root, e.comm, nullptr),
-             "bcclReduce") && e.rank == root) {
+             "bcclReduce") &&
+        e.rank == root) {
       check(e, "Reduce sum", out.data(), 0, kCount, 1.0);
     }
     const size_t rc = kCount / kRanks;

@@ -65,15 +65,14 @@ TEST(Basics, LastErrorIsEmptyOnAFreshThread) {
 TEST(Basics, NullCommunicator) {
   int x = 0, out = 0;
   bcclResult_t async = bcclSuccess;
-  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclAllReduce(&x, &out, 1, bcclInt32, bcclSum, nullptr,
-                                                      nullptr));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument,
+                   bcclAllReduce(&x, &out, 1, bcclInt32, bcclSum, nullptr, nullptr));
   EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclAllGather(&x, &out, 1, bcclInt32, nullptr, nullptr));
-  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclReduceScatter(&x, &out, 1, bcclInt32, bcclSum,
-                                                          nullptr, nullptr));
-  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclBroadcast(&x, &out, 1, bcclInt32, 0, nullptr,
-                                                      nullptr));
-  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclReduce(&x, &out, 1, bcclInt32, bcclSum, 0, nullptr,
-                                                   nullptr));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument,
+                   bcclReduceScatter(&x, &out, 1, bcclInt32, bcclSum, nullptr, nullptr));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclBroadcast(&x, &out, 1, bcclInt32, 0, nullptr, nullptr));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument,
+                   bcclReduce(&x, &out, 1, bcclInt32, bcclSum, 0, nullptr, nullptr));
   EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclAllToAll(&x, &out, 1, bcclInt32, nullptr, nullptr));
   EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclSend(&x, 1, bcclInt32, 0, nullptr, nullptr));
   EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclRecv(&out, 1, bcclInt32, 0, nullptr, nullptr));
@@ -169,8 +168,7 @@ TEST_F(SoloCommTest, DatatypeOutOfRange) {
     for (int c = 0; c < bccltestNumCalls; ++c) {
       const auto call = static_cast<bccltestCall>(c);
       SCOPED_TRACE(std::string(bccltestCallName(call)) + " with datatype " + std::to_string(raw));
-      EXPECT_BCCL_FAIL(bcclInvalidArgument,
-                       bccltestCallRaw(call, raw, bcclSum, a_, b_, 1, comm_));
+      EXPECT_BCCL_FAIL(bcclInvalidArgument, bccltestCallRaw(call, raw, bcclSum, a_, b_, 1, comm_));
     }
   }
 }
@@ -188,10 +186,9 @@ TEST_F(SoloCommTest, OpOutOfRange) {
 TEST_F(SoloCommTest, RootOrPeerOutOfRange) {
   for (int bad : {-1, 1}) {
     SCOPED_TRACE("root/peer " + std::to_string(bad));
-    EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclBroadcast(a_, b_, 1, bcclInt32, bad, comm_,
-                                                        nullptr));
-    EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclReduce(a_, b_, 1, bcclInt32, bcclSum, bad, comm_,
-                                                     nullptr));
+    EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclBroadcast(a_, b_, 1, bcclInt32, bad, comm_, nullptr));
+    EXPECT_BCCL_FAIL(bcclInvalidArgument,
+                     bcclReduce(a_, b_, 1, bcclInt32, bcclSum, bad, comm_, nullptr));
     EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclSend(a_, 1, bcclInt32, bad, comm_, nullptr));
     EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclRecv(b_, 1, bcclInt32, bad, comm_, nullptr));
   }
@@ -289,11 +286,11 @@ TEST(MultiRank, AbortUnblocksPendingOperations) {
     // Rank 1 never joins, so rank 0's allreduce can only end by abort (or the 20 s timeout).
     std::thread blocked([&] {
       const auto t0 = std::chrono::steady_clock::now();
-      pending = bcclAllReduce(buf.data(), buf.data(), buf.size(), bcclFloat32, bcclSum, comms[0],
-                              stream);
+      pending =
+          bcclAllReduce(buf.data(), buf.data(), buf.size(), bcclFloat32, bcclSum, comms[0], stream);
       if (pending == bcclSuccess && stream != nullptr) pending = bcclStreamSynchronize(stream);
-      pendingMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                      .count();
+      pendingMs =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     const auto a0 = std::chrono::steady_clock::now();

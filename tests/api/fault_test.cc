@@ -37,8 +37,7 @@ bool NamesRank(const std::string& msg, int rank) {
   std::string lower;
   for (char c : msg) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const std::string needle = "rank " + std::to_string(rank);
-  for (size_t at = lower.find(needle); at != std::string::npos;
-       at = lower.find(needle, at + 1)) {
+  for (size_t at = lower.find(needle); at != std::string::npos; at = lower.find(needle, at + 1)) {
     const size_t end = at + needle.size();
     if (end == lower.size() || !std::isdigit(static_cast<unsigned char>(lower[end]))) return true;
   }
@@ -68,8 +67,8 @@ void CheckFailureReport(ChildEnv& env, bcclComm_t comm, bcclResult_t res, const 
                         int victim) {
   const std::string dead = "rank " + std::to_string(victim);
   if (res != bcclRemoteError) {
-    env.Fail("pending allreduce returned " + std::to_string(res) + " (" +
-             bcclGetErrorString(res) + "), want bcclRemoteError");
+    env.Fail("pending allreduce returned " + std::to_string(res) + " (" + bcclGetErrorString(res) +
+             "), want bcclRemoteError");
   }
   if (!NamesRank(text, victim)) {
     env.Fail("bcclGetLastError(comm) does not name " + dead + ": '" + text + "'");
@@ -92,8 +91,8 @@ void CheckFailureReport(ChildEnv& env, bcclComm_t comm, bcclResult_t res, const 
   const int64_t ms = (ProcessRanks::NowNs() - t0) / 1000000;
   const char* msg = bcclGetLastError(comm);
   if (again != bcclRemoteError || !NamesRank(msg ? msg : "", victim) || ms > 2000) {
-    env.Fail("an allreduce issued after the failure returned " + std::to_string(again) +
-             " after " + std::to_string(ms) + " ms with '" + (msg ? msg : "(NULL)") +
+    env.Fail("an allreduce issued after the failure returned " + std::to_string(again) + " after " +
+             std::to_string(ms) + " ms with '" + (msg ? msg : "(NULL)") +
              "'; want bcclRemoteError naming " + dead + " at once");
   }
 }
@@ -211,9 +210,8 @@ std::vector<KillParam> KillParams() {
 
 INSTANTIATE_TEST_SUITE_P(Kill, RankDeath, ::testing::ValuesIn(KillParams()),
                          [](const ::testing::TestParamInfo<KillParam>& info) {
-                           return info.param.transports + "_n" +
-                                  std::to_string(info.param.nranks) + "_victim" +
-                                  std::to_string(info.param.victim) +
+                           return info.param.transports + "_n" + std::to_string(info.param.nranks) +
+                                  "_victim" + std::to_string(info.param.victim) +
                                   (info.param.selfKill ? "_self" : "_parent");
                          });
 

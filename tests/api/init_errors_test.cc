@@ -116,8 +116,9 @@ TEST(UniqueId, StringArguments) {
 TEST(UniqueId, MalformedStrings) {
   const std::string good = IdString(FreshId());
   ASSERT_GT(good.size(), 4u);
-  std::vector<std::string> bad = {"", "garbage", good.substr(0, good.size() / 2),
-                                  good.substr(0, good.size() - 1), good + "x", good + "00"};
+  std::vector<std::string> bad = {
+      "",         "garbage",  good.substr(0, good.size() / 2), good.substr(0, good.size() - 1),
+      good + "x", good + "00"};
   // Replace hex digits near the end and in the middle with a non-hex character.
   size_t replaced = 0;
   for (size_t i = good.size(); i-- > 0 && replaced < 1;) {

@@ -55,11 +55,12 @@ void CheckMembers(RankEnv& e, bcclComm_t comm, const std::vector<int>& members,
   std::vector<int32_t> gathered(members.size(), -1);
   const int32_t mine = e.rank;
   if (e.Ok(bcclAllReduce(&sum, &sum, 1, bcclInt32, bcclSum, comm, nullptr), what + " allreduce",
-           comm) && sum != expectSum) {
+           comm) &&
+      sum != expectSum) {
     e.Fail(what + ": allreduce gave " + std::to_string(sum));
   }
-  if (e.Ok(bcclAllGather(&mine, gathered.data(), 1, bcclInt32, comm, nullptr),
-           what + " allgather", comm)) {
+  if (e.Ok(bcclAllGather(&mine, gathered.data(), 1, bcclInt32, comm, nullptr), what + " allgather",
+           comm)) {
     for (size_t i = 0; i < members.size(); ++i) {
       if (gathered[i] != members[i]) {
         e.Fail(what + ": new rank " + std::to_string(i) + " is old rank " +
@@ -130,25 +131,29 @@ TEST_P(Membership, ShrinkWithNothingFailedKeepsEveryone) {
 // One rank revokes: every rank's operations on that communicator fail with bcclRemoteError,
 // while a second communicator over the same ranks is untouched.
 TEST_P(Membership, RevokeStopsOnlyThatCommunicator) {
-  EXPECT_TRUE(RunOn(3, "revoke", [](RankEnv& e) {
-    bcclComm_t doomed = e.comms[1];
-    if (e.rank == 0) e.Ok(bcclCommRevoke(doomed), "bcclCommRevoke");
-    float x = 1.0f;
-    const auto t0 = std::chrono::steady_clock::now();
-    const bcclResult_t res = bcclAllReduce(&x, &x, 1, bcclFloat32, bcclSum, doomed, nullptr);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now() - t0).count();
-    if (res != bcclRemoteError) {
-      e.Fail("allreduce on the revoked communicator returned " + std::to_string(res) +
-             ", want bcclRemoteError");
-    }
-    if (ms > 5000) e.Fail("the revoked allreduce took " + std::to_string(ms) + " ms to fail");
-    const char* msg = bcclGetLastError(doomed);
-    if (msg == nullptr || *msg == '\0') e.Fail("no message on the revoked communicator");
-    e.Ok(bcclCommAbort(doomed), "bcclCommAbort(revoked)");
-    e.comms[1] = nullptr;
-    CheckMembers(e, e.comms[0], {0, 1, 2}, "the other communicator");
-  }, 2));
+  EXPECT_TRUE(RunOn(
+      3, "revoke",
+      [](RankEnv& e) {
+        bcclComm_t doomed = e.comms[1];
+        if (e.rank == 0) e.Ok(bcclCommRevoke(doomed), "bcclCommRevoke");
+        float x = 1.0f;
+        const auto t0 = std::chrono::steady_clock::now();
+        const bcclResult_t res = bcclAllReduce(&x, &x, 1, bcclFloat32, bcclSum, doomed, nullptr);
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - t0)
+                            .count();
+        if (res != bcclRemoteError) {
+          e.Fail("allreduce on the revoked communicator returned " + std::to_string(res) +
+                 ", want bcclRemoteError");
+        }
+        if (ms > 5000) e.Fail("the revoked allreduce took " + std::to_string(ms) + " ms to fail");
+        const char* msg = bcclGetLastError(doomed);
+        if (msg == nullptr || *msg == '\0') e.Fail("no message on the revoked communicator");
+        e.Ok(bcclCommAbort(doomed), "bcclCommAbort(revoked)");
+        e.comms[1] = nullptr;
+        CheckMembers(e, e.comms[0], {0, 1, 2}, "the other communicator");
+      },
+      2));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Membership, ::testing::Values("shm", "tcp"),

@@ -30,7 +30,8 @@ TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
     for (size_t count : {1ul, 7ul, 100003ul, 1ul << 20}) {
       std::vector<int32_t> buf(count);
       for (size_t i = 0; i < count; ++i) buf[i] = static_cast<int32_t>(i % 1000) + env.rank;
-      if (!env.Ok(bcclAllReduce(buf.data(), buf.data(), count, bcclInt32, bcclSum, comm, nullptr), "allreduce", comm))
+      if (!env.Ok(bcclAllReduce(buf.data(), buf.data(), count, bcclInt32, bcclSum, comm, nullptr),
+                  "allreduce", comm))
         return 1;
       for (size_t i = 0; i < count; ++i)
         if (buf[i] != 4 * static_cast<int32_t>(i % 1000) + 6) {
@@ -38,7 +39,8 @@ TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
           break;
         }
       std::vector<float> mine(count, static_cast<float>(env.rank)), all(count * n, -1.f);
-      if (!env.Ok(bcclAllGather(mine.data(), all.data(), count, bcclFloat32, comm, nullptr), "allgather", comm))
+      if (!env.Ok(bcclAllGather(mine.data(), all.data(), count, bcclFloat32, comm, nullptr),
+                  "allgather", comm))
         return 1;
       for (size_t i = 0; i < all.size(); ++i)
         if (all[i] != static_cast<float>(i / count)) {

@@ -39,18 +39,19 @@ int CollectivesRank(ChildEnv& env, const std::string& transports) {
   FillReduceInput(bcclInt32, bcclSum, n, r, 0, big, in.data());
   if (env.Ok(bcclAllReduce(in.data(), out.data(), big, bcclInt32, bcclSum, comm, nullptr),
              "bcclAllReduce", comm)) {
-    ExpectBytes(env, "AllReduce int32 sum", CompareElements(bcclInt32, out.data(),
-                ExpectedReduction(bcclInt32, bcclSum, n, big).data(), big));
+    ExpectBytes(env, "AllReduce int32 sum",
+                CompareElements(bcclInt32, out.data(),
+                                ExpectedReduction(bcclInt32, bcclSum, n, big).data(), big));
   }
 
   const size_t rc = 1001;
   GuardedBuffer rsIn(bcclFloat64, rc * n), rsOut(bcclFloat64, rc);
   FillReduceInput(bcclFloat64, bcclMax, n, r, 0, rc * n, rsIn.data());
-  if (env.Ok(bcclReduceScatter(rsIn.data(), rsOut.data(), rc, bcclFloat64, bcclMax, comm,
-                               nullptr), "bcclReduceScatter", comm)) {
+  if (env.Ok(bcclReduceScatter(rsIn.data(), rsOut.data(), rc, bcclFloat64, bcclMax, comm, nullptr),
+             "bcclReduceScatter", comm)) {
     const auto want = ExpectedReduction(bcclFloat64, bcclMax, n, rc * n);
-    ExpectBytes(env, "ReduceScatter float64 max", CompareElements(bcclFloat64, rsOut.data(),
-                want.data() + r * rc * 8, rc, r * rc));
+    ExpectBytes(env, "ReduceScatter float64 max",
+                CompareElements(bcclFloat64, rsOut.data(), want.data() + r * rc * 8, rc, r * rc));
   }
 
   GuardedBuffer agIn(bcclFloat16, 7), agOut(bcclFloat16, 7 * n), block(bcclFloat16, 7);
@@ -70,8 +71,7 @@ int CollectivesRank(ChildEnv& env, const std::string& transports) {
   if (r == n - 1) FillPattern(bcclInt64, n - 1, bc, bcast.data());
   if (env.Ok(bcclBroadcast(bcast.data(), bcast.data(), bc, bcclInt64, n - 1, comm, nullptr),
              "bcclBroadcast", comm)) {
-    ExpectBytes(env, "Broadcast int64", CompareElements(bcclInt64, bcast.data(), bwant.data(),
-                                                        bc));
+    ExpectBytes(env, "Broadcast int64", CompareElements(bcclInt64, bcast.data(), bwant.data(), bc));
   }
 
   const size_t sc = 4096;
@@ -89,8 +89,8 @@ int CollectivesRank(ChildEnv& env, const std::string& transports) {
   const size_t ac = 333;
   GuardedBuffer aIn(bcclInt32, ac * n), aOut(bcclInt32, ac * n), aWant(bcclInt32, ac);
   for (int d = 0; d < n; ++d) FillPattern(bcclInt32, r * n + d, ac, aIn.at(d * ac));
-  if (env.Ok(bcclAllToAll(aIn.data(), aOut.data(), ac, bcclInt32, comm, nullptr),
-             "bcclAllToAll", comm)) {
+  if (env.Ok(bcclAllToAll(aIn.data(), aOut.data(), ac, bcclInt32, comm, nullptr), "bcclAllToAll",
+             comm)) {
     for (int s = 0; s < n; ++s) {
       FillPattern(bcclInt32, s * n + r, ac, aWant.data());
       ExpectBytes(env, "AllToAll block " + std::to_string(s),
@@ -98,8 +98,8 @@ int CollectivesRank(ChildEnv& env, const std::string& transports) {
     }
   }
   env.Ok(bcclBarrier(comm, nullptr), "bcclBarrier", comm);
-  for (const GuardedBuffer* b : {&in, &out, &rsIn, &rsOut, &agIn, &agOut, &bcast, &sIn, &sOut,
-                                 &aIn, &aOut}) {
+  for (const GuardedBuffer* b :
+       {&in, &out, &rsIn, &rsOut, &agIn, &agOut, &bcast, &sIn, &sOut, &aIn, &aOut}) {
     const std::string g = b->CheckGuards();
     if (!g.empty()) env.Fail(g);
   }
@@ -133,7 +133,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ProcessCollectives,
                                            ShapeParam{"", 3}),
                          [](const ::testing::TestParamInfo<ShapeParam>& info) {
                            return (info.param.transports.empty() ? std::string("default")
-                                                                  : info.param.transports) +
+                                                                 : info.param.transports) +
                                   "_n" + std::to_string(info.param.nranks);
                          });
 

@@ -38,8 +38,8 @@ void ExpectInts(RankEnv& e, const std::string& what, const std::vector<int32_t>&
                 int32_t want) {
   for (size_t i = 0; i < got.size(); ++i) {
     if (got[i] != want) {
-      e.Fail(what + ": element " + std::to_string(i) + " is " + std::to_string(got[i]) +
-             ", want " + std::to_string(want));
+      e.Fail(what + ": element " + std::to_string(i) + " is " + std::to_string(got[i]) + ", want " +
+             std::to_string(want));
       return;
     }
   }
@@ -117,29 +117,32 @@ TEST_P(StreamsAndGroups, QueryReportsPendingWork) {
 }
 
 TEST_P(StreamsAndGroups, OneStreamTwoCommunicators) {
-  EXPECT_TRUE(RunOn(3, "two comms on one stream", [](RankEnv& e) {
-    const int n = e.nranks;
-    const size_t count = 10007;
-    bcclComm_t c0 = e.comms[0], c1 = e.comms[1];
-    int r0 = -1, r1 = -1;
-    e.Ok(bcclCommUserRank(c0, &r0), "bcclCommUserRank");
-    e.Ok(bcclCommUserRank(c1, &r1), "bcclCommUserRank");
-    if (r0 != e.rank || r1 != e.rank) e.Fail("wrong rank on a communicator");
-    std::vector<int32_t> a(count, e.rank), b(count, 10 * e.rank), g(count * n), bc(count, 0);
-    if (e.rank == 0) bc.assign(count, 5);
-    bcclStream_t s = nullptr;
-    if (!e.Ok(bcclStreamCreate(&s), "bcclStreamCreate")) return;
-    e.Ok(bcclAllReduce(a.data(), a.data(), count, bcclInt32, bcclSum, c0, s), "AllReduce c0");
-    e.Ok(bcclAllReduce(b.data(), b.data(), count, bcclInt32, bcclMax, c1, s), "AllReduce c1");
-    e.Ok(bcclAllGather(a.data(), g.data(), count, bcclInt32, c1, s), "AllGather c1");
-    e.Ok(bcclBroadcast(bc.data(), bc.data(), count, bcclInt32, 0, c0, s), "Broadcast c0");
-    e.Ok(bcclStreamSynchronize(s), "bcclStreamSynchronize");
-    e.Ok(bcclStreamDestroy(s), "bcclStreamDestroy");
-    ExpectInts(e, "sum on comm 0", a, n * (n - 1) / 2);
-    ExpectInts(e, "max on comm 1", b, 10 * (n - 1));
-    ExpectInts(e, "gather on comm 1", g, n * (n - 1) / 2);
-    ExpectInts(e, "broadcast on comm 0", bc, 5);
-  }, 2));
+  EXPECT_TRUE(RunOn(
+      3, "two comms on one stream",
+      [](RankEnv& e) {
+        const int n = e.nranks;
+        const size_t count = 10007;
+        bcclComm_t c0 = e.comms[0], c1 = e.comms[1];
+        int r0 = -1, r1 = -1;
+        e.Ok(bcclCommUserRank(c0, &r0), "bcclCommUserRank");
+        e.Ok(bcclCommUserRank(c1, &r1), "bcclCommUserRank");
+        if (r0 != e.rank || r1 != e.rank) e.Fail("wrong rank on a communicator");
+        std::vector<int32_t> a(count, e.rank), b(count, 10 * e.rank), g(count * n), bc(count, 0);
+        if (e.rank == 0) bc.assign(count, 5);
+        bcclStream_t s = nullptr;
+        if (!e.Ok(bcclStreamCreate(&s), "bcclStreamCreate")) return;
+        e.Ok(bcclAllReduce(a.data(), a.data(), count, bcclInt32, bcclSum, c0, s), "AllReduce c0");
+        e.Ok(bcclAllReduce(b.data(), b.data(), count, bcclInt32, bcclMax, c1, s), "AllReduce c1");
+        e.Ok(bcclAllGather(a.data(), g.data(), count, bcclInt32, c1, s), "AllGather c1");
+        e.Ok(bcclBroadcast(bc.data(), bc.data(), count, bcclInt32, 0, c0, s), "Broadcast c0");
+        e.Ok(bcclStreamSynchronize(s), "bcclStreamSynchronize");
+        e.Ok(bcclStreamDestroy(s), "bcclStreamDestroy");
+        ExpectInts(e, "sum on comm 0", a, n * (n - 1) / 2);
+        ExpectInts(e, "max on comm 1", b, 10 * (n - 1));
+        ExpectInts(e, "gather on comm 1", g, n * (n - 1) / 2);
+        ExpectInts(e, "broadcast on comm 0", bc, 5);
+      },
+      2));
 }
 
 // Every rank sends 1 MiB to every other rank and receives as much from each, all at once:

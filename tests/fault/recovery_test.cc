@@ -56,8 +56,9 @@ bool MixedCollective(ChildEnv& env, bcclComm_t comm, int iter, uint32_t seed, st
     if (res == bcclSuccess)
       for (size_t i = 0; i < all.size(); ++i)
         if (all[i] != static_cast<float>(i / count)) {
-          *err = "allgather of " + std::to_string(count) + " on " + std::to_string(n) + " ranks wrong at " +
-                 std::to_string(i) + ": " + std::to_string(all[i]) + " (iteration " + std::to_string(iter) + ")";
+          *err = "allgather of " + std::to_string(count) + " on " + std::to_string(n) +
+                 " ranks wrong at " + std::to_string(i) + ": " + std::to_string(all[i]) +
+                 " (iteration " + std::to_string(iter) + ")";
           return false;
         }
   } else {
@@ -100,11 +101,14 @@ int Survive(ChildEnv& env, const Scenario& s) {
   if (!named) env.Fail("error does not name a dead rank: " + err);
   if (env.rank == s.dieInShrink) raise(SIGKILL);
   bcclComm_t next = nullptr;
-  if (!env.Ok(bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_ABORT), "shrink", comm)) return 1;
+  if (!env.Ok(bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_ABORT), "shrink", comm))
+    return 1;
   int n = 0;
   bcclCommCount(next, &n);
   const int expected = s.nranks - static_cast<int>(s.victims.size()) - (s.dieInShrink >= 0 ? 1 : 0);
-  if (n != expected) env.Fail("new communicator has " + std::to_string(n) + " ranks, expected " + std::to_string(expected));
+  if (n != expected)
+    env.Fail("new communicator has " + std::to_string(n) + " ranks, expected " +
+             std::to_string(expected));
   // All 100 run even if something above failed: stopping early would fail the other survivors.
   for (int i = 0; i < 100; ++i)
     if (!MixedCollective(env, next, i, 777u, &err)) {
@@ -149,7 +153,8 @@ TEST(Recovery, KillRandomRankThenShrink) {
     for (int n : {4, 8})
       for (int trial = 0; trial < 3; ++trial) {
         int victim = trial == 0 ? 0 : static_cast<int>(rng() % n);  // rank 0 always once
-        SCOPED_TRACE(std::string(transports) + " n=" + std::to_string(n) + " victim " + std::to_string(victim));
+        SCOPED_TRACE(std::string(transports) + " n=" + std::to_string(n) + " victim " +
+                     std::to_string(victim));
         RunScenario(Scenario{transports, n, {victim}, -1}, rng());
       }
 }
@@ -232,9 +237,11 @@ TEST(Membership, SplitAndAgreeOnHealthyCommunicator) {
       bcclCommDestroy(half);
     }
     int flag = env.rank == 3 ? 0 : 1;
-    if (env.Ok(bcclCommAgree(comm, &flag), "agree", comm) && flag != 0) env.Fail("agree did not AND the flags");
+    if (env.Ok(bcclCommAgree(comm, &flag), "agree", comm) && flag != 0)
+      env.Fail("agree did not AND the flags");
     flag = 1;
-    if (env.Ok(bcclCommAgree(comm, &flag), "agree", comm) && flag != 1) env.Fail("agree of all ones gave 0");
+    if (env.Ok(bcclCommAgree(comm, &flag), "agree", comm) && flag != 1)
+      env.Fail("agree of all ones gave 0");
     int count = -1;
     bcclCommGetFailedRanks(comm, nullptr, 0, &count);
     if (count != 0) env.Fail("healthy communicator reports failed ranks");

@@ -41,19 +41,27 @@ Sym allOf(int nranks, long tag, int scaled) {
   return s;
 }
 
-Sym expectedElement(Coll coll, int nranks, size_t count, bcclRedOp_t op, int root, int rank, size_t i) {
+Sym expectedElement(Coll coll, int nranks, size_t count, bcclRedOp_t op, int root, int rank,
+                    size_t i) {
   const int n = nranks;
   const long k = static_cast<long>(count), at = static_cast<long>(i);
   // Averaging over one rank divides by one: builders rightly skip it.
   const int scaled = op == bcclAvg && n > 1 ? 1 : 0;
   switch (coll) {
-    case Coll::kAllReduce: return allOf(n, at, scaled);
-    case Coll::kAllGather: return input(static_cast<int>(at / k), n, at % k);
-    case Coll::kReduceScatter: return allOf(n, rank * k + at, scaled);
-    case Coll::kBroadcast: return input(root, n, at);
-    case Coll::kReduce: return rank == root ? allOf(n, at, scaled) : Sym{};
-    case Coll::kAllToAll: return input(static_cast<int>(at / k), n, rank * k + at % k);
-    case Coll::kBarrier: return Sym{};
+    case Coll::kAllReduce:
+      return allOf(n, at, scaled);
+    case Coll::kAllGather:
+      return input(static_cast<int>(at / k), n, at % k);
+    case Coll::kReduceScatter:
+      return allOf(n, rank * k + at, scaled);
+    case Coll::kBroadcast:
+      return input(root, n, at);
+    case Coll::kReduce:
+      return rank == root ? allOf(n, at, scaled) : Sym{};
+    case Coll::kAllToAll:
+      return input(static_cast<int>(at / k), n, rank * k + at % k);
+    case Coll::kBarrier:
+      return Sym{};
   }
   return Sym{};
 }

@@ -11,12 +11,21 @@
 
 namespace bccl::sim {
 
-enum class Coll { kAllReduce, kAllGather, kReduceScatter, kBroadcast, kReduce, kAllToAll, kBarrier };
+enum class Coll {
+  kAllReduce,
+  kAllGather,
+  kReduceScatter,
+  kBroadcast,
+  kReduce,
+  kAllToAll,
+  kBarrier
+};
 
 Layout layoutFor(Coll coll, int nranks, size_t count, bool inPlace, int rank);
 
 // The value receive element `i` of `rank` must hold, or an invalid Sym for "not written".
-Sym expectedElement(Coll coll, int nranks, size_t count, bcclRedOp_t op, int root, int rank, size_t i);
+Sym expectedElement(Coll coll, int nranks, size_t count, bcclRedOp_t op, int root, int rank,
+                    size_t i);
 
 // Every rank contributed once to element `tag`, averaged `scaled` times.
 Sym allOf(int nranks, long tag, int scaled);

@@ -88,7 +88,7 @@ std::string simulate(std::vector<RankState>& ranks, uint64_t seed) {
   std::mt19937_64 rng(seed);
   const int n = static_cast<int>(ranks.size());
   std::map<std::pair<int, int>, std::deque<Message>> channels;  // (from, to)
-  std::vector<std::vector<int>> state(n);  // 0 waiting, 1 done
+  std::vector<std::vector<int>> state(n);                       // 0 waiting, 1 done
   std::vector<std::vector<std::vector<bool>>> stepKnows(n);
   std::vector<std::map<int, size_t>> sendCursor(n), recvCursor(n);
   std::vector<std::map<int, std::vector<uint32_t>>> sendOrder(n), recvOrder(n);
@@ -102,7 +102,8 @@ std::string simulate(std::vector<RankState>& ranks, uint64_t seed) {
     for (uint32_t i = 0; i < s.steps.size(); ++i) {
       const Step& st = s.steps[i];
       if (st.kind == StepKind::kSend) sendOrder[r][st.peer].push_back(i);
-      if (st.kind == StepKind::kRecv || st.kind == StepKind::kRecvReduce) recvOrder[r][st.peer].push_back(i);
+      if (st.kind == StepKind::kRecv || st.kind == StepKind::kRecvReduce)
+        recvOrder[r][st.peer].push_back(i);
       if (st.peer == r) return "rank " + std::to_string(r) + " messages itself";
       if (st.peer >= n) return "peer out of range";
       for (uint32_t d = 0; d < st.depCount; ++d)
@@ -134,7 +135,8 @@ std::string simulate(std::vector<RankState>& ranks, uint64_t seed) {
         std::string where = "rank " + std::to_string(r) + " step #" + std::to_string(i) + ": ";
         std::vector<bool> knows(n, false);
         knows[r] = true;
-        for (uint32_t d = 0; d < st.depCount; ++d) merge(knows, stepKnows[r][s.deps[st.depBegin + d]]);
+        for (uint32_t d = 0; d < st.depCount; ++d)
+          merge(knows, stepKnows[r][s.deps[st.depBegin + d]]);
         if (st.kind == StepKind::kSend) {
           if (sendOrder[r][st.peer][sendCursor[r][st.peer]] != i) continue;  // FIFO posting order
           Sym* src = resolve(rs, st.src, es, elems, &err);
@@ -187,8 +189,8 @@ std::string simulate(std::vector<RankState>& ranks, uint64_t seed) {
   for (int r = 0; r < n; ++r)
     for (size_t i = 0; i < state[r].size(); ++i)
       if (state[r][i] == 0)
-        return "deadlock: rank " + std::to_string(r) + " step #" + std::to_string(i) + " never ran\n" +
-               ranks[r].schedule.describe();
+        return "deadlock: rank " + std::to_string(r) + " step #" + std::to_string(i) +
+               " never ran\n" + ranks[r].schedule.describe();
   for (int r = 0; r < n; ++r) {
     ranks[r].knows.assign(n, false);
     ranks[r].knows[r] = true;

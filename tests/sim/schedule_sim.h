@@ -18,9 +18,9 @@ namespace bccl::sim {
 
 struct Sym {
   bool valid = false;
-  long tag = -1;                // input element index the value derives from
-  std::vector<int> counts;      // contributions per rank
-  int scaled = 0;               // times divided by nranks
+  long tag = -1;            // input element index the value derives from
+  std::vector<int> counts;  // contributions per rank
+  int scaled = 0;           // times divided by nranks
   bool operator==(const Sym& o) const {
     return valid == o.valid && tag == o.tag && counts == o.counts && scaled == o.scaled;
   }

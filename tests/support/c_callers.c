@@ -7,16 +7,24 @@ bcclResult_t bccltestCallRaw(bccltestCall call, int rawType, int rawOp, const vo
   const bcclDataType_t t = (bcclDataType_t)rawType;
   const bcclRedOp_t op = (bcclRedOp_t)rawOp;
   switch (call) {
-    case bccltestAllReduce: return bcclAllReduce(sendbuff, recvbuff, count, t, op, comm, NULL);
-    case bccltestAllGather: return bcclAllGather(sendbuff, recvbuff, count, t, comm, NULL);
+    case bccltestAllReduce:
+      return bcclAllReduce(sendbuff, recvbuff, count, t, op, comm, NULL);
+    case bccltestAllGather:
+      return bcclAllGather(sendbuff, recvbuff, count, t, comm, NULL);
     case bccltestReduceScatter:
       return bcclReduceScatter(sendbuff, recvbuff, count, t, op, comm, NULL);
-    case bccltestBroadcast: return bcclBroadcast(sendbuff, recvbuff, count, t, 0, comm, NULL);
-    case bccltestReduce: return bcclReduce(sendbuff, recvbuff, count, t, op, 0, comm, NULL);
-    case bccltestAllToAll: return bcclAllToAll(sendbuff, recvbuff, count, t, comm, NULL);
-    case bccltestSend: return bcclSend(sendbuff, count, t, 0, comm, NULL);
-    case bccltestRecv: return bcclRecv(recvbuff, count, t, 0, comm, NULL);
-    default: return bcclInternalError;
+    case bccltestBroadcast:
+      return bcclBroadcast(sendbuff, recvbuff, count, t, 0, comm, NULL);
+    case bccltestReduce:
+      return bcclReduce(sendbuff, recvbuff, count, t, op, 0, comm, NULL);
+    case bccltestAllToAll:
+      return bcclAllToAll(sendbuff, recvbuff, count, t, comm, NULL);
+    case bccltestSend:
+      return bcclSend(sendbuff, count, t, 0, comm, NULL);
+    case bccltestRecv:
+      return bcclRecv(recvbuff, count, t, 0, comm, NULL);
+    default:
+      return bcclInternalError;
   }
 }
 

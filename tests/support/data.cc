@@ -36,38 +36,66 @@ T Load(const void* src) {
 
 size_t TypeSize(bcclDataType_t dt) {
   switch (dt) {
-    case bcclInt8: case bcclUint8: return 1;
-    case bcclFloat16: case bcclBfloat16: return 2;
-    case bcclInt32: case bcclUint32: case bcclFloat32: return 4;
-    case bcclInt64: case bcclUint64: case bcclFloat64: return 8;
-    default: return 0;
+    case bcclInt8:
+    case bcclUint8:
+      return 1;
+    case bcclFloat16:
+    case bcclBfloat16:
+      return 2;
+    case bcclInt32:
+    case bcclUint32:
+    case bcclFloat32:
+      return 4;
+    case bcclInt64:
+    case bcclUint64:
+    case bcclFloat64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 const char* TypeName(bcclDataType_t dt) {
   switch (dt) {
-    case bcclInt8: return "int8";
-    case bcclUint8: return "uint8";
-    case bcclInt32: return "int32";
-    case bcclUint32: return "uint32";
-    case bcclInt64: return "int64";
-    case bcclUint64: return "uint64";
-    case bcclFloat16: return "float16";
-    case bcclFloat32: return "float32";
-    case bcclFloat64: return "float64";
-    case bcclBfloat16: return "bfloat16";
-    default: return "?";
+    case bcclInt8:
+      return "int8";
+    case bcclUint8:
+      return "uint8";
+    case bcclInt32:
+      return "int32";
+    case bcclUint32:
+      return "uint32";
+    case bcclInt64:
+      return "int64";
+    case bcclUint64:
+      return "uint64";
+    case bcclFloat16:
+      return "float16";
+    case bcclFloat32:
+      return "float32";
+    case bcclFloat64:
+      return "float64";
+    case bcclBfloat16:
+      return "bfloat16";
+    default:
+      return "?";
   }
 }
 
 const char* OpName(bcclRedOp_t op) {
   switch (op) {
-    case bcclSum: return "sum";
-    case bcclProd: return "prod";
-    case bcclMax: return "max";
-    case bcclMin: return "min";
-    case bcclAvg: return "avg";
-    default: return "?";
+    case bcclSum:
+      return "sum";
+    case bcclProd:
+      return "prod";
+    case bcclMax:
+      return "max";
+    case bcclMin:
+      return "min";
+    case bcclAvg:
+      return "avg";
+    default:
+      return "?";
   }
 }
 
@@ -128,33 +156,65 @@ float Bf16ToFloat(uint16_t h) { return FromBits(static_cast<uint32_t>(h) << 16);
 
 void Encode(bcclDataType_t dt, double v, void* dst) {
   switch (dt) {
-    case bcclInt8: Store(static_cast<int8_t>(v), dst); break;
-    case bcclUint8: Store(static_cast<uint8_t>(v), dst); break;
-    case bcclInt32: Store(static_cast<int32_t>(v), dst); break;
-    case bcclUint32: Store(static_cast<uint32_t>(v), dst); break;
-    case bcclInt64: Store(static_cast<int64_t>(v), dst); break;
-    case bcclUint64: Store(static_cast<uint64_t>(v), dst); break;
-    case bcclFloat16: Store(FloatToHalf(static_cast<float>(v)), dst); break;
-    case bcclFloat32: Store(static_cast<float>(v), dst); break;
-    case bcclFloat64: Store(v, dst); break;
-    case bcclBfloat16: Store(FloatToBf16(static_cast<float>(v)), dst); break;
-    default: break;
+    case bcclInt8:
+      Store(static_cast<int8_t>(v), dst);
+      break;
+    case bcclUint8:
+      Store(static_cast<uint8_t>(v), dst);
+      break;
+    case bcclInt32:
+      Store(static_cast<int32_t>(v), dst);
+      break;
+    case bcclUint32:
+      Store(static_cast<uint32_t>(v), dst);
+      break;
+    case bcclInt64:
+      Store(static_cast<int64_t>(v), dst);
+      break;
+    case bcclUint64:
+      Store(static_cast<uint64_t>(v), dst);
+      break;
+    case bcclFloat16:
+      Store(FloatToHalf(static_cast<float>(v)), dst);
+      break;
+    case bcclFloat32:
+      Store(static_cast<float>(v), dst);
+      break;
+    case bcclFloat64:
+      Store(v, dst);
+      break;
+    case bcclBfloat16:
+      Store(FloatToBf16(static_cast<float>(v)), dst);
+      break;
+    default:
+      break;
   }
 }
 
 double Decode(bcclDataType_t dt, const void* src) {
   switch (dt) {
-    case bcclInt8: return Load<int8_t>(src);
-    case bcclUint8: return Load<uint8_t>(src);
-    case bcclInt32: return Load<int32_t>(src);
-    case bcclUint32: return Load<uint32_t>(src);
-    case bcclInt64: return static_cast<double>(Load<int64_t>(src));
-    case bcclUint64: return static_cast<double>(Load<uint64_t>(src));
-    case bcclFloat16: return HalfToFloat(Load<uint16_t>(src));
-    case bcclFloat32: return Load<float>(src);
-    case bcclFloat64: return Load<double>(src);
-    case bcclBfloat16: return Bf16ToFloat(Load<uint16_t>(src));
-    default: return 0;
+    case bcclInt8:
+      return Load<int8_t>(src);
+    case bcclUint8:
+      return Load<uint8_t>(src);
+    case bcclInt32:
+      return Load<int32_t>(src);
+    case bcclUint32:
+      return Load<uint32_t>(src);
+    case bcclInt64:
+      return static_cast<double>(Load<int64_t>(src));
+    case bcclUint64:
+      return static_cast<double>(Load<uint64_t>(src));
+    case bcclFloat16:
+      return HalfToFloat(Load<uint16_t>(src));
+    case bcclFloat32:
+      return Load<float>(src);
+    case bcclFloat64:
+      return Load<double>(src);
+    case bcclBfloat16:
+      return Bf16ToFloat(Load<uint16_t>(src));
+    default:
+      return 0;
   }
 }
 
@@ -179,8 +239,8 @@ int64_t ReduceInput(bcclDataType_t dt, bcclRedOp_t op, int nranks, int rank, siz
         return nranks * (base + deviation(static_cast<int64_t>(i % 2) + 1));
       }
       const int64_t c = static_cast<int64_t>(i % 3) + 1;
-      const int64_t base = u ? static_cast<int64_t>((i * 5 + 1) % 6) + 3
-                             : static_cast<int64_t>((i * 5 + 1) % 9) - 4;
+      const int64_t base =
+          u ? static_cast<int64_t>((i * 5 + 1) % 6) + 3 : static_cast<int64_t>((i * 5 + 1) % 9) - 4;
       return base + deviation(c);
     }
     default: {
@@ -195,10 +255,18 @@ int64_t ReduceExpected(bcclDataType_t dt, bcclRedOp_t op, int nranks, size_t i) 
   for (int r = 1; r < nranks; ++r) {
     const int64_t v = ReduceInput(dt, op, nranks, r, i);
     switch (op) {
-      case bcclProd: acc *= v; break;
-      case bcclMax: acc = v > acc ? v : acc; break;
-      case bcclMin: acc = v < acc ? v : acc; break;
-      default: acc += v; break;
+      case bcclProd:
+        acc *= v;
+        break;
+      case bcclMax:
+        acc = v > acc ? v : acc;
+        break;
+      case bcclMin:
+        acc = v < acc ? v : acc;
+        break;
+      default:
+        acc += v;
+        break;
     }
   }
   return op == bcclAvg ? acc / nranks : acc;
@@ -256,7 +324,8 @@ std::string CompareElements(bcclDataType_t dt, const void* got, const void* want
 }
 
 GuardedBuffer::GuardedBuffer(bcclDataType_t dt, size_t count)
-    : elem_(TypeSize(dt)), count_(count),
+    : elem_(TypeSize(dt)),
+      count_(count),
       bytes_((count + 2 * kGuardElems) * TypeSize(dt), kGuardByte) {
   FillGarbage();
 }

@@ -14,8 +14,8 @@
 
 namespace bccltest {
 
-constexpr bcclDataType_t kAllTypes[] = {bcclInt8,   bcclUint8,   bcclInt32,   bcclUint32,
-                                        bcclInt64,  bcclUint64,  bcclFloat16, bcclFloat32,
+constexpr bcclDataType_t kAllTypes[] = {bcclInt8,    bcclUint8,   bcclInt32,   bcclUint32,
+                                        bcclInt64,   bcclUint64,  bcclFloat16, bcclFloat32,
                                         bcclFloat64, bcclBfloat16};
 constexpr bcclRedOp_t kAllOps[] = {bcclSum, bcclProd, bcclMax, bcclMin, bcclAvg};
 

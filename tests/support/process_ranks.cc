@@ -209,8 +209,10 @@ bool ProcessRanks::Run(const ChildFn& fn, const LineFn& onLine) {
     }
     // A grandchild holding a pipe open must not keep the parent here forever.
     if (timedOut_ && now > deadline + 5000000000LL) break;
-    if (!fds.empty()) poll(fds.data(), fds.size(), 20);
-    else usleep(20000);
+    if (!fds.empty())
+      poll(fds.data(), fds.size(), 20);
+    else
+      usleep(20000);
     for (size_t k = 0; k < fds.size(); ++k) {
       if (fds[k].revents == 0) continue;
       const size_t r = fdRank[k];
@@ -269,8 +271,10 @@ std::string ProcessRanks::Summary() const {
   for (size_t r = 0; r < results_.size(); ++r) {
     const ChildResult& c = results_[r];
     os << "\n  rank " << r << " (pid " << c.pid << "): ";
-    if (c.exited) os << "exited " << c.exitCode;
-    else os << "killed by signal " << c.termSignal << " (" << strsignal(c.termSignal) << ")";
+    if (c.exited)
+      os << "exited " << c.exitCode;
+    else
+      os << "killed by signal " << c.termSignal << " (" << strsignal(c.termSignal) << ")";
     for (const auto& l : c.lines) os << "\n    | " << l;
   }
   return os.str();

@@ -43,7 +43,7 @@ struct ChildResult {
   bool reaped = false;
   bool exited = false;  // exited normally (then exitCode is meaningful)
   int exitCode = -1;
-  int termSignal = 0;   // signal that ended it, when !exited
+  int termSignal = 0;  // signal that ended it, when !exited
   std::vector<std::string> lines;
 };
 

@@ -106,8 +106,8 @@ void ThreadRanks::Worker(int rank) {
     bcclResult_t res =
         bcclCommInitRankConfig(&comm, opts_.nranks, ids_[static_cast<size_t>(c)], rank, &cfg);
     if (res != bcclSuccess) {
-      env.Fail("bcclCommInitRankConfig (comm " + std::to_string(c) + ") failed: " +
-               Describe(res, nullptr));
+      env.Fail("bcclCommInitRankConfig (comm " + std::to_string(c) +
+               ") failed: " + Describe(res, nullptr));
       break;
     }
     if (comm == nullptr) {
@@ -189,8 +189,8 @@ void ThreadRanks::Worker(int rank) {
 ::testing::AssertionResult ThreadRanks::Run(const std::string& label,
                                             const std::function<void(RankEnv&)>& fn) {
   if (!initError_.empty()) {
-    return ::testing::AssertionFailure() << label << ": communicators not initialised:"
-                                         << initError_;
+    return ::testing::AssertionFailure()
+           << label << ": communicators not initialised:" << initError_;
   }
   if (shutDown_) return ::testing::AssertionFailure() << label << ": ranks already shut down";
   {
@@ -215,10 +215,9 @@ void ThreadRanks::Worker(int rank) {
     }
   }
   if (ok) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << label << " [" << opts_.nranks << " ranks, "
-                                       << (opts_.transports.empty() ? "default"
-                                                                    : opts_.transports)
-                                       << "]" << os.str();
+  return ::testing::AssertionFailure()
+         << label << " [" << opts_.nranks << " ranks, "
+         << (opts_.transports.empty() ? "default" : opts_.transports) << "]" << os.str();
 }
 
 ::testing::AssertionResult ThreadRanks::Shutdown() {

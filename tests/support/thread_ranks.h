@@ -68,8 +68,7 @@ class ThreadRanks {
   const ThreadRanksOptions& options() const { return opts_; }
 
   // Runs fn on every rank thread at once and waits for all of them.
-  ::testing::AssertionResult Run(const std::string& label,
-                                 const std::function<void(RankEnv&)>& fn);
+  ::testing::AssertionResult Run(const std::string& label, const std::function<void(RankEnv&)>& fn);
   // True once a library call failed in some Run: the communicators may be unusable, so callers
   // that share a set across cases should build a new one.
   bool poisoned() const { return poisoned_; }

@@ -3,13 +3,14 @@
 // ranks interleave, one rank per host), awkward counts, tiny chunks, in place, averaging, random
 // execution orders, rendezvous sends. Also pins what makes it hierarchical: which peers and how
 // many bytes cross hosts.
+#include "algorithms/hierarchical.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
 #include <string>
 #include <vector>
 
-#include "algorithms/hierarchical.h"
 #include "algorithms/partition.h"
 #include "core/dtype.h"
 #include "sim/rendezvous_check.h"
@@ -80,8 +81,8 @@ std::string label(const Case& c) {
     for (size_t i = 0; i < h.size(); ++i) hosts += (i ? "," : "") + std::to_string(h[i]);
     hosts += "}";
   }
-  return "hosts=" + hosts + " count=" + std::to_string(c.count) + " chunk=" +
-         std::to_string(c.chunkElems) + (c.inPlace ? " in-place" : " out-of-place") +
+  return "hosts=" + hosts + " count=" + std::to_string(c.count) +
+         " chunk=" + std::to_string(c.chunkElems) + (c.inPlace ? " in-place" : " out-of-place") +
          " op=" + redOpName(c.op);
 }
 
@@ -203,8 +204,8 @@ TEST(Hierarchical, SegmentRingsAreExact) {
       for (size_t chunk : {1, 3})
         for (bool inPlace : {false, true})
           for (uint64_t seed : {0, 1}) {
-            const std::string what = "n=" + std::to_string(n) + " count=" +
-                                     std::to_string(count) + " chunk=" + std::to_string(chunk) +
+            const std::string what = "n=" + std::to_string(n) + " count=" + std::to_string(count) +
+                                     " chunk=" + std::to_string(chunk) +
                                      (inPlace ? " in-place" : "") + " seed " + std::to_string(seed);
             std::vector<Schedule> rs, ag;
             for (int r = 0; r < n; ++r) {
@@ -276,7 +277,7 @@ TEST(Hierarchical, OnlyRailsCrossHosts) {
     EXPECT_EQ(s.algorithm, "hier");
     const CrossTraffic t = crossHost(s, hosts);
     EXPECT_EQ(t.peers, (std::set<int>{(r + 4) % 8})) << r;
-    EXPECT_EQ(t.bytes, count) << r;  // the 1 MiB segment: half out, the reduced half back
+    EXPECT_EQ(t.bytes, count) << r;     // the 1 MiB segment: half out, the reduced half back
     EXPECT_EQ(t.messages, 2 * 2) << r;  // 2(H-1) ring steps x two 256 KiB chunks of 512 KiB
     if (r < 4) {
       hierHost0 += t.bytes;

@@ -27,7 +27,7 @@ using sim::Coll;
 
 const char* name(Coll c) {
   static const char* names[] = {"allreduce", "allgather", "reducescatter", "broadcast",
-                                "reduce", "alltoall", "barrier"};
+                                "reduce",    "alltoall",  "barrier"};
   return names[static_cast<int>(c)];
 }
 
@@ -46,7 +46,9 @@ struct Case {
   int root;
 };
 
-Layout layoutFor(const Case& c, int rank) { return sim::layoutFor(c.coll, c.nranks, c.count, c.inPlace, rank); }
+Layout layoutFor(const Case& c, int rank) {
+  return sim::layoutFor(c.coll, c.nranks, c.count, c.inPlace, rank);
+}
 
 Schedule build(const Case& c, int rank) {
   CollectiveShape s;
@@ -59,13 +61,20 @@ Schedule build(const Case& c, int rank) {
   s.inPlace = c.inPlace;
   s.chunkBytes = c.chunkElems * 4;
   switch (c.coll) {
-    case Coll::kAllReduce: return buildRingAllReduce(s);
-    case Coll::kAllGather: return buildRingAllGather(s);
-    case Coll::kReduceScatter: return buildRingReduceScatter(s);
-    case Coll::kBroadcast: return buildChainBroadcast(s);
-    case Coll::kReduce: return buildChainReduce(s);
-    case Coll::kAllToAll: return buildPairwiseAllToAll(s);
-    case Coll::kBarrier: return buildDisseminationBarrier(s);
+    case Coll::kAllReduce:
+      return buildRingAllReduce(s);
+    case Coll::kAllGather:
+      return buildRingAllGather(s);
+    case Coll::kReduceScatter:
+      return buildRingReduceScatter(s);
+    case Coll::kBroadcast:
+      return buildChainBroadcast(s);
+    case Coll::kReduce:
+      return buildChainReduce(s);
+    case Coll::kAllToAll:
+      return buildPairwiseAllToAll(s);
+    case Coll::kBarrier:
+      return buildDisseminationBarrier(s);
   }
   return Schedule{};
 }
@@ -92,7 +101,8 @@ std::string runCase(const Case& c, uint64_t seed = 0) {
     for (int r = 0; r < c.nranks; ++r)
       for (int x = 0; x < c.nranks; ++x)
         if (!ranks[r].knows[x])
-          return "rank " + std::to_string(r) + " can leave the barrier before rank " + std::to_string(x) + " arrives";
+          return "rank " + std::to_string(r) + " can leave the barrier before rank " +
+                 std::to_string(x) + " arrives";
   for (int r = 0; r < c.nranks; ++r)
     for (size_t i = 0; i < ranks[r].layout.recvCount; ++i) {
       Sym want = expected(c, r, i);
@@ -106,9 +116,10 @@ std::string runCase(const Case& c, uint64_t seed = 0) {
 }
 
 std::string label(const Case& c) {
-  return std::string(name(c.coll)) + " nranks=" + std::to_string(c.nranks) + " count=" +
-         std::to_string(c.count) + (c.inPlace ? " in-place" : " out-of-place") + " chunk=" +
-         std::to_string(c.chunkElems) + " op=" + redOpName(c.op) + " root=" + std::to_string(c.root);
+  return std::string(name(c.coll)) + " nranks=" + std::to_string(c.nranks) +
+         " count=" + std::to_string(c.count) + (c.inPlace ? " in-place" : " out-of-place") +
+         " chunk=" + std::to_string(c.chunkElems) + " op=" + redOpName(c.op) +
+         " root=" + std::to_string(c.root);
 }
 
 class ScheduleSymbolic : public ::testing::TestWithParam<Coll> {};

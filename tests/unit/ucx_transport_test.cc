@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Rank {
   std::unique_ptr<UcxEndpointFactory> factory;
-  std::vector<std::unique_ptr<Connection>> conns;  // by peer rank; null for itself
+  std::vector<std::unique_ptr<Connection> > conns;  // by peer rank; null for itself
 };
 
 std::string nameOf(int rank) { return "rank " + std::to_string(rank); }
@@ -152,7 +152,7 @@ const std::vector<size_t> kSizes = {0, 1, 7, 64 * 1024 + 3, 8 << 20};
 
 TEST_P(UcxTransport, OrderedMessagesBothDirectionsAtOnce) {
   CREATE_RANKS(2);
-  std::vector<std::vector<char>> out[2], in[2];
+  std::vector<std::vector<char> > out[2], in[2];
   size_t posted = 0;
   for (int side = 0; side < 2; ++side)
     for (size_t i = 0; i < kSizes.size(); ++i) {
@@ -189,7 +189,7 @@ TEST_P(UcxTransport, ManyOutstandingPosts) {
   CREATE_RANKS(2);
   const size_t kCount = 600;
   const size_t sizes[] = {0, 1, 13, 4096, 70000};
-  std::vector<std::vector<char>> out[2], in[2];
+  std::vector<std::vector<char> > out[2], in[2];
   for (int side = 0; side < 2; ++side)
     for (size_t i = 0; i < kCount; ++i) {
       out[side].emplace_back(sizes[i % 5]);
@@ -331,8 +331,8 @@ TEST_P(UcxTransport, SeverFailsPendingOperationsBlamingThePeer) {
 TEST_P(UcxTransport, FourRanksAllPairs) {
   CREATE_RANKS(4);
   const size_t sizes[] = {3, 64 * 1024 + 3, (1 << 20) + 1};
-  std::vector<std::vector<char>> out, in;
-  std::vector<std::pair<int, int>> pairs;
+  std::vector<std::vector<char> > out, in;
+  std::vector<std::pair<int, int> > pairs;
   for (int a = 0; a < 4; ++a)
     for (int b = 0; b < 4; ++b)
       if (a != b) pairs.emplace_back(a, b);

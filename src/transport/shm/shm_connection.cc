@@ -1,12 +1,11 @@
 #include "transport/shm/shm_connection.h"
 
+#include <sched.h>
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-
-#include <sched.h>
 
 #include "core/deadline.h"
 

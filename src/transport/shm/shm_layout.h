@@ -13,9 +13,9 @@
 namespace bccl {
 
 struct alignas(64) ShmRingHeader {
-  alignas(64) std::atomic<uint64_t> head{0};   // slots published (written by the sender)
-  alignas(64) std::atomic<uint64_t> tail{0};   // slots consumed (written by the receiver)
-  alignas(64) std::atomic<uint64_t> acks{0};   // descriptor messages fully read by the receiver
+  alignas(64) std::atomic<uint64_t> head{0};       // slots published (written by the sender)
+  alignas(64) std::atomic<uint64_t> tail{0};       // slots consumed (written by the receiver)
+  alignas(64) std::atomic<uint64_t> acks{0};       // descriptor messages fully read by the receiver
   std::atomic<uint32_t> receiverCanReadSender{0};  // set by the receiver after a CMA probe
 };
 
@@ -32,9 +32,9 @@ enum ShmDescriptorState : uint32_t {
 };
 
 struct alignas(64) ShmSlotHeader {
-  uint64_t msgBytes;  // the whole message's length, to catch mismatched counts
-  uint64_t offset;    // of this slot's bytes within the message
-  uint64_t bytes;     // payload bytes in this slot (inline) or the whole message (descriptor)
+  uint64_t msgBytes;    // the whole message's length, to catch mismatched counts
+  uint64_t offset;      // of this slot's bytes within the message
+  uint64_t bytes;       // payload bytes in this slot (inline) or the whole message (descriptor)
   uint64_t remoteAddr;  // descriptor: sender's buffer address
   ShmSlotKind kind;
   uint32_t seq;
@@ -66,7 +66,8 @@ struct ShmGeometry {
   }
   static Doorbell* doorbell(char* segment) { return &header(segment)->bell; }
   ShmRingHeader* ring(char* segment, size_t fromLocalRank) const {
-    return reinterpret_cast<ShmRingHeader*>(segment + doorbellBytes() + fromLocalRank * ringBytes());
+    return reinterpret_cast<ShmRingHeader*>(segment + doorbellBytes() +
+                                            fromLocalRank * ringBytes());
   }
   ShmSlotHeader* slot(ShmRingHeader* ring, uint64_t index) const {
     return reinterpret_cast<ShmSlotHeader*>(reinterpret_cast<char*>(ring) + sizeof(ShmRingHeader) +

@@ -39,8 +39,8 @@ Status TcpConnection::fail(const std::string& what, int err) {
 
 Status TcpConnection::postSend(const void* data, size_t bytes, uint64_t token) {
   if (broken_) return remoteError(peerName_ + ": tcp connection already failed");
-  sends_.push_back(SendOp{Header{bytes, kMsgMagic, sendSeq_++}, static_cast<const char*>(data), 0,
-                          token});
+  sends_.push_back(
+      SendOp{Header{bytes, kMsgMagic, sendSeq_++}, static_cast<const char*>(data), 0, token});
   return Status::ok();
 }
 
