@@ -12,7 +12,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "bccl's c10d ProcessGroup (use it through torch.distributed after `import bccl_torch`)";
   m.def(
       "create_process_group",
-      [](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, std::chrono::milliseconds timeout) {
+      [](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+         std::chrono::milliseconds timeout) {
         return c10::intrusive_ptr<c10d::ProcessGroup>(
             c10::make_intrusive<bccl_torch::ProcessGroupBccl>(store, rank, size, timeout));
       },

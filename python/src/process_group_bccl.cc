@@ -4,9 +4,8 @@
 // stream's progress into Work/Future completions.
 #include "process_group_bccl.hpp"
 
-#include <Python.h>
-
 #include <ATen/core/ivalue.h>
+#include <Python.h>
 
 #include <algorithm>
 #include <climits>
@@ -59,15 +58,18 @@ std::string lastError(bcclResult_t rc) {
 
 void checkTensor(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.defined(), "bccl: ", what, " is an undefined tensor");
-  TORCH_CHECK(t.layout() == at::kStrided, "bccl: ", what, " must be a dense tensor, not ", t.layout());
-  TORCH_CHECK(t.device().is_cpu(), "bccl: ", what, " must be a CPU tensor (bccl moves host memory), but it is on ",
-              t.device());
-  TORCH_CHECK(t.is_contiguous(), "bccl: ", what, " must be contiguous; call .contiguous() on it first");
+  TORCH_CHECK(t.layout() == at::kStrided, "bccl: ", what, " must be a dense tensor, not ",
+              t.layout());
+  TORCH_CHECK(t.device().is_cpu(), "bccl: ", what,
+              " must be a CPU tensor (bccl moves host memory), but it is on ", t.device());
+  TORCH_CHECK(t.is_contiguous(), "bccl: ", what,
+              " must be contiguous; call .contiguous() on it first");
 }
 
 // The one tensor torch passes in a list (a leftover of multi-GPU-per-process APIs).
 at::Tensor& single(std::vector<at::Tensor>& tensors, const char* op) {
-  TORCH_CHECK(tensors.size() == 1, "bccl: ", op, " takes exactly one tensor per process, got ", tensors.size());
+  TORCH_CHECK(tensors.size() == 1, "bccl: ", op, " takes exactly one tensor per process, got ",
+              tensors.size());
   checkTensor(tensors[0], op);
   return tensors[0];
 }
@@ -75,14 +77,22 @@ at::Tensor& single(std::vector<at::Tensor>& tensors, const char* op) {
 // bool moves as bytes but has no arithmetic bccl could reduce it with.
 bcclDataType_t dtypeOf(const at::Tensor& t, bool reduces) {
   switch (t.scalar_type()) {
-    case at::kFloat: return bcclFloat32;
-    case at::kDouble: return bcclFloat64;
-    case at::kHalf: return bcclFloat16;
-    case at::kBFloat16: return bcclBfloat16;
-    case at::kChar: return bcclInt8;
-    case at::kByte: return bcclUint8;
-    case at::kInt: return bcclInt32;
-    case at::kLong: return bcclInt64;
+    case at::kFloat:
+      return bcclFloat32;
+    case at::kDouble:
+      return bcclFloat64;
+    case at::kHalf:
+      return bcclFloat16;
+    case at::kBFloat16:
+      return bcclBfloat16;
+    case at::kChar:
+      return bcclInt8;
+    case at::kByte:
+      return bcclUint8;
+    case at::kInt:
+      return bcclInt32;
+    case at::kLong:
+      return bcclInt64;
     case at::kBool:
       if (!reduces) return bcclUint8;
       break;
@@ -96,21 +106,27 @@ bcclDataType_t dtypeOf(const at::Tensor& t, bool reduces) {
 
 bcclRedOp_t redOpOf(const c10d::ReduceOp& op) {
   switch (static_cast<c10d::ReduceOp::RedOpType>(op)) {
-    case c10d::ReduceOp::SUM: return bcclSum;
-    case c10d::ReduceOp::PRODUCT: return bcclProd;
-    case c10d::ReduceOp::MIN: return bcclMin;
-    case c10d::ReduceOp::MAX: return bcclMax;
-    case c10d::ReduceOp::AVG: return bcclAvg;
+    case c10d::ReduceOp::SUM:
+      return bcclSum;
+    case c10d::ReduceOp::PRODUCT:
+      return bcclProd;
+    case c10d::ReduceOp::MIN:
+      return bcclMin;
+    case c10d::ReduceOp::MAX:
+      return bcclMax;
+    case c10d::ReduceOp::AVG:
+      return bcclAvg;
     default:
-      TORCH_CHECK(false, "bccl: reduce op ", static_cast<int>(static_cast<c10d::ReduceOp::RedOpType>(op)),
+      TORCH_CHECK(false, "bccl: reduce op ",
+                  static_cast<int>(static_cast<c10d::ReduceOp::RedOpType>(op)),
                   " is not supported (SUM, PRODUCT, MIN, MAX and AVG are)");
   }
 }
 
 int rootOf(int64_t rootRank, int64_t rootTensor, int size, const char* op) {
   TORCH_CHECK(rootTensor == 0, "bccl: ", op, ": rootTensor must be 0 (one tensor per process)");
-  TORCH_CHECK(rootRank >= 0 && rootRank < size, "bccl: ", op, ": root ", rootRank, " is not a rank of this group of ",
-              size);
+  TORCH_CHECK(rootRank >= 0 && rootRank < size, "bccl: ", op, ": root ", rootRank,
+              " is not a rank of this group of ", size);
   return static_cast<int>(rootRank);
 }
 
@@ -122,18 +138,19 @@ void splitsOf(const at::Tensor& t, std::vector<int64_t> splits, int size, const 
   const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
   const int64_t row = rows == 0 ? 0 : t.numel() / rows;
   if (splits.empty()) {
-    TORCH_CHECK(rows % size == 0, "bccl: alltoall: ", which, " dim 0 (", rows, ") does not divide by the group size ",
-                size);
+    TORCH_CHECK(rows % size == 0, "bccl: alltoall: ", which, " dim 0 (", rows,
+                ") does not divide by the group size ", size);
     splits.assign(size, rows / size);
   }
-  TORCH_CHECK(static_cast<int>(splits.size()) == size, "bccl: alltoall: ", which, " has ", splits.size(),
-              " split sizes for a group of ", size);
+  TORCH_CHECK(static_cast<int>(splits.size()) == size, "bccl: alltoall: ", which, " has ",
+              splits.size(), " split sizes for a group of ", size);
   int64_t sum = 0;
   for (int64_t s : splits) {
     TORCH_CHECK(s >= 0, "bccl: alltoall: negative split size");
     sum += s;
   }
-  TORCH_CHECK(sum == rows, "bccl: alltoall: ", which, " split sizes add up to ", sum, ", not dim 0 = ", rows);
+  TORCH_CHECK(sum == rows, "bccl: alltoall: ", which, " split sizes add up to ", sum,
+              ", not dim 0 = ", rows);
   counts->clear();
   offsets->clear();
   size_t at = 0;
@@ -151,12 +168,14 @@ struct Transfer {
   void* data;
   size_t count;
 };
-bcclResult_t exchange(const std::vector<Transfer>& transfers, bcclDataType_t dt, bcclComm_t c, bcclStream_t s) {
+bcclResult_t exchange(const std::vector<Transfer>& transfers, bcclDataType_t dt, bcclComm_t c,
+                      bcclStream_t s) {
   bcclResult_t rc = bcclGroupStart();
   if (rc != bcclSuccess) return rc;
   for (const Transfer& t : transfers) {
     if (t.count == 0) continue;  // both sides skip an empty block
-    rc = t.send ? bcclSend(t.data, t.count, dt, t.peer, c, s) : bcclRecv(t.data, t.count, dt, t.peer, c, s);
+    rc = t.send ? bcclSend(t.data, t.count, dt, t.peer, c, s)
+                : bcclRecv(t.data, t.count, dt, t.peer, c, s);
     if (rc != bcclSuccess) break;
   }
   bcclResult_t end = bcclGroupEnd();  // always closes the group, even after a refused op
@@ -164,12 +183,14 @@ bcclResult_t exchange(const std::vector<Transfer>& transfers, bcclDataType_t dt,
 }
 
 // A list of `n` tensors, each checked and matching `like` in dtype and size.
-void checkList(const std::vector<at::Tensor>& list, size_t n, const at::Tensor& like, const char* what) {
+void checkList(const std::vector<at::Tensor>& list, size_t n, const at::Tensor& like,
+               const char* what) {
   TORCH_CHECK(list.size() == n, "bccl: ", what, " needs ", n, " tensors, got ", list.size());
   for (const at::Tensor& t : list) {
     checkTensor(t, what);
     TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.numel() == like.numel(), "bccl: ", what,
-                " tensors must all have the dtype and size of ", like.scalar_type(), "[", like.numel(), "]");
+                " tensors must all have the dtype and size of ", like.scalar_type(), "[",
+                like.numel(), "]");
   }
 }
 
@@ -177,13 +198,15 @@ void checkList(const std::vector<at::Tensor>& list, size_t n, const at::Tensor& 
 
 // ---- Work ----------------------------------------------------------------------------------
 
-BcclWork::BcclWork(int rank, c10d::OpType type, std::vector<at::Tensor> outputs, std::vector<at::Tensor> keepAlive,
-                   std::function<void()> onSuccess)
+BcclWork::BcclWork(int rank, c10d::OpType type, std::vector<at::Tensor> outputs,
+                   std::vector<at::Tensor> keepAlive, std::function<void()> onSuccess)
     : c10d::Work(rank, type),
       outputs_(std::move(outputs)),
       keepAlive_(std::move(keepAlive)),
       onSuccess_(std::move(onSuccess)),
-      future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+      future_(
+          c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {
+}
 
 void BcclWork::complete(std::string error) {
   if (error.empty() && onSuccess_) {
@@ -222,7 +245,8 @@ ProcessGroupBccl::ProcessGroupBccl(const c10::intrusive_ptr<c10d::Store>& store,
     std::string s(text);
     store->set(kIdKey, std::vector<uint8_t>(s.begin(), s.end()));
   } else {
-    std::vector<uint8_t> bytes = store->get(kIdKey);  // waits for rank 0, bounded by the store's timeout
+    std::vector<uint8_t> bytes =
+        store->get(kIdKey);  // waits for rank 0, bounded by the store's timeout
     std::string s(bytes.begin(), bytes.end());
     bcclResult_t rc = bcclUniqueIdFromString(s.c_str(), &id);
     if (rc != bcclSuccess) fail("bcclUniqueIdFromString", rc);
@@ -230,7 +254,8 @@ ProcessGroupBccl::ProcessGroupBccl(const c10::intrusive_ptr<c10d::Store>& store,
   bcclConfig_t config = BCCL_CONFIG_INITIALIZER;
   // torch's timeout (30 min by default) bounds every bccl wait; a dead peer is reported sooner
   // by bccl's failure detector, not by this deadline.
-  if (timeout.count() > 0) config.timeoutMs = static_cast<int>(std::min<int64_t>(timeout.count(), INT_MAX));
+  if (timeout.count() > 0)
+    config.timeoutMs = static_cast<int>(std::min<int64_t>(timeout.count(), INT_MAX));
   bcclResult_t rc = bcclCommInitRankConfig(&comm_, size, id, rank, &config);
   if (rc != bcclSuccess) fail("bcclCommInitRankConfig", rc);
   rc = bcclStreamCreate(&stream_);
@@ -310,7 +335,8 @@ void ProcessGroupBccl::watch() {
     } else if (!aborted_) {  // under mu_, so an abort cannot free comm_ meanwhile
       bcclResult_t async = bcclSuccess;
       bcclCommGetAsyncError(comm_, &async);
-      if (async != bcclSuccess) failure = std::string("bccl: communicator failed: ") + bcclGetLastError(comm_);
+      if (async != bcclSuccess)
+        failure = std::string("bccl: communicator failed: ") + bcclGetLastError(comm_);
     }
     // A failed stream cannot say which of its ops failed, and the communicator is left in an
     // unknown state: fail everything after it too, rather than report success wrongly.
@@ -334,14 +360,17 @@ void ProcessGroupBccl::trackNow(const c10::intrusive_ptr<BcclWork>& work) {
 
 void ProcessGroupBccl::track(const c10::intrusive_ptr<BcclWork>& work) {
   if (tlsCoalescingDepth > 0) {
-    tlsDeferred.push_back({c10::intrusive_ptr<ProcessGroupBccl>::unsafe_reclaim_from_nonowning(this), work});
+    tlsDeferred.push_back(
+        {c10::intrusive_ptr<ProcessGroupBccl>::unsafe_reclaim_from_nonowning(this), work});
   } else {
     trackNow(work);
   }
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::launch(c10d::OpType type, std::vector<at::Tensor> outputs,
-                                                        std::vector<at::Tensor> keepAlive, const Issue& issue,
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::launch(c10d::OpType type,
+                                                        std::vector<at::Tensor> outputs,
+                                                        std::vector<at::Tensor> keepAlive,
+                                                        const Issue& issue,
                                                         std::function<void()> onSuccess) {
   auto work = c10::make_intrusive<BcclWork>(rank_, type, std::move(outputs), std::move(keepAlive),
                                             std::move(onSuccess));
@@ -395,9 +424,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::reduce(std::vector<at::Tensor>&
   });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::allgather(std::vector<std::vector<at::Tensor>>& outputs,
-                                                           std::vector<at::Tensor>& inputs,
-                                                           const c10d::AllgatherOptions& /*opts*/) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::allgather(
+    std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& /*opts*/) {
   at::Tensor& in = single(inputs, "allgather input");
   TORCH_CHECK(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == size_,
               "bccl: allgather needs one list of ", size_, " output tensors");
@@ -415,29 +444,33 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::allgather(std::vector<std::vect
     for (size_t i = 0; i < outs.size(); ++i)
       outs[i].copy_(flat.narrow(0, static_cast<int64_t>(i) * n, n).view(outs[i].sizes()));
   };
-  return launch(c10d::OpType::ALLGATHER, outs, {in, flat},
-                [&](bcclComm_t c, bcclStream_t s) {
-                  return bcclAllGather(in.data_ptr(), flat.data_ptr(), count(in), dt, c, s);
-                },
-                copyOut);
+  return launch(
+      c10d::OpType::ALLGATHER, outs, {in, flat},
+      [&](bcclComm_t c, bcclStream_t s) {
+        return bcclAllGather(in.data_ptr(), flat.data_ptr(), count(in), dt, c, s);
+      },
+      copyOut);
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::_allgather_base(at::Tensor& output, at::Tensor& input,
-                                                                 const c10d::AllgatherOptions& /*opts*/) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::_allgather_base(
+    at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& /*opts*/) {
   checkTensor(input, "all_gather_into_tensor input");
   checkTensor(output, "all_gather_into_tensor output");
-  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "bccl: all_gather_into_tensor: dtypes differ");
-  TORCH_CHECK(output.numel() == input.numel() * size_, "bccl: all_gather_into_tensor: the output must have ",
-              size_, " x the input's ", input.numel(), " elements, not ", output.numel());
+  TORCH_CHECK(output.scalar_type() == input.scalar_type(),
+              "bccl: all_gather_into_tensor: dtypes differ");
+  TORCH_CHECK(output.numel() == input.numel() * size_,
+              "bccl: all_gather_into_tensor: the output must have ", size_, " x the input's ",
+              input.numel(), " elements, not ", output.numel());
   const bcclDataType_t dt = dtypeOf(input, false);
-  return launch(c10d::OpType::_ALLGATHER_BASE, {output}, {input}, [&](bcclComm_t c, bcclStream_t s) {
-    return bcclAllGather(input.data_ptr(), output.data_ptr(), count(input), dt, c, s);
-  });
+  return launch(c10d::OpType::_ALLGATHER_BASE, {output}, {input},
+                [&](bcclComm_t c, bcclStream_t s) {
+                  return bcclAllGather(input.data_ptr(), output.data_ptr(), count(input), dt, c, s);
+                });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::reduce_scatter(std::vector<at::Tensor>& outputs,
-                                                                std::vector<std::vector<at::Tensor>>& inputs,
-                                                                const c10d::ReduceScatterOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::reduce_scatter(
+    std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
   at::Tensor& out = single(outputs, "reduce_scatter output");
   TORCH_CHECK(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == size_,
               "bccl: reduce_scatter needs one list of ", size_, " input tensors");
@@ -460,44 +493,51 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::reduce_scatter(std::vector<at::
   });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,
-                                                                      const c10d::ReduceScatterOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::_reduce_scatter_base(
+    at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) {
   checkTensor(input, "reduce_scatter_tensor input");
   checkTensor(output, "reduce_scatter_tensor output");
-  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "bccl: reduce_scatter_tensor: dtypes differ");
-  TORCH_CHECK(input.numel() == output.numel() * size_, "bccl: reduce_scatter_tensor: the input must have ", size_,
-              " x the output's ", output.numel(), " elements, not ", input.numel());
+  TORCH_CHECK(output.scalar_type() == input.scalar_type(),
+              "bccl: reduce_scatter_tensor: dtypes differ");
+  TORCH_CHECK(input.numel() == output.numel() * size_,
+              "bccl: reduce_scatter_tensor: the input must have ", size_, " x the output's ",
+              output.numel(), " elements, not ", input.numel());
   const bcclDataType_t dt = dtypeOf(input, true);
   const bcclRedOp_t op = redOpOf(opts.reduceOp);
-  return launch(c10d::OpType::_REDUCE_SCATTER_BASE, {output}, {input}, [&](bcclComm_t c, bcclStream_t s) {
-    return bcclReduceScatter(input.data_ptr(), output.data_ptr(), count(output), dt, op, c, s);
-  });
+  return launch(
+      c10d::OpType::_REDUCE_SCATTER_BASE, {output}, {input}, [&](bcclComm_t c, bcclStream_t s) {
+        return bcclReduceScatter(input.data_ptr(), output.data_ptr(), count(output), dt, op, c, s);
+      });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::alltoall_base(at::Tensor& output, at::Tensor& input,
-                                                               std::vector<int64_t>& outputSplits,
-                                                               std::vector<int64_t>& inputSplits,
-                                                               const c10d::AllToAllOptions& /*opts*/) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::alltoall_base(
+    at::Tensor& output, at::Tensor& input, std::vector<int64_t>& outputSplits,
+    std::vector<int64_t>& inputSplits, const c10d::AllToAllOptions& /*opts*/) {
   checkTensor(input, "all_to_all_single input");
   checkTensor(output, "all_to_all_single output");
-  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "bccl: all_to_all_single: dtypes differ");
+  TORCH_CHECK(output.scalar_type() == input.scalar_type(),
+              "bccl: all_to_all_single: dtypes differ");
   const bcclDataType_t dt = dtypeOf(input, false);
   std::vector<size_t> inCounts, inOffsets, outCounts, outOffsets;
   splitsOf(input, inputSplits, size_, "input", &inCounts, &inOffsets);
   splitsOf(output, outputSplits, size_, "output", &outCounts, &outOffsets);
-  const bool even = std::all_of(inCounts.begin(), inCounts.end(), [&](size_t n) { return n == inCounts[0]; }) &&
-                    outCounts == inCounts;
+  const bool even =
+      std::all_of(inCounts.begin(), inCounts.end(), [&](size_t n) { return n == inCounts[0]; }) &&
+      outCounts == inCounts;
   if (even) {
-    return launch(c10d::OpType::ALLTOALL_BASE, {output}, {input}, [&](bcclComm_t c, bcclStream_t s) {
-      return bcclAllToAll(input.data_ptr(), output.data_ptr(), inCounts[0], dt, c, s);
-    });
+    return launch(c10d::OpType::ALLTOALL_BASE, {output}, {input},
+                  [&](bcclComm_t c, bcclStream_t s) {
+                    return bcclAllToAll(input.data_ptr(), output.data_ptr(), inCounts[0], dt, c, s);
+                  });
   }
   // Uneven splits: a block to and from every rank, in one group.
   const size_t elem = input.element_size();
   std::vector<Transfer> transfers;
   for (int p = 0; p < size_; ++p) {
-    transfers.push_back({true, p, static_cast<char*>(input.data_ptr()) + inOffsets[p] * elem, inCounts[p]});
-    transfers.push_back({false, p, static_cast<char*>(output.data_ptr()) + outOffsets[p] * elem, outCounts[p]});
+    transfers.push_back(
+        {true, p, static_cast<char*>(input.data_ptr()) + inOffsets[p] * elem, inCounts[p]});
+    transfers.push_back(
+        {false, p, static_cast<char*>(output.data_ptr()) + outOffsets[p] * elem, outCounts[p]});
   }
   return launch(c10d::OpType::ALLTOALL_BASE, {output}, {input},
                 [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
@@ -515,7 +555,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::alltoall(std::vector<at::Tensor
   for (int p = 0; p < size_; ++p) {
     checkTensor(inputs[p], "all_to_all input");
     checkTensor(outputs[p], "all_to_all output");
-    TORCH_CHECK(inputs[p].scalar_type() == inputs[0].scalar_type() && outputs[p].scalar_type() == inputs[0].scalar_type(),
+    TORCH_CHECK(inputs[p].scalar_type() == inputs[0].scalar_type() &&
+                    outputs[p].scalar_type() == inputs[0].scalar_type(),
                 "bccl: all_to_all tensors must share one dtype");
     transfers.push_back({true, p, inputs[p].data_ptr(), count(inputs[p])});
     transfers.push_back({false, p, outputs[p].data_ptr(), count(outputs[p])});
@@ -524,9 +565,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::alltoall(std::vector<at::Tensor
                 [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::gather(std::vector<std::vector<at::Tensor>>& outputs,
-                                                        std::vector<at::Tensor>& inputs,
-                                                        const c10d::GatherOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::gather(
+    std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::GatherOptions& opts) {
   at::Tensor& in = single(inputs, "gather input");
   const int root = rootOf(opts.rootRank, 0, size_, "gather");
   const bcclDataType_t dt = dtypeOf(in, false);
@@ -536,7 +577,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::gather(std::vector<std::vector<
     TORCH_CHECK(outputs.size() == 1, "bccl: gather needs one list of output tensors on the root");
     checkList(outputs[0], size_, in, "gather output");
     outs = outputs[0];
-    for (int p = 0; p < size_; ++p) transfers.push_back({false, p, outs[p].data_ptr(), count(outs[p])});
+    for (int p = 0; p < size_; ++p)
+      transfers.push_back({false, p, outs[p].data_ptr(), count(outs[p])});
   } else {
     TORCH_CHECK(outputs.empty() || (outputs.size() == 1 && outputs[0].empty()),
                 "bccl: gather takes output tensors on the root only");
@@ -545,9 +587,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::gather(std::vector<std::vector<
                 [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::scatter(std::vector<at::Tensor>& outputs,
-                                                         std::vector<std::vector<at::Tensor>>& inputs,
-                                                         const c10d::ScatterOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::scatter(
+    std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ScatterOptions& opts) {
   at::Tensor& out = single(outputs, "scatter output");
   const int root = rootOf(opts.rootRank, 0, size_, "scatter");
   const bcclDataType_t dt = dtypeOf(out, false);
@@ -557,7 +599,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::scatter(std::vector<at::Tensor>
     TORCH_CHECK(inputs.size() == 1, "bccl: scatter needs one list of input tensors on the root");
     checkList(inputs[0], size_, out, "scatter input");
     ins = inputs[0];
-    for (int p = 0; p < size_; ++p) transfers.push_back({true, p, ins[p].data_ptr(), count(ins[p])});
+    for (int p = 0; p < size_; ++p)
+      transfers.push_back({true, p, ins[p].data_ptr(), count(ins[p])});
   } else {
     TORCH_CHECK(inputs.empty() || (inputs.size() == 1 && inputs[0].empty()),
                 "bccl: scatter takes input tensors on the root only");
@@ -566,7 +609,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::scatter(std::vector<at::Tensor>
                 [&](bcclComm_t c, bcclStream_t s) { return exchange(transfers, dt, c, s); });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::send(std::vector<at::Tensor>& tensors, int dstRank, int /*tag*/) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::send(std::vector<at::Tensor>& tensors, int dstRank,
+                                                      int /*tag*/) {
   // bccl has no tags: messages between two ranks arrive in the order they were sent.
   at::Tensor& t = single(tensors, "send");
   const bcclDataType_t dt = dtypeOf(t, false);
@@ -575,7 +619,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::send(std::vector<at::Tensor>& t
   });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::recv(std::vector<at::Tensor>& tensors, int srcRank, int /*tag*/) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupBccl::recv(std::vector<at::Tensor>& tensors, int srcRank,
+                                                      int /*tag*/) {
   at::Tensor& t = single(tensors, "recv");
   const bcclDataType_t dt = dtypeOf(t, false);
   return launch(c10d::OpType::RECV, {t}, {}, [&](bcclComm_t c, bcclStream_t s) {

@@ -5,9 +5,6 @@
 
 #include <bccl/bccl.h>
 
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#include <torch/csrc/distributed/c10d/Store.hpp>
-
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -15,6 +12,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 #include <vector>
 
 namespace bccl_torch {
@@ -23,8 +22,8 @@ namespace bccl_torch {
 // future (DDP); both are completed by the owning group's completion thread.
 class BcclWork : public c10d::Work {
  public:
-  BcclWork(int rank, c10d::OpType type, std::vector<at::Tensor> outputs, std::vector<at::Tensor> keepAlive,
-           std::function<void()> onSuccess);
+  BcclWork(int rank, c10d::OpType type, std::vector<at::Tensor> outputs,
+           std::vector<at::Tensor> keepAlive, std::function<void()> onSuccess);
 
   std::vector<at::Tensor> result() override { return outputs_; }
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
@@ -63,22 +62,26 @@ class ProcessGroupBccl : public c10d::ProcessGroup {
   c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
                                                 std::vector<std::vector<at::Tensor>>& inputs,
                                                 const c10d::ReduceScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(at::Tensor& output, at::Tensor& input,
-                                                      const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
+      at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
                                                std::vector<int64_t>& outputSplits,
                                                std::vector<int64_t>& inputSplits,
                                                const c10d::AllToAllOptions& opts) override;
   // These three have no bccl collective: each is one bccl group of sends and receives.
-  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs,
+                                          std::vector<at::Tensor>& inputs,
                                           const c10d::AllToAllOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs,
-                                        std::vector<at::Tensor>& inputs, const c10d::GatherOptions& opts) override;
+                                        std::vector<at::Tensor>& inputs,
+                                        const c10d::GatherOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs,
                                          std::vector<std::vector<at::Tensor>>& inputs,
                                          const c10d::ScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override;
-  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank,
+                                      int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank,
+                                      int tag) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
 
   // batch_isend_irecv brackets its ops with these: they become one bccl group, so matching
@@ -108,16 +111,15 @@ class ProcessGroupBccl : public c10d::ProcessGroup {
   static void drainAll(std::chrono::milliseconds grace);
 
  private:
-
   bcclComm_t comm_ = nullptr;
   bcclStream_t stream_ = nullptr;
 
   std::mutex mu_;
-  std::condition_variable wake_;  // to the completion thread: work, or stop
-  std::condition_variable idle_;  // from it: a batch is done
+  std::condition_variable wake_;                      // to the completion thread: work, or stop
+  std::condition_variable idle_;                      // from it: a batch is done
   std::deque<c10::intrusive_ptr<BcclWork>> pending_;  // launched, not yet known complete
-  bool completing_ = false;  // the completion thread holds a batch
-  std::string broken_;  // first failure seen; every later op fails with it (the comm is unusable)
+  bool completing_ = false;                           // the completion thread holds a batch
+  std::string broken_;    // first failure seen; every later op fails with it (the comm is unusable)
   bool aborted_ = false;  // comm_ was aborted (and so freed)
   bool stopping_ = false;
   std::thread watcher_;
