@@ -29,6 +29,8 @@ struct CollectiveShape {
 constexpr uint32_t kNoStep = UINT32_MAX;
 // A schedule with the shape's rank, type and op, send and receive buffers, no steps yet.
 Schedule startSchedule(const CollectiveShape& shape, const char* algorithm);
+// With one rank a collective is a local copy from the send to the receive buffer (none in place).
+void addSingleRankCopy(Schedule* sch, const CollectiveShape& shape);
 // {step}, or {} for kNoStep: a dependency that may not exist.
 std::vector<uint32_t> depsOf(uint32_t step);
 

@@ -19,6 +19,11 @@ Schedule startSchedule(const CollectiveShape& s, const char* algorithm) {
   return sch;
 }
 
+void addSingleRankCopy(Schedule* sch, const CollectiveShape& s) {
+  if (!s.inPlace && s.count > 0)
+    sch->add(copyStep(BufRef{kRecvBuffer, 0}, BufRef{kSendBuffer, 0}, s.count * sch->elemSize));
+}
+
 std::vector<uint32_t> depsOf(uint32_t step) {
   return step == kNoStep ? std::vector<uint32_t>{} : std::vector<uint32_t>{step};
 }
@@ -52,8 +57,7 @@ Schedule buildChainReduce(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    addSingleRankCopy(&sch, s);
     return sch;
   }
   // The chain starts right after the root and ends at it.

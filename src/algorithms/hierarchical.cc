@@ -137,8 +137,7 @@ Schedule buildRingReduceScatterSegments(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    addSingleRankCopy(&sch, s);
     return sch;
   }
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
@@ -238,8 +237,7 @@ Schedule buildHierarchicalAllReduce(const CollectiveShape& s,
   Schedule sch = startSchedule(s, "hier");
   const size_t es = sch.elemSize;
   if (s.nranks == 1 || s.count == 0) {
-    if (!s.inPlace && s.count > 0)
-      sch.add(copyStep(BufRef{kRecvBuffer, 0}, BufRef{kSendBuffer, 0}, s.count * es));
+    addSingleRankCopy(&sch, s);
     return sch;
   }
   const int numHosts = static_cast<int>(hosts.size());

@@ -14,8 +14,7 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    addSingleRankCopy(&sch, s);
     return sch;
   }
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);

@@ -112,8 +112,7 @@ Schedule buildTreeAllReduce(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    addSingleRankCopy(&sch, s);
     return sch;
   }
   const size_t per = chunkElems(s.chunkBytes, es);
@@ -212,8 +211,7 @@ Schedule buildTreeReduce(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
-    if (!s.inPlace && s.count > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    addSingleRankCopy(&sch, s);
     return sch;
   }
   const Tree tree = rootedTree(n, s.root);
