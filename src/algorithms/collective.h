@@ -49,7 +49,13 @@ struct SelectionContext {
   double interAlphaSeconds = 25e-6, interBytesPerSecond = 1.1e9;  // between hosts
   double reduceBytesPerSecond = 8e9;
   std::string source = "defaults";  // where the link costs came from
+  // Read once at init (BCCL_ALGO, BCCL_CHUNK_BYTES), so a collective reads no environment.
+  std::string forcedAlgorithms;
+  size_t chunkBytes = 256 * 1024;
 };
+
+// Fills the selection parameters of `ctx` from the environment; rejects bad values.
+Status readSelectionParams(SelectionContext* ctx);
 
 // Chooses the algorithm for one collective (BCCL_ALGO, else the cost model) and builds this
 // rank's schedule. Buffer 1 is the send buffer, 2 the receive buffer.

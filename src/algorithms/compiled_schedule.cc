@@ -39,7 +39,7 @@ std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule) {
   return c;
 }
 
-std::shared_ptr<const CompiledSchedule> ScheduleCache::find(const std::string& key) {
+std::shared_ptr<const CompiledSchedule> ScheduleCache::find(const ScheduleKey& key) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = entries_.begin(); it != entries_.end(); ++it)
     if (it->first == key) {
@@ -49,7 +49,7 @@ std::shared_ptr<const CompiledSchedule> ScheduleCache::find(const std::string& k
   return nullptr;
 }
 
-void ScheduleCache::insert(const std::string& key,
+void ScheduleCache::insert(const ScheduleKey& key,
                            std::shared_ptr<const CompiledSchedule> schedule) {
   std::lock_guard<std::mutex> lock(mu_);
   entries_.emplace_front(key, std::move(schedule));

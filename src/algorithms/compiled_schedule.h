@@ -29,17 +29,28 @@ struct CompiledSchedule {
 
 std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule);
 
-// A small most-recently-used cache of compiled schedules, keyed by a string that captures every
-// argument the schedule depends on.
+// Every argument of a collective call that its schedule depends on (buffer addresses only
+// through in-place-ness); the communicator supplies the rest, and it does not change.
+struct ScheduleKey {
+  int kind, dtype, op, root;
+  bool inPlace;
+  size_t count;
+  bool operator==(const ScheduleKey& o) const {
+    return kind == o.kind && dtype == o.dtype && op == o.op && root == o.root &&
+           inPlace == o.inPlace && count == o.count;
+  }
+};
+
+// A small most-recently-used cache of compiled schedules.
 class ScheduleCache {
  public:
-  std::shared_ptr<const CompiledSchedule> find(const std::string& key);
-  void insert(const std::string& key, std::shared_ptr<const CompiledSchedule> schedule);
+  std::shared_ptr<const CompiledSchedule> find(const ScheduleKey& key);
+  void insert(const ScheduleKey& key, std::shared_ptr<const CompiledSchedule> schedule);
 
  private:
   static constexpr size_t kCapacity = 32;
   std::mutex mu_;
-  std::list<std::pair<std::string, std::shared_ptr<const CompiledSchedule>>> entries_;
+  std::list<std::pair<ScheduleKey, std::shared_ptr<const CompiledSchedule>>> entries_;
 };
 
 }  // namespace bccl

@@ -251,7 +251,8 @@ Status executePlans(std::vector<Plan*>& plans) {
   std::vector<PlanRun> runs;
   runs.reserve(plans.size());
   for (size_t i = 0; i < plans.size(); ++i) runs.emplace_back(plans[i], static_cast<uint32_t>(i));
-  const int64_t yieldPasses = kYieldPasses.get();
+  // Read once per process: a collective's hot path reads no environment.
+  static const int64_t yieldPasses = kYieldPasses.get();
   int64_t spinNs = 0;
   for (Plan* p : plans) spinNs = std::max<int64_t>(spinNs, p->ctx->spinMicros() * 1000LL);
   int64_t lastProgressNs = nowNs(), lastLivenessNs = lastProgressNs;

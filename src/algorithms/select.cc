@@ -64,8 +64,7 @@ Builder builderFor(CollKind kind, const std::string& name) {
 }
 
 // BCCL_ALGO's name for this collective: "tree", or from "allreduce=tree;allgather=ring".
-std::string forcedAlgorithm(CollKind kind) {
-  const std::string spec = kAlgo.get();
+std::string forcedAlgorithm(CollKind kind, const std::string& spec) {
   if (spec.find('=') == std::string::npos) return spec;
   std::stringstream in(spec);
   std::string item;
@@ -102,6 +101,15 @@ void logChoice(const OpArgs& a, const SelectionContext& ctx, const Choice& c) {
 
 }  // namespace
 
+Status readSelectionParams(SelectionContext* ctx) {
+  const int64_t chunk = kChunkBytes.get();
+  if (chunk < 64 || chunk > (int64_t{1} << 30))
+    return invalidArgument("BCCL_CHUNK_BYTES must be in 64..2^30, got " + std::to_string(chunk));
+  ctx->chunkBytes = static_cast<size_t>(chunk);
+  ctx->forcedAlgorithms = kAlgo.get();
+  return Status::ok();
+}
+
 const char* collName(CollKind kind) {
   switch (kind) {
     case CollKind::kAllReduce:
@@ -131,7 +139,7 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
   const LinkCost intra{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond};
   const LinkCost inter{ctx.interAlphaSeconds, ctx.interBytesPerSecond};
   const size_t bytes = a.count * dtypeSize(a.dtype);
-  const size_t chunk = static_cast<size_t>(std::max<int64_t>(kChunkBytes.get(), 1));
+  const size_t chunk = std::max<size_t>(ctx.chunkBytes, 1);
   std::vector<Candidate> ranked =
       rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter, static_cast<int>(ctx.hosts.size()),
                      ctx.reduceBytesPerSecond, chunk);
@@ -145,7 +153,7 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
   for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);
-  const std::string forced = forcedAlgorithm(a.kind);
+  const std::string forced = forcedAlgorithm(a.kind, ctx.forcedAlgorithms);
   if (!forced.empty() &&
       (builderFor(a.kind, forced) != nullptr || isHierarchical(a.kind, forced))) {
     choice.algorithm = forced;
@@ -160,15 +168,14 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
 StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& a, int rank,
                                                                      const SelectionContext& ctx,
                                                                      ScheduleCache* cache) {
-  const Choice choice = chooseAlgorithm(a, ctx);
-  // Everything the choice and the build depend on; pointers only through in-place-ness.
-  std::string key = std::to_string(static_cast<int>(a.kind)) + "/" + std::to_string(a.count) + "/" +
-                    std::to_string(static_cast<int>(a.dtype)) + "/" +
-                    std::to_string(static_cast<int>(a.op)) + "/" + std::to_string(a.root) + "/" +
-                    (inPlaceOf(a, rank) ? "i" : "o") + "/" + std::to_string(kChunkBytes.get()) +
-                    "/" + choice.algorithm;
+  // The algorithm follows from the call's shape and the communicator's fixed context, so the
+  // shape alone keys the cache and a repeated call runs no cost model.
+  const ScheduleKey key{static_cast<int>(a.kind), static_cast<int>(a.dtype),
+                        static_cast<int>(a.op),   a.root,
+                        inPlaceOf(a, rank),       a.count};
   if (cache != nullptr)
     if (auto hit = cache->find(key)) return hit;
+  const Choice choice = chooseAlgorithm(a, ctx);
   logChoice(a, ctx, choice);
   StatusOr<Schedule> built = buildCollectiveSchedule(a, rank, ctx);
   if (!built.isOk()) return built.status();
@@ -185,9 +192,7 @@ StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, const Sele
   shape.dtype = a.dtype;
   shape.op = a.op;
   shape.root = a.root;
-  int64_t chunk = kChunkBytes.get();
-  if (chunk < 64) return invalidArgument("BCCL_CHUNK_BYTES must be at least 64");
-  shape.chunkBytes = static_cast<size_t>(chunk);
+  shape.chunkBytes = ctx.chunkBytes;
   shape.inPlace = inPlaceOf(a, rank);
   const std::string algorithm = chooseAlgorithm(a, ctx).algorithm;
   if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);

@@ -60,6 +60,7 @@ StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& pee
     ctx.intraBytesPerSecond = kLoopbackTcpBytesPerSecond;
     ctx.source = "defaults (tcp within hosts)";
   }
+  BCCL_RETURN_IF_ERROR(readSelectionParams(&ctx));
   if (kTuneFile.isSet()) BCCL_RETURN_IF_ERROR(applyTuneFile(kTuneFile.get(), &ctx));
   return ctx;
 }
