@@ -52,6 +52,9 @@ struct SelectionContext {
   // Read once at init (BCCL_ALGO, BCCL_CHUNK_BYTES), so a collective reads no environment.
   std::string forcedAlgorithms;
   size_t chunkBytes = 256 * 1024;
+  // Capacity of each rank's shared-memory board when every rank shares memory (0: no boards),
+  // which makes the "direct" algorithm available for collectives whose post fits.
+  size_t boardBytes = 0;
 };
 
 // Fills the selection parameters of `ctx` from the environment; rejects bad values.
@@ -62,9 +65,12 @@ Status readSelectionParams(SelectionContext* ctx);
 StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& args, int rank,
                                            const SelectionContext& ctx);
 // The same, compiled, from `cache` when the same call shape was seen before (cache may be null).
+// With `allowDirect` (the call is not part of a group) the result may be a step-less schedule
+// marked direct, to be run by runDirectPlan.
 StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& args, int rank,
                                                                      const SelectionContext& ctx,
-                                                                     ScheduleCache* cache);
+                                                                     ScheduleCache* cache,
+                                                                     bool allowDirect = false);
 // The algorithm the selector would use, with every alternative's predicted seconds (best
 // first), and why ("forced by BCCL_ALGO" or "cost model"). Empty for single-algorithm kinds.
 struct Choice {
@@ -72,7 +78,8 @@ struct Choice {
   std::string reason;
   std::vector<std::pair<std::string, double>> predictions;
 };
-Choice chooseAlgorithm(const OpArgs& args, const SelectionContext& ctx);
+// `allowDirect` false leaves out "direct" (for callers that need a schedule).
+Choice chooseAlgorithm(const OpArgs& args, const SelectionContext& ctx, bool allowDirect = true);
 // One schedule for a batch of sends and receives launched together (a group); buffer i + 1 is
 // ops[i]'s buffer. Sends to and receives from oneself are matched locally, in order.
 StatusOr<Schedule> buildPointToPointSchedule(const std::vector<OpArgs>& ops, int rank, int nranks);

@@ -20,6 +20,8 @@ struct CompiledSchedule {
     std::vector<uint32_t> sends, recvs;  // step indices in schedule order
   };
   Schedule schedule;
+  // No steps: the collective runs over the shared-memory boards (algorithms/direct.h).
+  bool direct = false;
   std::vector<uint32_t> dependentsBegin;  // CSR: dependents of step i are
   std::vector<uint32_t> dependents;       // dependents[dependentsBegin[i] .. dependentsBegin[i+1])
   std::vector<PeerSteps> peers;
@@ -34,10 +36,11 @@ std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule);
 struct ScheduleKey {
   int kind, dtype, op, root;
   bool inPlace;
+  bool allowDirect;
   size_t count;
   bool operator==(const ScheduleKey& o) const {
     return kind == o.kind && dtype == o.dtype && op == o.op && root == o.root &&
-           inPlace == o.inPlace && count == o.count;
+           inPlace == o.inPlace && allowDirect == o.allowDirect && count == o.count;
   }
 };
 

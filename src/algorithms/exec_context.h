@@ -12,6 +12,8 @@
 
 namespace bccl {
 
+class ShmBoard;
+
 class ExecContext {
  public:
   virtual ~ExecContext() = default;
@@ -35,6 +37,8 @@ class ExecContext {
   // Operations on one communicator run one at a time, in the order they were issued.
   virtual bool isTurn(uint64_t ticket) const = 0;
   virtual void endTurn(uint64_t ticket) = 0;
+  // The shared-memory boards when every rank shares memory with this one, else null.
+  virtual ShmBoard* board() { return nullptr; }
 };
 
 }  // namespace bccl

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "algorithms/direct.h"
+#include "algorithms/polite_wait.h"
 #include "core/logging.h"
 #include "core/params.h"
 #include "core/reduce.h"
@@ -15,9 +17,6 @@ namespace {
 const IntParam kYieldPasses(
     "BCCL_YIELD_PASSES", 16,
     "Idle passes spent in sched_yield() before sleeping on a doorbell/poll");
-constexpr int kMaxSleepUs = 20000;
-constexpr int kTurnNapUs = 500;
-constexpr int64_t kLivenessPeriodNs = 20 * 1000000LL;
 
 struct PeerQueue {
   int peer;
@@ -247,12 +246,18 @@ std::string describeWait(const PlanRun& run, int64_t idleMs) {
 
 }  // namespace
 
+int64_t yieldPassesBeforeSleep() {
+  // Read once per process: a collective's hot path reads no environment.
+  static const int64_t passes = kYieldPasses.get();
+  return passes;
+}
+
 Status executePlans(std::vector<Plan*>& plans) {
+  if (plans.size() == 1 && plans[0]->compiled->direct) return runDirectPlan(plans[0]);
   std::vector<PlanRun> runs;
   runs.reserve(plans.size());
   for (size_t i = 0; i < plans.size(); ++i) runs.emplace_back(plans[i], static_cast<uint32_t>(i));
-  // Read once per process: a collective's hot path reads no environment.
-  static const int64_t yieldPasses = kYieldPasses.get();
+  const int64_t yieldPasses = yieldPassesBeforeSleep();
   int64_t spinNs = 0;
   for (Plan* p : plans) spinNs = std::max<int64_t>(spinNs, p->ctx->spinMicros() * 1000LL);
   int64_t lastProgressNs = nowNs(), lastLivenessNs = lastProgressNs;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "algorithms/collective.h"
 #include "algorithms/compiled_schedule.h"
 #include "algorithms/exec_context.h"
 
@@ -20,6 +21,7 @@ struct Plan {
   std::shared_ptr<const CompiledSchedule> compiled;
   // buffers[i] for schedule buffer i >= 1; buffers[0] (scratch) is filled in at start.
   std::vector<char*> buffers;
+  OpArgs args;  // the call itself, for plans that run without a schedule (compiled->direct)
   Status status;  // the plan's outcome
 };
 

@@ -11,6 +11,7 @@
 #include "algorithms/builders_extra.h"
 #include "algorithms/collective.h"
 #include "algorithms/cost_model.h"
+#include "algorithms/direct.h"
 #include "algorithms/hierarchical.h"
 #include "core/dtype.h"
 #include "core/logging.h"
@@ -134,7 +135,36 @@ const char* collName(CollKind kind) {
   return "?";
 }
 
-Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
+// "direct" over the shared-memory boards, when every rank shares memory and the post fits: one
+// synchronisation (one alpha, whatever the rank count) plus reading every other rank's post,
+// and combining them for reductions.
+bool directFits(const OpArgs& a, const SelectionContext& ctx) {
+  switch (a.kind) {
+    case CollKind::kAllReduce:
+    case CollKind::kReduceScatter:
+    case CollKind::kAllGather:
+    case CollKind::kReduce:
+    case CollKind::kBroadcast:
+      break;
+    case CollKind::kBarrier:
+      return ctx.boardBytes > 0;
+    default:
+      return false;
+  }
+  const size_t post = directPostBytes(a, ctx.nranks);
+  return post > 0 && post <= ctx.boardBytes;
+}
+
+double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
+  const double others = ctx.nranks - 1;
+  const double post = static_cast<double>(directPostBytes(a, ctx.nranks));
+  const bool reduces = a.kind == CollKind::kAllReduce || a.kind == CollKind::kReduceScatter ||
+                       a.kind == CollKind::kReduce;
+  return ctx.intraAlphaSeconds + others * post / ctx.intraBytesPerSecond +
+         (reduces ? others * post / ctx.reduceBytesPerSecond : 0.0);
+}
+
+Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowDirect) {
   Choice choice;
   const LinkCost intra{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond};
   const LinkCost inter{ctx.interAlphaSeconds, ctx.interBytesPerSecond};
@@ -150,12 +180,16 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
     if (isHierarchical(a.kind, c.algorithm) && ctx.hosts.size() > 1)
       c.seconds =
           predictHierarchicalAllReduce(bytes, sizes, intra, inter, ctx.reduceBytesPerSecond, chunk);
+  // Listed first, so that on a tie (two ranks: one round either way) no message is sent.
+  if (allowDirect && directFits(a, ctx))
+    ranked.insert(ranked.begin(), Candidate{"direct", predictDirect(a, ctx)});
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
   for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);
   const std::string forced = forcedAlgorithm(a.kind, ctx.forcedAlgorithms);
-  if (!forced.empty() &&
-      (builderFor(a.kind, forced) != nullptr || isHierarchical(a.kind, forced))) {
+  const bool forcedDirect = forced == "direct" && allowDirect && directFits(a, ctx);
+  if (!forced.empty() && (builderFor(a.kind, forced) != nullptr ||
+                          isHierarchical(a.kind, forced) || forcedDirect)) {
     choice.algorithm = forced;
     choice.reason = "forced by BCCL_ALGO";
   } else if (!ranked.empty()) {
@@ -167,16 +201,24 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx) {
 
 StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& a, int rank,
                                                                      const SelectionContext& ctx,
-                                                                     ScheduleCache* cache) {
+                                                                     ScheduleCache* cache,
+                                                                     bool allowDirect) {
   // The algorithm follows from the call's shape and the communicator's fixed context, so the
   // shape alone keys the cache and a repeated call runs no cost model.
   const ScheduleKey key{static_cast<int>(a.kind), static_cast<int>(a.dtype),
                         static_cast<int>(a.op),   a.root,
-                        inPlaceOf(a, rank),       a.count};
+                        inPlaceOf(a, rank),       allowDirect, a.count};
   if (cache != nullptr)
     if (auto hit = cache->find(key)) return hit;
-  const Choice choice = chooseAlgorithm(a, ctx);
+  const Choice choice = chooseAlgorithm(a, ctx, allowDirect);
   logChoice(a, ctx, choice);
+  if (choice.algorithm == "direct") {
+    auto direct = std::make_shared<CompiledSchedule>();
+    direct->schedule.algorithm = "direct";
+    direct->direct = true;
+    if (cache != nullptr) cache->insert(key, direct);
+    return std::shared_ptr<const CompiledSchedule>(std::move(direct));
+  }
   StatusOr<Schedule> built = buildCollectiveSchedule(a, rank, ctx);
   if (!built.isOk()) return built.status();
   std::shared_ptr<const CompiledSchedule> compiled = compileSchedule(std::move(built.value()));
@@ -194,7 +236,7 @@ StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, const Sele
   shape.root = a.root;
   shape.chunkBytes = ctx.chunkBytes;
   shape.inPlace = inPlaceOf(a, rank);
-  const std::string algorithm = chooseAlgorithm(a, ctx).algorithm;
+  const std::string algorithm = chooseAlgorithm(a, ctx, /*allowDirect=*/false).algorithm;
   if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
   if (Builder build = builderFor(a.kind, algorithm)) return build(shape);
   switch (a.kind) {

@@ -14,7 +14,8 @@ using PlanList = std::vector<std::unique_ptr<Plan>>;
 
 // Plans for one communicator's ops, in order; consecutive sends/receives share one plan so
 // that a group's exchanges progress together.
-Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, PlanList* out) {
+Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, bool alone,
+               PlanList* out) {
   Communicator* c = comm->impl.get();
   size_t i = 0;
   while (i < ops.size()) {
@@ -35,9 +36,11 @@ Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, PlanLis
       plan->compiled = compileSchedule(std::move(s.value()));
     } else {
       const OpArgs& a = ops[i++]->args;
-      auto s = collectiveSchedule(a, c->rank(), c->selection(), &c->scheduleCache());
+      // A board ("direct") collective must be the only plan its thread runs: it waits inside.
+      auto s = collectiveSchedule(a, c->rank(), c->selection(), &c->scheduleCache(), alone);
       if (!s.isOk()) return s.status();
       plan->compiled = std::move(s.value());
+      plan->args = a;
       plan->buffers.push_back(const_cast<char*>(static_cast<const char*>(a.sendbuf)));
       plan->buffers.push_back(static_cast<char*>(a.recvbuf));
     }
@@ -59,7 +62,7 @@ Status launchOps(const std::vector<PendingOp>& ops) {
     std::vector<const PendingOp*> mine;
     for (const PendingOp& op : ops)
       if (op.comm == comm) mine.push_back(&op);
-    BCCL_RETURN_IF_ERROR(planFor(comm, mine, plans.get()));
+    BCCL_RETURN_IF_ERROR(planFor(comm, mine, ops.size() == 1, plans.get()));
   }
   // Turns are taken only once every schedule built: a turn taken must always be ended.
   for (auto& p : *plans) p->ticket = static_cast<Communicator*>(p->ctx)->takeTicket();

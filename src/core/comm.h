@@ -17,6 +17,7 @@
 #include "core/rendezvous.h"
 #include "fault/failure_detector.h"
 #include "topology/topology.h"
+#include "transport/shm/shm_board.h"
 #include "transport/shm/shm_segment.h"
 
 namespace bccl {
@@ -70,6 +71,7 @@ class Communicator final : public ExecContext {
   char* scratch(size_t bytes) override;
   bool isTurn(uint64_t ticket) const override { return serving_.load() == ticket; }
   void endTurn(uint64_t ticket) override { serving_.store(ticket + 1); }
+  ShmBoard* board() override { return board_.get(); }
 
   uint64_t takeTicket() { return nextTicket_.fetch_add(1); }
   // Stops every wait on this communicator, from any thread, without touching peers.
@@ -125,6 +127,7 @@ class Communicator final : public ExecContext {
   std::unique_ptr<ShmSegment> ownSegment_;
   std::vector<std::unique_ptr<ShmSegment>> peerSegments_;
   Doorbell* doorbell_ = nullptr;
+  std::unique_ptr<ShmBoard> board_;  // when every rank shares memory with this one
 
   std::unique_ptr<FailureDetector> detector_;
 #ifdef BCCL_HAVE_UCX

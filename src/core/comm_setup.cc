@@ -22,6 +22,10 @@ namespace {
 
 const IntParam kShmSlotBytes("BCCL_SHM_SLOT_BYTES", 64 * 1024, "Bytes per shared-memory ring slot");
 const IntParam kShmSlots("BCCL_SHM_SLOTS", 16, "Slots per shared-memory ring");
+const IntParam kShmBoardBytes(
+    "BCCL_SHM_BOARD_BYTES", 8192,
+    "Largest post of a 'direct' collective (all ranks share memory): e.g. an allreduce's "
+    "input; 0 turns boards off. A multiple of 64");
 const IntParam kShmCmaThreshold("BCCL_SHM_CMA_THRESHOLD", 64 * 1024,
                                 "Messages of at least this many bytes are read straight from the "
                                 "sender's memory (single copy); 0 disables");
@@ -197,9 +201,13 @@ Status Communicator::connectUcxPeers(const std::vector<int>& peers) {
 Status Communicator::connectShmPeers(const std::vector<int>& local) {
   const Deadline deadline = Deadline::afterMs(config_.timeoutMs);
   const int64_t slotBytes = kShmSlotBytes.get(), slots = kShmSlots.get();
+  const int64_t boardBytes = kShmBoardBytes.get();
   if (slotBytes < 64 || slotBytes % 64 != 0 || slots < 2)
     return invalidArgument("BCCL_SHM_SLOT_BYTES must be a multiple of 64 and BCCL_SHM_SLOTS >= 2");
-  ShmGeometry geo{static_cast<size_t>(slotBytes), static_cast<size_t>(slots), local.size()};
+  if (boardBytes < 0 || boardBytes % 64 != 0 || boardBytes > (1 << 20))
+    return invalidArgument("BCCL_SHM_BOARD_BYTES must be a multiple of 64 in 0..1048576");
+  ShmGeometry geo{static_cast<size_t>(slotBytes), static_cast<size_t>(slots), local.size(),
+                  static_cast<size_t>(boardBytes)};
   auto indexOf = [&local](int r) {
     return static_cast<size_t>(std::find(local.begin(), local.end(), r) - local.begin());
   };
@@ -210,6 +218,8 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   ShmGeometry::header(mySeg)->ready.store(kShmReadyMagic, std::memory_order_release);
 
   const int64_t cmaThreshold = kShmCmaThreshold.get();
+  std::vector<char*> segmentOfRank(nranks_, nullptr);
+  segmentOfRank[rank_] = mySeg;
   for (int q : local) {
     if (q == rank_) continue;
     auto seg = std::make_unique<ShmSegment>();
@@ -217,6 +227,7 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
         seg->open(segmentName(commId_, peers_[q].shmTag), geo.segmentBytes(), deadline, &aborted_)
             .withContext("shared memory of " + peerName(q)));
     char* peerSeg = seg->data();
+    segmentOfRank[q] = peerSeg;
     while (ShmGeometry::header(peerSeg)->ready.load(std::memory_order_acquire) != kShmReadyMagic) {
       if (deadline.expired())
         return timeoutError(peerName(q) + " never finished its shared memory");
@@ -248,6 +259,11 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
     usleep(200);
   }
   ownSegment_->unlink();
+  if (local.size() == static_cast<size_t>(nranks_) && boardBytes > 0) {
+    board_ = std::make_unique<ShmBoard>(rank_, std::move(segmentOfRank),
+                                        static_cast<size_t>(boardBytes));
+    selection_.boardBytes = static_cast<size_t>(boardBytes);
+  }
   return Status::ok();
 }
 

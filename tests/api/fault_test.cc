@@ -30,6 +30,8 @@ struct KillParam {
   int nranks;
   int victim;
   bool selfKill;  // the victim raises SIGKILL at an iteration instead of the parent killing it
+  // Elements per allreduce: a few go over the shared-memory boards ("direct"), many over rings.
+  size_t floats = 4096;
 };
 
 // "rank K" not followed by another digit, in any letter case.
@@ -106,7 +108,7 @@ int LoopUntilError(ChildEnv& env, const KillParam& p) {
   sigprocmask(SIG_BLOCK, &usr1, nullptr);
   bcclComm_t comm = nullptr;
   if (!env.Ok(env.InitComm(&comm, p.transports, kTimeoutMs), "bcclCommInitRankConfig")) return 1;
-  std::vector<float> buf(4096, 1.0f);
+  std::vector<float> buf(p.floats, 1.0f);
   const int64_t giveUp = ProcessRanks::NowNs() + 60000000000LL;
   for (int it = 0;; ++it) {
     if (p.selfKill && env.rank == p.victim && it == kSelfKillIteration) {
@@ -205,6 +207,8 @@ std::vector<KillParam> KillParams() {
     out.push_back({t, 3, 2, true});   // the last rank kills itself at a known iteration
     out.push_back({t, 4, 0, false});  // the rank that served the rendezvous dies
   }
+  out.push_back({"shm", 3, 1, false, 2});  // tiny: over the boards, killed by the parent
+  out.push_back({"shm", 4, 3, true, 2});   // tiny: the last rank kills itself
   return out;
 }
 
@@ -212,7 +216,8 @@ INSTANTIATE_TEST_SUITE_P(Kill, RankDeath, ::testing::ValuesIn(KillParams()),
                          [](const ::testing::TestParamInfo<KillParam>& info) {
                            return info.param.transports + "_n" + std::to_string(info.param.nranks) +
                                   "_victim" + std::to_string(info.param.victim) +
-                                  (info.param.selfKill ? "_self" : "_parent");
+                                  (info.param.selfKill ? "_self" : "_parent") +
+                                  (info.param.floats < 16 ? "_tiny" : "");
                          });
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The layout of a rank's shared-memory segment. Every rank owns one segment holding its
-// doorbell and one inbound ring per local peer; a sender writes into the receiver's segment.
+// doorbell, its board (shm_board.h) and one inbound ring per local peer; a sender writes into
+// the receiver's segment.
 // Large messages skip the ring: the sender publishes a descriptor of its buffer and the
 // receiver copies (or reduces) straight out of it with process_vm_readv, one copy in total.
 #pragma once
@@ -51,22 +52,32 @@ struct ShmSegmentHeader {
 static_assert(sizeof(ShmSegmentHeader) <= 64, "segment header must fit its 64 bytes");
 constexpr uint32_t kShmReadyMagic = 0xBCC15E61u;
 
+// A board: two alternating areas (by operation parity) where a rank posts a whole small input.
+struct alignas(64) ShmBoardHeader {
+  alignas(64) std::atomic<uint64_t> posted[2];  // the operation number each area holds
+};
+
 struct ShmGeometry {
   size_t slotBytes;
   size_t slots;
   size_t localRanks;
+  size_t boardCapacity = 0;  // bytes per board area, a multiple of 64 (0: no board)
 
   size_t slotStride() const { return sizeof(ShmSlotHeader) + slotBytes; }
   size_t ringBytes() const { return sizeof(ShmRingHeader) + slots * slotStride(); }
   size_t doorbellBytes() const { return 64; }
-  size_t segmentBytes() const { return doorbellBytes() + localRanks * ringBytes(); }
+  size_t boardBytes() const { return sizeof(ShmBoardHeader) + 2 * boardCapacity; }
+  size_t segmentBytes() const { return doorbellBytes() + boardBytes() + localRanks * ringBytes(); }
 
   static ShmSegmentHeader* header(char* segment) {
     return reinterpret_cast<ShmSegmentHeader*>(segment);
   }
   static Doorbell* doorbell(char* segment) { return &header(segment)->bell; }
+  static ShmBoardHeader* board(char* segment) {
+    return reinterpret_cast<ShmBoardHeader*>(segment + 64);
+  }
   ShmRingHeader* ring(char* segment, size_t fromLocalRank) const {
-    return reinterpret_cast<ShmRingHeader*>(segment + doorbellBytes() +
+    return reinterpret_cast<ShmRingHeader*>(segment + doorbellBytes() + boardBytes() +
                                             fromLocalRank * ringBytes());
   }
   ShmSlotHeader* slot(ShmRingHeader* ring, uint64_t index) const {

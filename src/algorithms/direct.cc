@@ -1,0 +1,123 @@
+#include "algorithms/direct.h"
+
+#include <cstring>
+
+#include "algorithms/polite_wait.h"
+#include "core/dtype.h"
+#include "core/reduce.h"
+#include "transport/shm/shm_board.h"
+
+namespace bccl {
+namespace {
+
+// Ranks in [from, nranks) that have not posted `seq`, scanning from the first still missing.
+class Arrivals {
+ public:
+  Arrivals(const ShmBoard& board, uint64_t seq) : board_(board), seq_(seq) {}
+  bool allFrom(int only = -1) {
+    if (only >= 0) return board_.hasPosted(only, seq_);
+    while (next_ < board_.nranks() && board_.hasPosted(next_, seq_)) ++next_;
+    return next_ == board_.nranks();
+  }
+  std::vector<int> missing(int only = -1) const {
+    std::vector<int> out;
+    for (int r = 0; r < board_.nranks(); ++r)
+      if ((only < 0 || r == only) && !board_.hasPosted(r, seq_)) out.push_back(r);
+    return out;
+  }
+
+ private:
+  const ShmBoard& board_;
+  uint64_t seq_;
+  int next_ = 0;
+};
+
+// Waits until every rank (or just `only`) has posted `seq`.
+Status awaitPosts(ExecContext* ctx, const ShmBoard& board, uint64_t seq, int only,
+                  const char* what) {
+  Arrivals arrivals(board, seq);
+  return waitPolitely(
+      ctx, [&] { return arrivals.allFrom(only); }, [&] { return arrivals.missing(only); },
+      kMaxSleepUs, what);
+}
+
+// dst = combination, in rank order, of `bytes` at `offset` of every rank's post.
+void combineInRankOrder(const ShmBoard& board, uint64_t seq, size_t offset, const OpArgs& a,
+                        char* dst) {
+  const size_t count = a.count;
+  const int n = board.nranks();
+  reduceInto(dst, board.data(0, seq) + offset, board.data(1, seq) + offset, count, a.dtype, a.op);
+  for (int r = 2; r < n; ++r) reduceInto(dst, dst, board.data(r, seq) + offset, count, a.dtype, a.op);
+  if (a.op == bcclAvg) scaleDivide(dst, dst, count, a.dtype, n);
+}
+
+Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
+  const int me = ctx->rank(), n = board.nranks();
+  const size_t es = dtypeSize(a.dtype), bytes = a.count * es;
+  const uint64_t seq = board.beginOp();
+  // Posting into the area of seq - 2 is safe once everyone posted seq - 1 (shm_board.h).
+  if (seq > 1) BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq - 1, -1, "the previous operation"));
+  char* recv = static_cast<char*>(a.recvbuf);
+  switch (a.kind) {
+    case CollKind::kAllReduce:
+      board.post(seq, a.sendbuf, bytes);
+      BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, -1, "allreduce inputs from"));
+      combineInRankOrder(board, seq, 0, a, recv);
+      return Status::ok();
+    case CollKind::kReduceScatter:
+      board.post(seq, a.sendbuf, bytes * n);
+      BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, -1, "reduce-scatter inputs from"));
+      combineInRankOrder(board, seq, me * bytes, a, recv);
+      return Status::ok();
+    case CollKind::kAllGather:
+      board.post(seq, a.sendbuf, bytes);
+      BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, -1, "allgather inputs from"));
+      for (int r = 0; r < n; ++r) memcpy(recv + r * bytes, board.data(r, seq), bytes);
+      return Status::ok();
+    case CollKind::kReduce:
+      board.post(seq, a.sendbuf, bytes);
+      if (me != a.root) return Status::ok();
+      BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, -1, "reduce inputs from"));
+      combineInRankOrder(board, seq, 0, a, recv);
+      return Status::ok();
+    case CollKind::kBroadcast:
+      if (me == a.root) {
+        board.post(seq, a.sendbuf, bytes);
+        if (a.sendbuf != recv) memcpy(recv, a.sendbuf, bytes);
+        return Status::ok();
+      }
+      BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, a.root, "the broadcast root"));
+      memcpy(recv, board.data(a.root, seq), bytes);
+      board.post(seq, nullptr, 0);  // "done reading": lets the root reuse its area
+      return Status::ok();
+    case CollKind::kBarrier:
+      board.post(seq, nullptr, 0);
+      return awaitPosts(ctx, board, seq, -1, "barrier arrivals from");
+    default:
+      return internalError(std::string("no direct algorithm for ") + collName(a.kind));
+  }
+}
+
+}  // namespace
+
+size_t directPostBytes(const OpArgs& a, int nranks) {
+  const size_t bytes = a.count * dtypeSize(a.dtype);
+  return a.kind == CollKind::kReduceScatter ? bytes * nranks : bytes;
+}
+
+Status runDirectPlan(Plan* plan) {
+  ExecContext* ctx = plan->ctx;
+  Status st = waitPolitely(
+      ctx, [&] { return ctx->isTurn(plan->ticket); }, [] { return std::vector<int>{}; },
+      kTurnNapUs, "an earlier operation on this communicator");
+  ShmBoard* board = ctx->board();
+  if (st.isOk()) st = ctx->health();
+  if (st.isOk() && board == nullptr) st = internalError("direct algorithm without a board");
+  if (st.isOk()) st = runDirect(ctx, *board, plan->args);
+  plan->status = st;
+  if (!st.isOk()) ctx->recordError(st);
+  ctx->endTurn(plan->ticket);
+  return st;
+}
+
+}  // namespace bccl

@@ -1,0 +1,20 @@
+// "direct": small collectives over the shared-memory boards (transport/shm/shm_board.h), for a
+// communicator whose ranks all share memory. Every rank posts its input on its own board and
+// reads the others' straight from theirs: one post and one wait per collective, no messages.
+// Reductions combine inputs in rank order on every rank, so all ranks get identical bits.
+#pragma once
+
+#include <cstddef>
+
+#include "algorithms/collective.h"
+#include "algorithms/executor.h"
+
+namespace bccl {
+
+// Bytes a rank posts for this collective (what must fit a board area).
+size_t directPostBytes(const OpArgs& args, int nranks);
+// Runs one plan whose compiled schedule is marked direct: waits for its turn, posts, waits,
+// combines. Failures are recorded on the communicator like an executor's.
+Status runDirectPlan(Plan* plan);
+
+}  // namespace bccl

@@ -1,0 +1,72 @@
+// How every blocking wait of the executor side waits: spin for the communicator's spin time
+// (long when each rank has a core, near zero when ranks share cores), then yield a few times,
+// then sleep on the communicator's wake handles (its shm doorbell, its abort eventfd) in bounded
+// slices. It never waits unboundedly: it checks the communicator's health, asks every liveness
+// period whether the ranks it waits for are alive, and gives up after the communicator's
+// timeout without progress, naming whom it waited for.
+#pragma once
+
+#include <sched.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "algorithms/exec_context.h"
+#include "core/deadline.h"
+#include "core/status.h"
+#include "transport/wait_set.h"
+
+namespace bccl {
+
+constexpr int kMaxSleepUs = 20000;
+constexpr int kTurnNapUs = 500;  // waiting for a turn: nothing rings, so nap briefly
+constexpr int64_t kLivenessPeriodNs = 20 * 1000000LL;
+
+int64_t yieldPassesBeforeSleep();  // BCCL_YIELD_PASSES, read once per process
+
+// Waits until done() is true. `waitingFor()` returns the ranks still awaited (called rarely:
+// for liveness checks and the timeout message); `what` completes "no progress ... waiting for".
+template <class Done, class WaitingFor>
+Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int sleepSliceUs,
+                    const char* what) {
+  if (done()) return Status::ok();
+  const int64_t start = nowNs();
+  const int64_t spinNs = ctx->spinMicros() * 1000LL;
+  while (nowNs() - start < spinNs) {
+    for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+    if (done()) return Status::ok();
+  }
+  const int64_t yieldPasses = yieldPassesBeforeSleep();
+  const int64_t timeoutNs = static_cast<int64_t>(ctx->timeoutMs()) * 1000000;
+  int64_t lastLiveness = start;
+  WaitSet waits;
+  for (int64_t pass = 0;; ++pass) {
+    Status health = ctx->health();
+    if (!health.isOk()) return health;
+    const int64_t now = nowNs();
+    if (now - lastLiveness >= kLivenessPeriodNs) {
+      lastLiveness = now;
+      for (int peer : waitingFor()) BCCL_RETURN_IF_ERROR(ctx->checkPeerAlive(peer));
+    }
+    if (now - start >= timeoutNs) {
+      std::string who;
+      for (int peer : waitingFor()) who += (who.empty() ? " " : ", ") + ctx->peerName(peer);
+      return timeoutError("no progress for " + std::to_string((now - start) / 1000000) +
+                          " ms waiting for " + what + who);
+    }
+    if (pass < yieldPasses) {
+      sched_yield();
+    } else {
+      waits.clear();
+      ctx->addWakeHandles(&waits);
+      waits.arm();
+      // Re-check after arming: a ring that came before arm() must not be slept through.
+      if (!done()) waits.wait(sleepSliceUs);
+      waits.disarm();
+    }
+    if (done()) return Status::ok();
+  }
+}
+
+}  // namespace bccl

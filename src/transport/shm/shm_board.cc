@@ -1,0 +1,31 @@
+#include "transport/shm/shm_board.h"
+
+#include <cstring>
+
+namespace bccl {
+
+ShmBoard::ShmBoard(int rank, std::vector<char*> segmentOfRank, size_t capacity)
+    : rank_(rank), capacity_(capacity) {
+  for (char* seg : segmentOfRank) {
+    boards_.push_back(ShmGeometry::board(seg));
+    bells_.push_back(ShmGeometry::doorbell(seg));
+  }
+}
+
+void ShmBoard::post(uint64_t seq, const void* data, size_t bytes) {
+  ShmBoardHeader* mine = boards_[rank_];
+  if (bytes > 0) memcpy(const_cast<char*>(this->data(rank_, seq)), data, bytes);
+  mine->posted[seq & 1].store(seq, std::memory_order_release);
+  for (int r = 0; r < nranks(); ++r)
+    if (r != rank_) ringDoorbell(bells_[r]);
+}
+
+bool ShmBoard::hasPosted(int rank, uint64_t seq) const {
+  return boards_[rank]->posted[seq & 1].load(std::memory_order_acquire) == seq;
+}
+
+const char* ShmBoard::data(int rank, uint64_t seq) const {
+  return reinterpret_cast<const char*>(boards_[rank] + 1) + (seq & 1) * capacity_;
+}
+
+}  // namespace bccl

@@ -1,0 +1,44 @@
+// Boards: for a communicator whose ranks all share memory, each rank's segment holds a small
+// board where the rank posts a whole (small) input, and every rank reads every board directly.
+// A tiny allreduce is then one post and one wait, instead of log2(n) rounds of messages through
+// the rings, and a barrier is a post of nothing. This is how MPI's shared-memory collectives
+// reach sub-microsecond latency; the rings stay for everything larger.
+//
+// Each board has two areas used alternately by operation parity. A rank posts operation k+2
+// into the area of k only after it saw every peer post k+1, and a peer posts k+1 only after it
+// has finished reading everything of k: nothing is overwritten while someone reads it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "transport/shm/shm_layout.h"
+
+namespace bccl {
+
+class ShmBoard {
+ public:
+  // `segmentOfRank[r]` is rank r's mapped segment (every rank of the communicator).
+  ShmBoard(int rank, std::vector<char*> segmentOfRank, size_t capacity);
+
+  int nranks() const { return static_cast<int>(boards_.size()); }
+  size_t capacity() const { return capacity_; }
+  // The next operation's number; every rank runs the same sequence of board operations.
+  uint64_t beginOp() { return ++ops_; }
+  // Posts `bytes` of `data` as operation `seq` (1, 2, ...) and wakes peers that sleep.
+  void post(uint64_t seq, const void* data, size_t bytes);
+  // Whether `rank` has posted operation `seq` (acquire: its data is then visible).
+  bool hasPosted(int rank, uint64_t seq) const;
+  // What `rank` posted for operation `seq`; valid once hasPosted(rank, seq).
+  const char* data(int rank, uint64_t seq) const;
+
+ private:
+  int rank_;
+  size_t capacity_;
+  uint64_t ops_ = 0;
+  std::vector<ShmBoardHeader*> boards_;
+  std::vector<Doorbell*> bells_;
+};
+
+}  // namespace bccl
