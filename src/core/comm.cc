@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/calibrate.h"
 #include "core/logging.h"
 #ifdef BCCL_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
@@ -21,12 +22,19 @@ Communicator::Communicator(const CommConfig& config) : config_(config) {}
 
 StatusOr<std::unique_ptr<Communicator>> Communicator::createFromExchange(
     const uint8_t* secret, int shmTag, const SockAddr& reachable, const CommConfig& config,
-    const MembershipExchange& exchange) {
+    const MembershipExchange& exchange, const SelectionContext* linkCostsFrom) {
   std::unique_ptr<Communicator> comm(new Communicator(config));
   comm->wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (comm->wakeFd_ < 0) return errnoStatus("eventfd", errno);
   Status st = comm->setUp(secret, shmTag, reachable, exchange);
   if (!st.isOk()) return st;
+  if (linkCostsFrom != nullptr) {
+    copyLinkCosts(*linkCostsFrom, &comm->selection_);
+  } else if (calibrationWanted()) {
+    st = calibrateLinkCosts(comm.get(), &comm->selection_);
+    if (!st.isOk()) return st;
+    BCCL_INFO("link costs %s", comm->selection_.source.c_str());
+  }
   return comm;
 }
 

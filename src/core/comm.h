@@ -41,7 +41,7 @@ class Communicator final : public ExecContext {
   // reach this process at (its port is ignored).
   static StatusOr<std::unique_ptr<Communicator>> createFromExchange(
       const uint8_t* secret, int shmTag, const SockAddr& reachable, const CommConfig& config,
-      const MembershipExchange& exchange);
+      const MembershipExchange& exchange, const SelectionContext* linkCostsFrom = nullptr);
   ~Communicator() override;
 
   int rank() const override { return rank_; }

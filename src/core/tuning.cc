@@ -49,6 +49,8 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
 
 }  // namespace
 
+bool tuneFileGiven() { return kTuneFile.isSet(); }
+
 StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& peers,
                                                 const CommConfig& config) {
   SelectionContext ctx;

@@ -11,6 +11,9 @@
 
 namespace bccl {
 
+// Whether BCCL_TUNE_FILE names a file (then nothing is measured at init).
+bool tuneFileGiven();
+
 StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& peers,
                                                 const CommConfig& config);
 

@@ -328,7 +328,8 @@ StatusOr<ChildResult> runChildOp(Communicator& parent, const ChildRequest& req,
     uint8_t secret[kSecretBytes];
     childSecret(parent, seq, req.op == ChildOp::kSplit ? req.color : 0, secret);
     StatusOr<std::unique_ptr<Communicator>> comm = Communicator::createFromExchange(
-        secret, parent.rank(), parent.peer(parent.rank()).listenAddr, config, exchange);
+        secret, parent.rank(), parent.peer(parent.rank()).listenAddr, config, exchange,
+        &parent.selection());
     if (!comm.isOk()) return comm.status();
     result.comm = std::move(comm.value());
   } else {

@@ -1,0 +1,157 @@
+#include "core/calibrate.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "algorithms/executor.h"
+#include "core/comm.h"
+#include "core/params.h"
+#include "core/reduce.h"
+#include "core/tuning.h"
+
+namespace bccl {
+namespace {
+
+const IntParam kCalibrate("BCCL_CALIBRATE", 1,
+                          "Measure link costs for algorithm selection when a communicator is "
+                          "created (a few ms); 0 uses built-in defaults");
+
+constexpr size_t kSmallBytes = 8;
+constexpr size_t kLargeBytes = 1 << 20;
+constexpr int kSmallReps = 15, kLargeReps = 3;
+
+Status runSchedule(Communicator* comm, Schedule schedule, std::vector<char*> buffers) {
+  Plan plan;
+  plan.ctx = comm;
+  plan.compiled = compileSchedule(std::move(schedule));
+  plan.buffers = std::move(buffers);
+  plan.ticket = comm->takeTicket();
+  std::vector<Plan*> plans{&plan};
+  return executePlans(plans);
+}
+
+// One simultaneous send and receive of `bytes` with `peer`; returns seconds.
+StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in, size_t bytes) {
+  OpArgs send, recv;
+  send.kind = CollKind::kSend;
+  send.sendbuf = out;
+  recv.kind = CollKind::kRecv;
+  recv.recvbuf = in;
+  send.count = recv.count = bytes;
+  send.peer = recv.peer = peer;
+  StatusOr<Schedule> s = buildPointToPointSchedule({send, recv}, comm->rank(), comm->nranks());
+  if (!s.isOk()) return s.status();
+  const int64_t t0 = nowNs();
+  BCCL_RETURN_IF_ERROR(runSchedule(comm, std::move(s.value()), {nullptr, out, in}));
+  return static_cast<double>(nowNs() - t0) * 1e-9;
+}
+
+StatusOr<double> medianExchange(Communicator* comm, int peer, std::vector<char>& out,
+                                std::vector<char>& in, size_t bytes, int reps) {
+  std::vector<double> times;
+  for (int i = 0; i <= reps; ++i) {  // the first is a warm-up
+    StatusOr<double> t = timeExchange(comm, peer, out.data(), in.data(), bytes);
+    if (!t.isOk()) return t.status();
+    if (i > 0) times.push_back(t.value());
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+// Adds this rank's alpha and bandwidth with `peer` (if any) to sums[0..2].
+Status measureLink(Communicator* comm, int peer, double* sums) {
+  if (peer < 0) return Status::ok();
+  std::vector<char> out(kLargeBytes, 1), in(kLargeBytes);
+  StatusOr<double> small = medianExchange(comm, peer, out, in, kSmallBytes, kSmallReps);
+  if (!small.isOk()) return small.status();
+  StatusOr<double> large = medianExchange(comm, peer, out, in, kLargeBytes, kLargeReps);
+  if (!large.isOk()) return large.status();
+  const double transfer = std::max(large.value() - small.value(), 1e-9);
+  sums[0] += small.value();
+  sums[1] += static_cast<double>(kLargeBytes) / transfer;
+  sums[2] += 1;
+  return Status::ok();
+}
+
+double measureReduceBytesPerSecond() {
+  const size_t count = kLargeBytes / sizeof(float);
+  std::vector<float> a(count, 1.0f), b(count, 2.0f);
+  reduceInto(a.data(), a.data(), b.data(), count, bcclFloat32, bcclSum);  // warm
+  const int64_t t0 = nowNs();
+  reduceInto(a.data(), a.data(), b.data(), count, bcclFloat32, bcclSum);
+  const double seconds = std::max(static_cast<double>(nowNs() - t0) * 1e-9, 1e-9);
+  return 3.0 * static_cast<double>(kLargeBytes) / seconds;  // two reads and a write per element
+}
+
+// Partners: the neighbour in my host (pairs 0-1, 2-3, ... of its ranks), and the rank with my
+// index on the paired host (hosts 0-1, 2-3, ...).
+void partners(const SelectionContext& ctx, int rank, int* intra, int* inter) {
+  *intra = *inter = -1;
+  for (size_t h = 0; h < ctx.hosts.size(); ++h) {
+    const std::vector<int>& mine = ctx.hosts[h];
+    auto it = std::find(mine.begin(), mine.end(), rank);
+    if (it == mine.end()) continue;
+    const size_t i = static_cast<size_t>(it - mine.begin());
+    if ((i ^ 1) < mine.size()) *intra = mine[i ^ 1];
+    const size_t other = h ^ 1;
+    if (other < ctx.hosts.size() && i < ctx.hosts[other].size()) *inter = ctx.hosts[other][i];
+  }
+}
+
+}  // namespace
+
+bool calibrationWanted() {
+  return kCalibrate.get() != 0 && !tuneFileGiven();
+}
+
+Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
+  if (comm->nranks() < 2) return Status::ok();
+  int intra = -1, inter = -1;
+  partners(*ctx, comm->rank(), &intra, &inter);
+  // Sums over ranks: intra alpha, bandwidth, count; inter alpha, bandwidth, count; reduce.
+  std::vector<double> sums(7, 0.0);
+  BCCL_RETURN_IF_ERROR(measureLink(comm, intra, &sums[0]).withContext("measuring links"));
+  BCCL_RETURN_IF_ERROR(measureLink(comm, inter, &sums[3]).withContext("measuring links"));
+  sums[6] = measureReduceBytesPerSecond();
+  OpArgs sum;
+  sum.kind = CollKind::kAllReduce;
+  sum.sendbuf = sum.recvbuf = sums.data();
+  sum.count = sums.size();
+  sum.dtype = bcclFloat64;
+  sum.op = bcclSum;
+  StatusOr<Schedule> s = buildCollectiveSchedule(sum, comm->rank(), *ctx);
+  if (!s.isOk()) return s.status();
+  BCCL_RETURN_IF_ERROR(
+      runSchedule(comm, std::move(s.value()), {nullptr, reinterpret_cast<char*>(sums.data()),
+                                               reinterpret_cast<char*>(sums.data())})
+          .withContext("agreeing on measured link costs"));
+  char source[160];
+  int len = snprintf(source, sizeof(source), "measured at init:");
+  if (sums[2] > 0) {
+    ctx->intraAlphaSeconds = sums[0] / sums[2];
+    ctx->intraBytesPerSecond = sums[1] / sums[2];
+    len += snprintf(source + len, sizeof(source) - len, " intra %.1f us %.2f GB/s",
+                    ctx->intraAlphaSeconds * 1e6, ctx->intraBytesPerSecond * 1e-9);
+  }
+  if (sums[5] > 0) {
+    ctx->interAlphaSeconds = sums[3] / sums[5];
+    ctx->interBytesPerSecond = sums[4] / sums[5];
+    snprintf(source + len, sizeof(source) - len, " inter %.1f us %.2f GB/s",
+             ctx->interAlphaSeconds * 1e6, ctx->interBytesPerSecond * 1e-9);
+  }
+  ctx->reduceBytesPerSecond = sums[6] / comm->nranks();
+  ctx->source = source;
+  return Status::ok();
+}
+
+void copyLinkCosts(const SelectionContext& from, SelectionContext* to) {
+  to->intraAlphaSeconds = from.intraAlphaSeconds;
+  to->intraBytesPerSecond = from.intraBytesPerSecond;
+  to->interAlphaSeconds = from.interAlphaSeconds;
+  to->interBytesPerSecond = from.interBytesPerSecond;
+  to->reduceBytesPerSecond = from.reduceBytesPerSecond;
+  to->source = from.source;
+}
+
+}  // namespace bccl
