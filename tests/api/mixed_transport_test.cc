@@ -1,7 +1,8 @@
-// One communicator, two kinds of links: 4 ranks feigned as 2 hosts (BCCL_HOST_ID), so ranks of a
-// host talk over shared memory and the hosts over the network transport (ucx when built, else
-// tcp). Results must be exact whatever mix of transports carries them. Real processes: the host
-// identity is per process.
+// One communicator, two kinds of links: ranks feigned as several hosts (BCCL_HOST_ID), so ranks
+// of a host talk over shared memory and the hosts over the network transport (ucx when built,
+// else tcp). Results must be exact whatever mix of transports carries them, with the algorithm
+// the cost model picks and with the hierarchical one forced. Real processes: the host identity
+// is per process.
 #include <bccl/bccl.h>
 #include <gtest/gtest.h>
 
@@ -20,13 +21,31 @@ const char* kNetwork = "ucx";
 const char* kNetwork = "tcp";
 #endif
 
-TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
-  const int n = 4;
+struct Layout {
+  int nranks;
+  int hosts;
+  bool interleaved;   // host of rank r: r % hosts (else r / (nranks / hosts))
+  const char* algo;   // BCCL_ALGO, "" for the cost model
+  const char* network;
+};
+
+void PrintTo(const Layout& l, std::ostream* os) {
+  *os << l.nranks << " ranks as " << l.hosts << " hosts" << (l.interleaved ? " interleaved" : "")
+      << " algo '" << l.algo << "' over " << l.network;
+}
+
+class MixedTransports : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(MixedTransports, ShmWithinHostsNetworkBetween) {
+  const Layout layout = GetParam();
+  const int n = layout.nranks;
   ProcessRanks ranks(n, 120000);
   ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
-    setenv("BCCL_HOST_ID", env.rank < 2 ? "mixed-host-a" : "mixed-host-b", 1);
+    const int host = layout.interleaved ? env.rank % layout.hosts : env.rank / (n / layout.hosts);
+    setenv("BCCL_HOST_ID", ("mixed-host-" + std::to_string(host)).c_str(), 1);
+    if (*layout.algo != 0) setenv("BCCL_ALGO", layout.algo, 1);
     bcclComm_t comm = nullptr;
-    if (!env.Ok(env.InitComm(&comm, std::string("shm,") + kNetwork, 30000), "init")) return 1;
+    if (!env.Ok(env.InitComm(&comm, std::string("shm,") + layout.network, 30000), "init")) return 1;
     for (size_t count : {1ul, 7ul, 100003ul, 1ul << 20}) {
       std::vector<int32_t> buf(count);
       for (size_t i = 0; i < count; ++i) buf[i] = static_cast<int32_t>(i % 1000) + env.rank;
@@ -34,7 +53,7 @@ TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
                   "allreduce", comm))
         return 1;
       for (size_t i = 0; i < count; ++i)
-        if (buf[i] != 4 * static_cast<int32_t>(i % 1000) + 6) {
+        if (buf[i] != n * static_cast<int32_t>(i % 1000) + n * (n - 1) / 2) {
           env.Fail("allreduce count " + std::to_string(count) + " wrong at " + std::to_string(i));
           break;
         }
@@ -53,6 +72,18 @@ TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
   })) << ranks.error();
   EXPECT_TRUE(ranks.AllPassed()) << ranks.Summary();
 }
+
+INSTANTIATE_TEST_SUITE_P(Layouts, MixedTransports,
+                         ::testing::Values(Layout{4, 2, false, "", kNetwork},
+                                           Layout{8, 2, false, "hier", "tcp"},
+                                           Layout{8, 4, true, "hier", "tcp"},
+                                           Layout{8, 4, false, "", "tcp"}),
+                         [](const ::testing::TestParamInfo<Layout>& info) {
+                           const Layout& l = info.param;
+                           return "n" + std::to_string(l.nranks) + "_hosts" +
+                                  std::to_string(l.hosts) + (l.interleaved ? "_interleaved" : "") +
+                                  "_" + (*l.algo ? l.algo : "model") + "_" + l.network;
+                         });
 
 }  // namespace
 }  // namespace bccltest

@@ -1,0 +1,112 @@
+// Topology files: what BCCL_TOPO_DUMP_FILE writes, BCCL_TOPO_FILE loads back unchanged, and the
+// subgroups computed from the loaded topologies are the same as from the originals; a feigned
+// two-host, two-NUMA-node layout groups as it says.
+#include "topology/topology.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace bccl {
+namespace {
+
+std::string tempDir() {
+  char pattern[] = "/tmp/bccl-topo-XXXXXX";
+  const char* dir = mkdtemp(pattern);
+  return dir ? dir : "/tmp";
+}
+
+// A machine of 2 NUMA nodes with a NIC on each; rank r is on host r / 4, NUMA node r % 2.
+std::string feignedJson(int rank) {
+  return "{\"host\": \"feigned-" + std::to_string(rank / 4) +
+         "\", \"source\": \"test\", \"packages\": 2, \"numa_nodes\": 2, \"cores\": 16, "
+         "\"pus\": 32, \"my_numa_node\": " +
+         std::to_string(rank % 2) +
+         ", \"nics\": [{\"name\": \"eth0\", \"kind\": \"net\", \"numa_node\": 0}, "
+         "{\"name\": \"mlx5_1\", \"kind\": \"rdma\", \"numa_node\": 1}]}";
+}
+
+std::string withoutSource(HostTopology t) {
+  t.source.clear();
+  return t.toJson();
+}
+
+std::vector<PeerInfo> peersFrom(const std::vector<HostTopology>& topos) {
+  std::vector<PeerInfo> peers(topos.size());
+  for (size_t r = 0; r < topos.size(); ++r) {
+    peers[r].rank = static_cast<int>(r);
+    peers[r].hostHash = std::hash<std::string>()(topos[r].host);
+    peers[r].numaNode = topos[r].myNumaNode;
+  }
+  return peers;
+}
+
+// Loads rank r's topology from `pattern` (with %r), dumping it to `dumpPattern` when non-empty.
+std::vector<HostTopology> loadAll(int n, const std::string& pattern,
+                                  const std::string& dumpPattern) {
+  setenv("BCCL_TOPO_FILE", pattern.c_str(), 1);
+  if (dumpPattern.empty())
+    unsetenv("BCCL_TOPO_DUMP_FILE");
+  else
+    setenv("BCCL_TOPO_DUMP_FILE", dumpPattern.c_str(), 1);
+  std::vector<HostTopology> out;
+  for (int r = 0; r < n; ++r) {
+    StatusOr<HostTopology> t = discoverTopology(r);
+    EXPECT_TRUE(t.isOk()) << t.status().message();
+    out.push_back(t.isOk() ? t.value() : HostTopology{});
+  }
+  unsetenv("BCCL_TOPO_FILE");
+  unsetenv("BCCL_TOPO_DUMP_FILE");
+  return out;
+}
+
+TEST(Topology, DumpThenLoadGivesTheSameSubgroups) {
+  const int n = 8;
+  const std::string dir = tempDir();
+  for (int r = 0; r < n; ++r) std::ofstream(dir + "/in-" + std::to_string(r) + ".json") << feignedJson(r);
+  const std::vector<HostTopology> first = loadAll(n, dir + "/in-%r.json", dir + "/out-%r.json");
+  const std::vector<HostTopology> again = loadAll(n, dir + "/out-%r.json", "");
+  for (int r = 0; r < n; ++r) EXPECT_EQ(withoutSource(first[r]), withoutSource(again[r])) << r;
+
+  const Subgroups a = computeSubgroups(peersFrom(first));
+  const Subgroups b = computeSubgroups(peersFrom(again));
+  EXPECT_EQ(a.hosts, b.hosts);
+  EXPECT_EQ(a.numaDomains, b.numaDomains);
+  EXPECT_EQ(a.localIndex, b.localIndex);
+  // And they are what the feigned layout says: two hosts of four, split by NUMA node.
+  EXPECT_EQ(a.hosts, (std::vector<std::vector<int>>{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  EXPECT_EQ(a.numaDomains, (std::vector<std::vector<int>>{{0, 2}, {1, 3}, {4, 6}, {5, 7}}));
+  ASSERT_EQ(first[0].nics.size(), 2u);
+  EXPECT_EQ(first[0].nics[1].kind, "rdma");
+  EXPECT_EQ(first[0].nics[1].numaNode, 1);
+}
+
+TEST(Topology, ThisMachineRoundTrips) {
+  const std::string dir = tempDir();
+  setenv("BCCL_TOPO_DUMP_FILE", (dir + "/probe-%r.json").c_str(), 1);
+  StatusOr<HostTopology> probed = discoverTopology(0);
+  unsetenv("BCCL_TOPO_DUMP_FILE");
+  ASSERT_TRUE(probed.isOk()) << probed.status().message();
+  EXPECT_GE(probed.value().pus, probed.value().cores);
+  EXPECT_GE(probed.value().cores, 1);
+  const std::vector<HostTopology> loaded = loadAll(1, dir + "/probe-%r.json", "");
+  EXPECT_EQ(withoutSource(probed.value()), withoutSource(loaded[0]));
+}
+
+TEST(Topology, MalformedFileIsAClearError) {
+  const std::string dir = tempDir();
+  std::ofstream(dir + "/bad-0.json") << "{\"numa_nodes\": 0}";
+  setenv("BCCL_TOPO_FILE", (dir + "/bad-%r.json").c_str(), 1);
+  StatusOr<HostTopology> t = discoverTopology(0);
+  unsetenv("BCCL_TOPO_FILE");
+  ASSERT_FALSE(t.isOk());
+  EXPECT_NE(t.status().message().find("bad-0.json"), std::string::npos) << t.status().message();
+}
+
+}  // namespace
+}  // namespace bccl
