@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Every algorithm forced, beside the cost model's choice, over a sweep of sizes.
+
+For each collective (allreduce, allgather, reduce-scatter) and rank count, runs the nccl-tests
+style perf tool once per forced algorithm (BCCL_ALGO=<name>) and once with the cost model
+choosing, and prints per size: each algorithm's time (small sizes) or busbw (large ones), the
+algorithm the model chose (read from BCCL_DEBUG=INFO), its figure, and its ratio to the best
+forced one. Issue 6's bar: the chosen one within 10% of the best at every size, and at 8 B on
+8 ranks the chosen allreduce at least 2x faster than ring.
+
+Layouts: one host (default); --hosts H feigns H hosts with BCCL_HOST_ID (shm within, tcp
+between); --netns-delay-ms D runs 2 real network namespaces joined by veth with D ms one-way
+delay (tests/netns/netns_env.sh; root only), 4 ranks each.
+
+  sweep_algorithms.py BUILD_DIR [--ranks 4,8] [--colls allreduce,allgather,reducescatter]
+                      [--hosts H | --netns-delay-ms D] [--max-bytes 256M] [--quick]
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NETNS_ENV = os.path.join(HERE, "..", "..", "tests", "netns", "netns_env.sh")
+
+TOOLS = {"allreduce": "all_reduce_perf", "allgather": "all_gather_perf",
+         "reducescatter": "reduce_scatter_perf"}
+ALGOS = {"allreduce": ["ring", "tree", "rd", "rhd", "hier", "direct"],
+         "allgather": ["ring", "rd", "bruck", "direct"],
+         "reducescatter": ["ring", "rhd", "direct"]}
+# Below this, compare times (latency-bound); at and above, busbw.
+LATENCY_BOUND_BYTES = 64 * 1024
+ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+\S+\s+\S+\s+-?\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)")
+CHOICE = re.compile(r"bccl INFO (\w+) of (\d+) bytes on \d+ ranks / \d+ hosts: (\w+) \(")
+
+
+def parse_size(text):
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def launch(build, nranks, tool_args, env, layout):
+    """Runs one perf job; returns (rank 0's stdout+stderr, exit code)."""
+    tool = os.path.join(build, tool_args[0])
+    if layout["netns_delay_ms"] is None:
+        hosts = layout["hosts"]
+        cmd = [os.path.join(build, "bcclrun"), "-n", str(nranks), "--timeout", "900"]
+        if hosts > 1:
+            per = max(1, nranks // hosts)
+            cmd += ["sh", "-c", 'BCCL_HOST_ID=h$((BCCL_RANK / %d)) exec "$0" "$@"' % per, tool]
+        else:
+            cmd += [tool]
+        p = subprocess.run(cmd + tool_args[1:], env=env, capture_output=True, text=True)
+        return p.stdout + p.stderr, p.returncode
+    # Two namespaces of nranks / 2 ranks, started by hand (bcclrun cannot span namespaces).
+    per = nranks // 2
+    outs, procs = [], []
+    for r in range(nranks):
+        host = r // per
+        e = dict(env, RANK=str(r), WORLD_SIZE=str(nranks), BCCL_COMM_ID="10.77.0.1:29611",
+                 BCCL_SOCKET_IFNAME="bccl0", BCCL_HOST_ID="bccl-h%d" % host)
+        f = tempfile.TemporaryFile("w+")
+        procs.append(subprocess.Popen(["timeout", "-k", "10", "900", "ip", "netns", "exec",
+                                       "bccl-h%d" % host, tool] + tool_args[1:],
+                                      env=e, stdout=f, stderr=subprocess.STDOUT, text=True))
+        outs.append(f)
+    code = 0
+    for p in procs:
+        code = code or p.wait()
+    outs[0].seek(0)
+    return outs[0].read(), code
+
+
+def run_one(build, coll, nranks, algo, sizes, iters, layout):
+    env = dict(os.environ, BCCL_DEBUG="INFO")
+    env.pop("BCCL_ALGO", None)
+    if algo:
+        env["BCCL_ALGO"] = algo
+    args = [TOOLS[coll], "-b", str(sizes[0]), "-e", str(sizes[1]), "-f", "8", "-n", str(iters),
+            "-w", "2", "-c", "1", "-z", "1"]
+    out, code = launch(build, nranks, args, env, layout)
+    rows, chosen = {}, {}
+    for line in out.splitlines():
+        body = re.sub(r"^\[\d+\]\s?", "", line)
+        m = ROW.match(body)
+        if m:
+            rows[int(m.group(1))] = (float(m.group(3)), float(m.group(5)), int(m.group(6)))
+        c = CHOICE.search(line)
+        if c:
+            chosen[int(c.group(2))] = c.group(3)
+    if code != 0 or not rows:
+        print("  (%s %s n%d: exit %d%s)" % (coll, algo or "model", nranks, code,
+              "" if rows else ", no rows"), file=sys.stderr)
+    return rows, chosen
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("build")
+    ap.add_argument("--ranks", default="4,8")
+    ap.add_argument("--colls", default="allreduce,allgather,reducescatter")
+    ap.add_argument("--hosts", type=int, default=1)
+    ap.add_argument("--netns-delay-ms", type=float, default=None)
+    ap.add_argument("--max-bytes", default="256M")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations, up to 16M")
+    a = ap.parse_args()
+    layout = {"hosts": a.hosts, "netns_delay_ms": a.netns_delay_ms}
+    max_bytes = parse_size("16M" if a.quick else a.max_bytes)
+    if a.netns_delay_ms is not None:
+        subprocess.run([NETNS_ENV, "up", "2", "--delay-ms", str(a.netns_delay_ms)], check=True)
+    misses, failures = 0, 0
+    try:
+        for coll in a.colls.split(","):
+            for nranks in [int(x) for x in a.ranks.split(",")]:
+                algos = [x for x in ALGOS[coll] if x != "hier" or a.hosts > 1 or
+                         a.netns_delay_ms is not None]
+                # Small sizes with many iterations, large ones with few.
+                spans = [((8, min(max_bytes, 512 * 1024)), 3 if a.quick else 20)]
+                if max_bytes > 512 * 1024:
+                    spans.append(((4 << 20, max_bytes), 2 if a.quick else 4))
+                results = {}
+                for algo in algos + [""]:
+                    rows, chosen = {}, {}
+                    for sizes, iters in spans:
+                        r, c = run_one(a.build, coll, nranks, algo, sizes, iters, layout)
+                        rows.update(r)
+                        chosen.update(c)
+                    results[algo or "model"] = (rows, chosen)
+                mis, fail = report(coll, nranks, algos, results, layout)
+                misses += mis
+                failures += fail
+    finally:
+        if a.netns_delay_ms is not None:
+            subprocess.run([NETNS_ENV, "down"])
+    print("\nsummary: %d size(s) where the chosen algorithm is more than 10%% off the best forced;"
+          " %d run(s) with wrong results" % (misses, failures))
+    return 1 if failures else 0
+
+
+def report(coll, nranks, algos, results, layout):
+    where = ("%d feigned hosts" % layout["hosts"] if layout["hosts"] > 1 else
+             "2 netns hosts, %s ms delay" % layout["netns_delay_ms"]
+             if layout["netns_delay_ms"] is not None else "one host")
+    print("\n## %s, %d ranks, %s: time (us) below %d B, busbw (GB/s) from there on"
+          % (coll, nranks, where, LATENCY_BOUND_BYTES))
+    model_rows, model_chosen = results["model"]
+    print("%10s " % "bytes" + "".join("%9s" % x for x in algos) +
+          "  | %8s %9s %8s" % ("chosen", "figure", "vs best"))
+    misses = failures = 0
+    for size in sorted(model_rows):
+        latency = size < LATENCY_BOUND_BYTES
+        figures = {}
+        line = "%10d " % size
+        for algo in algos:
+            row = results[algo][0].get(size)
+            if row is None:
+                line += "%9s" % "-"
+                continue
+            failures += row[2] != 0
+            figures[algo] = row[0] if latency else row[1]
+            line += "%9.2f" % figures[algo]
+        mrow = model_rows[size]
+        failures += mrow[2] != 0
+        mine = mrow[0] if latency else mrow[1]
+        # The perf tool reports bytes of the whole buffer; the log names the per-call payload.
+        name = pick_choice(model_chosen, size, coll, nranks)
+        ratio = float("nan")
+        if figures:
+            best = min(figures.values()) if latency else max(figures.values())
+            ratio = (best / mine if latency else mine / best) if mine > 0 and best > 0 else 0
+            misses += ratio < 0.9
+        line += "  | %8s %9.2f %7.2fx%s" % (name, mine, ratio, "  <-- off" if ratio < 0.9 else "")
+        print(line)
+    if coll == "allreduce" and 8 in model_rows and "ring" in results:
+        ring = results["ring"][0].get(8)
+        if ring:
+            print("8 B allreduce: chosen %.2f us, ring %.2f us: %.1fx"
+                  % (model_rows[8][0], ring[0], ring[0] / max(model_rows[8][0], 1e-9)))
+    return misses, failures
+
+
+def pick_choice(chosen, size, coll, nranks):
+    for key in (size, size // nranks):
+        if key in chosen:
+            return chosen[key]
+    return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
