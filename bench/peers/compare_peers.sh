@@ -193,14 +193,14 @@ perf_tool() {
   esac
 }
 
-# Ours: the perf tool's nccl-tests table, out-of-place columns, turned into a RESULT line; wrong
-# elements of the in-place call count too.
+# Ours: the perf tool's nccl-tests table (blocking calls, -z 1, as MPI_Allreduce and Gloo are),
+# out-of-place columns, turned into a RESULT line; wrong elements of the in-place call count too.
 run_ours() {
   local transport=$1 coll=$2 n=$3 size=$4 warm=$5 iters=$6 tmo=$7
   local env=()
   [[ $transport == tcp ]] && env=(-x BCCL_TRANSPORT=tcp)
   timeout -k 10 $((tmo + 10)) "$BUILD/bcclrun" --timeout "$tmo" -n "$n" "${env[@]}" \
-    "$BUILD/$(perf_tool "$coll")" -b "$size" -e "$size" -f 2 -c 1 -n "$iters" -w "$warm" |
+    "$BUILD/$(perf_tool "$coll")" -b "$size" -e "$size" -f 2 -c 1 -z 1 -n "$iters" -w "$warm" |
     awk -v lib="ours-$transport" -v coll="$coll" -v n="$n" -v req="$size" -v iters="$iters" '
       { sub(/^\[[0-9]+\] */, "") }
       /^#/ || NF < 9 || $1 !~ /^[0-9]+$/ { next }
