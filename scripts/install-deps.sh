@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev
-          libbenchmark-dev libhwloc-dev iproute2 procps libucx-dev ucx-utils)
+          libbenchmark-dev libhwloc-dev iproute2 procps libucx-dev ucx-utils debootstrap)
 
 missing=()
 for p in "${packages[@]}"; do
