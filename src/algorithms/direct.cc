@@ -38,7 +38,7 @@ Status awaitPosts(ExecContext* ctx, const ShmBoard& board, uint64_t seq, int onl
   Arrivals arrivals(board, seq);
   return waitPolitely(
       ctx, [&] { return arrivals.allFrom(only); }, [&] { return arrivals.missing(only); },
-      kMaxSleepUs, what);
+      kMaxSleepUs, what, board.groupBell());
 }
 
 // dst = combination, in rank order, of `bytes` at `offset` of every rank's post.

@@ -27,9 +27,11 @@ int64_t yieldPassesBeforeSleep();  // BCCL_YIELD_PASSES, read once per process
 
 // Waits until done() is true. `waitingFor()` returns the ranks still awaited (called rarely:
 // for liveness checks and the timeout message); `what` completes "no progress ... waiting for".
+// Sleeps on `bell` when given (whoever makes done() true rings it; the communicator rings it
+// too when it fails or is aborted), else on the communicator's wake handles.
 template <class Done, class WaitingFor>
 Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int sleepSliceUs,
-                    const char* what) {
+                    const char* what, Doorbell* bell = nullptr) {
   if (done()) return Status::ok();
   const int64_t start = nowNs();
   const int64_t spinNs = ctx->spinMicros() * 1000LL;
@@ -59,7 +61,10 @@ Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int slee
       sched_yield();
     } else {
       waits.clear();
-      ctx->addWakeHandles(&waits);
+      if (bell != nullptr)
+        waits.addDoorbell(bell);
+      else
+        ctx->addWakeHandles(&waits);
       waits.arm();
       // Re-check after arming: a ring that came before arm() must not be slept through.
       if (!done()) waits.wait(sleepSliceUs);

@@ -139,6 +139,7 @@ void Communicator::wake() {
   ssize_t ignored = write(wakeFd_, &one, sizeof(one));
   (void)ignored;
   if (doorbell_ != nullptr) ringDoorbell(doorbell_);
+  if (board_ != nullptr) ringDoorbell(board_->groupBell());
 }
 
 Status Communicator::asyncError() const {

@@ -5,19 +5,15 @@
 namespace bccl {
 
 ShmBoard::ShmBoard(int rank, std::vector<char*> segmentOfRank, size_t capacity)
-    : rank_(rank), capacity_(capacity) {
-  for (char* seg : segmentOfRank) {
-    boards_.push_back(ShmGeometry::board(seg));
-    bells_.push_back(ShmGeometry::doorbell(seg));
-  }
+    : rank_(rank), capacity_(capacity), groupBell_(&ShmGeometry::board(segmentOfRank[0])->bell) {
+  for (char* seg : segmentOfRank) boards_.push_back(ShmGeometry::board(seg));
 }
 
 void ShmBoard::post(uint64_t seq, const void* data, size_t bytes) {
   ShmBoardHeader* mine = boards_[rank_];
   if (bytes > 0) memcpy(const_cast<char*>(this->data(rank_, seq)), data, bytes);
   mine->posted[seq & 1].store(seq, std::memory_order_release);
-  for (int r = 0; r < nranks(); ++r)
-    if (r != rank_) ringDoorbell(bells_[r]);
+  ringDoorbell(groupBell_);
 }
 
 bool ShmBoard::hasPosted(int rank, uint64_t seq) const {

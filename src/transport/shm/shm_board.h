@@ -32,13 +32,16 @@ class ShmBoard {
   bool hasPosted(int rank, uint64_t seq) const;
   // What `rank` posted for operation `seq`; valid once hasPosted(rank, seq).
   const char* data(int rank, uint64_t seq) const;
+  // The one doorbell every post rings and every board waiter sleeps on: the last rank to post
+  // wakes all sleepers with one futex call instead of one per rank.
+  Doorbell* groupBell() const { return groupBell_; }
 
  private:
   int rank_;
   size_t capacity_;
   uint64_t ops_ = 0;
   std::vector<ShmBoardHeader*> boards_;
-  std::vector<Doorbell*> bells_;
+  Doorbell* groupBell_;
 };
 
 }  // namespace bccl

@@ -55,6 +55,7 @@ constexpr uint32_t kShmReadyMagic = 0xBCC15E61u;
 // A board: two alternating areas (by operation parity) where a rank posts a whole small input.
 struct alignas(64) ShmBoardHeader {
   alignas(64) std::atomic<uint64_t> posted[2];  // the operation number each area holds
+  alignas(64) Doorbell bell;  // rank 0's is the group's: every post rings it, waiters sleep on it
 };
 
 struct ShmGeometry {
