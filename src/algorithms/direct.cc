@@ -47,7 +47,8 @@ void combineInRankOrder(const ShmBoard& board, uint64_t seq, size_t offset, cons
   const size_t count = a.count;
   const int n = board.nranks();
   reduceInto(dst, board.data(0, seq) + offset, board.data(1, seq) + offset, count, a.dtype, a.op);
-  for (int r = 2; r < n; ++r) reduceInto(dst, dst, board.data(r, seq) + offset, count, a.dtype, a.op);
+  for (int r = 2; r < n; ++r)
+    reduceInto(dst, dst, board.data(r, seq) + offset, count, a.dtype, a.op);
   if (a.op == bcclAvg) scaleDivide(dst, dst, count, a.dtype, n);
 }
 
@@ -108,8 +109,8 @@ size_t directPostBytes(const OpArgs& a, int nranks) {
 Status runDirectPlan(Plan* plan) {
   ExecContext* ctx = plan->ctx;
   Status st = waitPolitely(
-      ctx, [&] { return ctx->isTurn(plan->ticket); }, [] { return std::vector<int>{}; },
-      kTurnNapUs, "an earlier operation on this communicator");
+      ctx, [&] { return ctx->isTurn(plan->ticket); }, [] { return std::vector<int>{}; }, kTurnNapUs,
+      "an earlier operation on this communicator");
   ShmBoard* board = ctx->board();
   if (st.isOk()) st = ctx->health();
   if (st.isOk() && board == nullptr) st = internalError("direct algorithm without a board");

@@ -21,7 +21,7 @@ struct Plan {
   std::shared_ptr<const CompiledSchedule> compiled;
   // buffers[i] for schedule buffer i >= 1; buffers[0] (scratch) is filled in at start.
   std::vector<char*> buffers;
-  OpArgs args;  // the call itself, for plans that run without a schedule (compiled->direct)
+  OpArgs args;    // the call itself, for plans that run without a schedule (compiled->direct)
   Status status;  // the plan's outcome
 };
 

@@ -188,8 +188,8 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowD
   for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);
   const std::string forced = forcedAlgorithm(a.kind, ctx.forcedAlgorithms);
   const bool forcedDirect = forced == "direct" && allowDirect && directFits(a, ctx);
-  if (!forced.empty() && (builderFor(a.kind, forced) != nullptr ||
-                          isHierarchical(a.kind, forced) || forcedDirect)) {
+  if (!forced.empty() &&
+      (builderFor(a.kind, forced) != nullptr || isHierarchical(a.kind, forced) || forcedDirect)) {
     choice.algorithm = forced;
     choice.reason = "forced by BCCL_ALGO";
   } else if (!ranked.empty()) {
@@ -205,9 +205,13 @@ StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArg
                                                                      bool allowDirect) {
   // The algorithm follows from the call's shape and the communicator's fixed context, so the
   // shape alone keys the cache and a repeated call runs no cost model.
-  const ScheduleKey key{static_cast<int>(a.kind), static_cast<int>(a.dtype),
-                        static_cast<int>(a.op),   a.root,
-                        inPlaceOf(a, rank),       allowDirect, a.count};
+  const ScheduleKey key{static_cast<int>(a.kind),
+                        static_cast<int>(a.dtype),
+                        static_cast<int>(a.op),
+                        a.root,
+                        inPlaceOf(a, rank),
+                        allowDirect,
+                        a.count};
   if (cache != nullptr)
     if (auto hit = cache->find(key)) return hit;
   const Choice choice = chooseAlgorithm(a, ctx, allowDirect);

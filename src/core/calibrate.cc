@@ -101,9 +101,7 @@ void partners(const SelectionContext& ctx, int rank, int* intra, int* inter) {
 
 }  // namespace
 
-bool calibrationWanted() {
-  return kCalibrate.get() != 0 && !tuneFileGiven();
-}
+bool calibrationWanted() { return kCalibrate.get() != 0 && !tuneFileGiven(); }
 
 Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   if (comm->nranks() < 2) return Status::ok();
@@ -122,10 +120,10 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   sum.op = bcclSum;
   StatusOr<Schedule> s = buildCollectiveSchedule(sum, comm->rank(), *ctx);
   if (!s.isOk()) return s.status();
-  BCCL_RETURN_IF_ERROR(
-      runSchedule(comm, std::move(s.value()), {nullptr, reinterpret_cast<char*>(sums.data()),
-                                               reinterpret_cast<char*>(sums.data())})
-          .withContext("agreeing on measured link costs"));
+  BCCL_RETURN_IF_ERROR(runSchedule(comm, std::move(s.value()),
+                                   {nullptr, reinterpret_cast<char*>(sums.data()),
+                                    reinterpret_cast<char*>(sums.data())})
+                           .withContext("agreeing on measured link costs"));
   char source[160];
   int len = snprintf(source, sizeof(source), "measured at init:");
   if (sums[2] > 0) {

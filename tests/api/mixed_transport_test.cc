@@ -24,8 +24,8 @@ const char* kNetwork = "tcp";
 struct Layout {
   int nranks;
   int hosts;
-  bool interleaved;   // host of rank r: r % hosts (else r / (nranks / hosts))
-  const char* algo;   // BCCL_ALGO, "" for the cost model
+  bool interleaved;  // host of rank r: r % hosts (else r / (nranks / hosts))
+  const char* algo;  // BCCL_ALGO, "" for the cost model
   const char* network;
 };
 

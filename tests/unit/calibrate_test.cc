@@ -20,7 +20,7 @@ struct Costs {
 
 Costs costsOf(bcclComm_t comm) {
   const bccl::SelectionContext& s = comm->impl->selection();
-  return {s.intraAlphaSeconds, s.intraBytesPerSecond, s.interAlphaSeconds,
+  return {s.intraAlphaSeconds,   s.intraBytesPerSecond,  s.interAlphaSeconds,
           s.interBytesPerSecond, s.reduceBytesPerSecond, s.source};
 }
 

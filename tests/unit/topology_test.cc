@@ -68,7 +68,8 @@ std::vector<HostTopology> loadAll(int n, const std::string& pattern,
 TEST(Topology, DumpThenLoadGivesTheSameSubgroups) {
   const int n = 8;
   const std::string dir = tempDir();
-  for (int r = 0; r < n; ++r) std::ofstream(dir + "/in-" + std::to_string(r) + ".json") << feignedJson(r);
+  for (int r = 0; r < n; ++r)
+    std::ofstream(dir + "/in-" + std::to_string(r) + ".json") << feignedJson(r);
   const std::vector<HostTopology> first = loadAll(n, dir + "/in-%r.json", dir + "/out-%r.json");
   const std::vector<HostTopology> again = loadAll(n, dir + "/out-%r.json", "");
   for (int r = 0; r < n; ++r) EXPECT_EQ(withoutSource(first[r]), withoutSource(again[r])) << r;
