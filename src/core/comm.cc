@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/logging.h"
+#include "transport/tcp/path_manager.h"
 #ifdef BCCL_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
 #endif
@@ -72,6 +73,7 @@ Communicator::~Communicator() {
   // Stopped before it is freed: its thread calls back into this object until then.
   if (detector_ != nullptr) detector_->shutdown(!aborted_.load());
   detector_.reset();
+  pathManager_.reset();  // its thread offers sockets to the connections: stopped first
   connections_.clear();
 #ifdef BCCL_HAVE_UCX
   ucx_.reset();  // after its connections

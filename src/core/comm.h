@@ -22,6 +22,7 @@
 namespace bccl {
 
 class UcxEndpointFactory;
+class PathManager;
 
 // What a new communicator learns from its rendezvous: its rank and everyone's PeerInfo.
 struct Membership {
@@ -95,6 +96,7 @@ class Communicator final : public ExecContext {
   struct LinkWant {
     int peer;
     ConnKind kind;
+    int channel = 0;  // the path, when there are several per peer
   };
   // Opens an authenticated TCP connection per want (fds parallel to wants).
   Status openLinks(const std::vector<LinkWant>& wants, std::vector<int>* fds);
@@ -127,6 +129,7 @@ class Communicator final : public ExecContext {
   Doorbell* doorbell_ = nullptr;
 
   std::unique_ptr<FailureDetector> detector_;
+  std::unique_ptr<PathManager> pathManager_;  // reconnects failed paths (multipath TCP only)
 #ifdef BCCL_HAVE_UCX
   std::unique_ptr<UcxEndpointFactory> ucx_;  // outlives every UCX connection (see destructor)
 #endif
