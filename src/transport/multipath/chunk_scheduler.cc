@@ -57,7 +57,8 @@ int pickPath(const std::vector<PathLoad>& paths, uint64_t chunk, uint64_t backlo
 }
 
 uint64_t pathWindow(double rate, int64_t minRttNs, uint64_t minWindow, uint64_t maxWindow) {
-  if (rate <= 0) return maxWindow;
+  // Unmeasured: start small; a window-limited path measures window / RTT, so it grows fast.
+  if (rate <= 0) return minWindow;
   const double seconds = 2.0 * static_cast<double>(minRttNs) / 1e9 + kQueueMarginSec;
   const double w = rate * seconds;
   if (w >= static_cast<double>(maxWindow)) return maxWindow;

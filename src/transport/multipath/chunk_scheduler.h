@@ -26,7 +26,7 @@ int pickPath(const std::vector<PathLoad>& paths, uint64_t chunk, uint64_t backlo
 
 // How many bytes a path may keep in flight: enough to fill it for two round trips plus a margin
 // for acknowledgement delays (at least the bandwidth-delay product), but little more, so that a
-// path that slows down drains its queue quickly. Unmeasured paths get `maxWindow`.
+// path that slows down drains its queue quickly. Unmeasured paths get `minWindow`.
 uint64_t pathWindow(double rate, int64_t minRttNs, uint64_t minWindow, uint64_t maxWindow);
 
 }  // namespace bccl

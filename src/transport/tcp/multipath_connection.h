@@ -61,6 +61,10 @@ class MultipathConnection final : public Connection {
   // if `generation` is newer than the path's current one, else closed.
   void offerPath(int path, uint32_t generation, int fd);
   int numPaths() const { return static_cast<int>(paths_.size()); }
+  // Payload bytes written on a path so far (all its generations), and whether it is up: for
+  // logs and tests.
+  uint64_t pathBytesSent(int path) const { return paths_[static_cast<size_t>(path)]->bytesSent; }
+  bool pathUp(int path) const { return paths_[static_cast<size_t>(path)]->up; }
 
  private:
   enum class Rx { kHeader, kPayload };
