@@ -4,13 +4,14 @@
 
 namespace bccl {
 
-void PathRate::onAck(uint64_t bytes, int64_t sentNs, int64_t nowNs, bool stillInFlight,
-                     bool appLimited) {
-  const int64_t rtt = nowNs - sentNs;
+void PathRate::observeRtt(int64_t rtt, int64_t nowNs) {
   if (rtt > 0 && (minRttNs_ == 0 || rtt < minRttNs_ || nowNs - minRttSetNs_ > kRttWindowNs)) {
     minRttNs_ = rtt;
     minRttSetNs_ = nowNs;
   }
+}
+
+void PathRate::onDelivered(uint64_t bytes, int64_t nowNs, bool stillInFlight, bool appLimited) {
   // Rate between acknowledgements, not from the send: the first acknowledgement after an idle
   // spell comes a round trip late, which says nothing about the bandwidth.
   if (intervalStartNs_ < 0) {

@@ -17,7 +17,13 @@ class PathRate {
   // path; `stillInFlight` whether unacknowledged bytes remain; `appLimited` whether the sender
   // had nothing waiting to send meanwhile (such a sample shows what the sender offered, not what
   // the path can carry, so it may only raise the estimate).
-  void onAck(uint64_t bytes, int64_t sentNs, int64_t nowNs, bool stillInFlight, bool appLimited);
+  void onAck(uint64_t bytes, int64_t sentNs, int64_t nowNs, bool stillInFlight, bool appLimited) {
+    observeRtt(nowNs - sentNs, nowNs);
+    onDelivered(bytes, nowNs, stillInFlight, appLimited);
+  }
+  // The same from a transport that reports deliveries and round trips separately (TCP_INFO).
+  void onDelivered(uint64_t bytes, int64_t nowNs, bool stillInFlight, bool appLimited);
+  void observeRtt(int64_t rttNs, int64_t nowNs);
   // The path went idle or was replaced: the next acknowledgement starts a new measurement.
   void restartInterval() { intervalStartNs_ = -1; }
   // Forgets everything (a reconnected path is a new path).

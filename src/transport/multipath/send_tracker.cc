@@ -46,6 +46,7 @@ void SendTracker::post(const void* data, uint64_t bytes, uint64_t token) {
   msgs_.push_back(std::move(m));
   if (msgs_.size() == 1) base_ = nextSeq_;
   ++nextSeq_;
+  ++unreported_;
   backlog_ += bytes;
 }
 
@@ -80,6 +81,7 @@ uint64_t SendTracker::messageBytes(uint64_t seq) const { return at(seq).bytes; }
 void SendTracker::report(Msg& m, std::vector<uint64_t>* completed) {
   if (m.reported) return;
   m.reported = true;
+  --unreported_;
   completed->push_back(m.token);
 }
 
@@ -115,6 +117,7 @@ void SendTracker::clear() {
   base_ = nextSeq_;
   cursor_ = 0;
   backlog_ = 0;
+  unreported_ = 0;
 }
 
 }  // namespace bccl

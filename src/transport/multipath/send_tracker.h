@@ -72,6 +72,8 @@ class SendTracker {
   void resend(const ChunkRef& c);
   // Nothing posted is unacknowledged.
   bool empty() const { return msgs_.empty(); }
+  // Some posted message has not completed yet.
+  bool hasUnreported() const { return unreported_ > 0; }
   void clear();
 
  private:
@@ -99,6 +101,7 @@ class SendTracker {
   size_t cursor_ = 0;  // index of the first message not fully cut into chunks
   uint64_t nextSeq_ = 0;
   uint64_t backlog_ = 0;
+  size_t unreported_ = 0;
   std::set<ChunkRef> resend_;
 };
 

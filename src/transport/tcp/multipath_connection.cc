@@ -13,6 +13,7 @@
 #include "core/logging.h"
 #include "core/socket.h"
 #include "transport/multipath/chunk_scheduler.h"
+#include "transport/tcp/tcp_delivery.h"
 #include "transport/wait_set.h"
 
 namespace bccl {
@@ -22,6 +23,10 @@ constexpr size_t kBounceBytes = 256 * 1024;
 // Small frames are acknowledged in batches or on the next frame going back, so an 8-byte message
 // costs no extra system call; this many unacknowledged frames force an acknowledgement.
 constexpr uint64_t kLazyAckFrames = 32;
+// How often a busy path asks the kernel what it delivered (a system call each time).
+constexpr int64_t kDeliveryPeriodNs = 1000000;
+// With BCCL_DEBUG=TRACE, each busy connection logs its paths this often.
+constexpr int64_t kTraceEveryNs = 200000000;
 
 bool wouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -60,6 +65,18 @@ MultipathConnection::MultipathConnection(int peer, std::string peerName,
 }
 
 MultipathConnection::~MultipathConnection() {
+  // Best effort, never blocking: a peer that misses it sees the close as a path failure.
+  if (!broken_) {
+    FrameHeader bye;
+    bye.type = kFrameGoodbye;
+    for (auto& p : paths_) {
+      if (!p->up || p->framing) continue;
+      bye.path = static_cast<uint16_t>(p->index);
+      p->ctrl.append(reinterpret_cast<const char*>(&bye), sizeof(bye));
+      ssize_t ignored = send(p->fd, p->ctrl.data(), p->ctrl.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)ignored;
+    }
+  }
   std::string stats;
   for (auto& p : paths_) {
     stats += " " + p->name + ": " + std::to_string(p->bytesSent >> 20) + " MiB sent, " +
@@ -96,6 +113,30 @@ void MultipathConnection::attach(Path& p, int fd, uint32_t generation) {
   p.acked = 0;
   p.progressNs = p.heardNs = nowNs();
   p.pingNs = 0;
+  TcpDelivery d;
+  p.kernelInfo = readTcpDelivery(fd, &d);
+  p.wireAcked = d.bytesAcked;
+  p.wireWritten = d.bytesAcked + d.unacked;  // the hello went before
+  p.infoNs = 0;
+}
+
+uint64_t MultipathConnection::queued(const Path& p) const {
+  return p.kernelInfo ? p.wireWritten - p.wireAcked : p.flight.bytes();
+}
+
+void MultipathConnection::sampleDelivery(Path& p, int64_t now) {
+  if (!p.kernelInfo || p.wireWritten == p.wireAcked || now - p.infoNs < kDeliveryPeriodNs) return;
+  p.infoNs = now;
+  TcpDelivery d;
+  if (!readTcpDelivery(p.fd, &d)) {
+    p.kernelInfo = false;
+    return;
+  }
+  p.rate.observeRtt(d.minRttNs, now);
+  if (d.bytesAcked <= p.wireAcked) return;
+  const uint64_t delta = d.bytesAcked - p.wireAcked;
+  p.wireAcked = std::min(d.bytesAcked, p.wireWritten);
+  p.rate.onDelivered(delta, now, p.wireWritten > p.wireAcked, sends_.backlog() == 0);
 }
 
 int MultipathConnection::pathsUp() const {
@@ -114,6 +155,15 @@ Status MultipathConnection::failedStatus() const {
 
 void MultipathConnection::failPath(Path& p, const std::string& why, bool tellPeer) {
   if (!p.up) return;
+  if (peerLeft_) {
+    // The peer closed its communicator: nothing failed, nothing to resend or reconnect.
+    std::lock_guard<std::mutex> lock(fdMu_);
+    if (p.fd >= 0) close(p.fd);
+    p.fd = -1;
+    p.up = false;
+    lastFailure_ = p.name + ": " + peerName_ + " closed its communicator";
+    return;
+  }
   std::vector<ChunkRef> lost = p.flight.drain();
   uint64_t lostBytes = 0;
   for (const ChunkRef& c : lost) {
@@ -213,8 +263,14 @@ Status MultipathConnection::progress(std::vector<uint64_t>* completed) {
     broken_ = true;
     return Status(ready.code(), peerName_ + " " + ready.message());
   }
+  for (auto& p : paths_)
+    if (p->up) sampleDelivery(*p, now);
   BCCL_RETURN_IF_ERROR(pumpSends(now, completed));
   checkStalls(now);
+  if (logLevel() >= LogLevel::kTrace && now - traceNs_ > kTraceEveryNs) {
+    traceNs_ = now;
+    tracePaths();
+  }
   for (auto& p : paths_) {
     if (!p->up) continue;
     if (p->ackDue || p->consumed - p->ackSent >= kLazyAckFrames)
@@ -226,7 +282,8 @@ Status MultipathConnection::progress(std::vector<uint64_t>* completed) {
   }
   if (pathsUp() == 0) {
     broken_ = true;
-    return failedStatus();
+    // A peer that left after the last exchange is no failure of anything this rank waits for.
+    if (assembly_.expecting() || sends_.hasUnreported()) return failedStatus();
   }
   return Status::ok();
 }
@@ -248,7 +305,7 @@ Status MultipathConnection::readPath(Path& p, int64_t now, std::vector<uint64_t>
       if (p.inHave < sizeof(FrameHeader)) continue;
       p.inHave = 0;
       if (p.in.magic != kFrameMagic || p.in.path != p.index || p.in.type < kFrameData ||
-          p.in.type > kFramePathDown) {
+          p.in.type > kFrameGoodbye) {
         *why = "stream out of step (bad frame header)";
         return Status::ok();
       }
@@ -287,10 +344,11 @@ void MultipathConnection::onHeader(Path& p, int64_t now, std::vector<uint64_t>* 
       newest = std::max(newest, e.sentNs);
     }
     if (!done.empty()) {
-      p.rate.onAck(bytes, newest, now, !p.flight.empty(), sends_.backlog() == 0);
+      if (!p.kernelInfo) p.rate.onAck(bytes, newest, now, !p.flight.empty(), sends_.backlog() == 0);
       p.progressNs = now;
     }
   }
+  if (h.type == kFrameGoodbye) peerLeft_ = true;
   if (h.type == kFrameAck && (h.flags & kFrameWantAck) != 0) p.ackDue = true;
   if (h.type == kFramePathDown && h.offset < paths_.size() &&
       static_cast<int>(h.offset) != p.index) {
@@ -441,6 +499,7 @@ bool MultipathConnection::flush(Path& p, std::vector<uint64_t>* completed, std::
       return false;
     }
     uint64_t left = static_cast<uint64_t>(rc);
+    p.wireWritten += left;
     if (!midFrame && !p.ctrl.empty()) {
       const size_t c = static_cast<size_t>(std::min<uint64_t>(left, p.ctrl.size()));
       p.ctrl.erase(0, c);
@@ -470,7 +529,7 @@ Status MultipathConnection::pumpSends(int64_t now, std::vector<uint64_t>* comple
       PathLoad& l = loads[i];
       l.up = p.up;
       l.ready = p.up && !p.framing;
-      l.inflight = p.flight.bytes();
+      l.inflight = queued(p);
       l.rate = p.rate.bytesPerSec();
       l.window = pathWindow(l.rate, p.rate.minRttNs(), opt_.minWindow, opt_.maxWindow);
     }
@@ -513,6 +572,24 @@ void MultipathConnection::checkStalls(int64_t now) {
       break;
     }
   }
+}
+
+void MultipathConnection::tracePaths() const {
+  std::string line;
+  for (const auto& p : paths_) {
+    char b[256];
+    snprintf(
+        b, sizeof(b),
+        "; path %d %s: %.1f MB/s, min rtt %.3f ms, window %.2f MB, queued %.2f MB, "
+        "unacked %.2f MB, sent %llu MiB",
+        p->index, p->up ? "up" : "down", p->rate.bytesPerSec() / 1e6, p->rate.minRttNs() / 1e6,
+        pathWindow(p->rate.bytesPerSec(), p->rate.minRttNs(), opt_.minWindow, opt_.maxWindow) / 1e6,
+        queued(*p) / 1e6, p->flight.bytes() / 1e6,
+        static_cast<unsigned long long>(p->bytesSent >> 20));
+    line += b;
+  }
+  BCCL_TRACE("paths to %s: backlog %.2f MB, staged %.2f MB%s", peerName_.c_str(),
+             sends_.backlog() / 1e6, assembly_.stagedBytes() / 1e6, line.c_str());
 }
 
 void MultipathConnection::addToWaitSet(WaitSet* set) const {

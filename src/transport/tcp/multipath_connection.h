@@ -107,6 +107,12 @@ class MultipathConnection final : public Connection {
     int64_t pingNs = 0;      // last request for an acknowledgement
     uint64_t bytesSent = 0;  // payload bytes, for the log
     int failures = 0;
+    // The kernel's view of delivery (TCP_INFO), which feeds the rate and the window when
+    // available: bytes written to the socket and acknowledged by the peer's TCP.
+    bool kernelInfo = false;
+    uint64_t wireWritten = 0;
+    uint64_t wireAcked = 0;
+    int64_t infoNs = 0;
 
     explicit Path(int64_t tauNs) : rate(tauNs) {}
   };
@@ -127,6 +133,9 @@ class MultipathConnection final : public Connection {
   bool flush(Path& p, std::vector<uint64_t>* completed, std::string* why);
   void queueControl(Path& p, uint8_t type, uint8_t flags, uint64_t offset, uint32_t generation);
   void checkStalls(int64_t now);
+  void sampleDelivery(Path& p, int64_t now);
+  uint64_t queued(const Path& p) const;
+  void tracePaths() const;
   int pathsUp() const;
   Status failedStatus() const;
 
@@ -138,8 +147,10 @@ class MultipathConnection final : public Connection {
   SendTracker sends_;
   RecvAssembly assembly_;
   bool broken_ = false;
+  bool peerLeft_ = false;  // it said goodbye: closing sockets are no failure
   std::string lastFailure_;
   int64_t nextStallCheckNs_ = 0;
+  int64_t traceNs_ = 0;
 
   // Set from other threads: a severed connection (fault injection) and sockets offered by the
   // path manager. fdMu_ also guards closing, so sever() never shuts a recycled descriptor.

@@ -3,7 +3,8 @@
 // also carries the sender's cumulative acknowledgement of the data frames it consumed from the
 // same socket, so acknowledgements ride on data going the other way for free. Acknowledgement
 // frames go alone only when nothing else is going that way; PATH_DOWN frames tell the peer a
-// path was given up, so both ends stop using it and resend what it held.
+// path was given up, so both ends stop using it and resend what it held; GOODBYE frames precede
+// a normal close.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,8 @@ namespace bccl {
 
 constexpr uint32_t kFrameMagic = 0xBCC1F4A3u;
 
-enum FrameType : uint8_t { kFrameData = 1, kFrameAck = 2, kFramePathDown = 3 };
+// Goodbye: the peer is closing its communicator; the connection closing next is not a failure.
+enum FrameType : uint8_t { kFrameData = 1, kFrameAck = 2, kFramePathDown = 3, kFrameGoodbye = 4 };
 // WantAck: acknowledge at once (the sender's completion waits for it, or it probes the path).
 enum FrameFlags : uint8_t { kFrameWantAck = 1 };
 
