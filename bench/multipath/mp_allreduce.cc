@@ -18,14 +18,14 @@
 
 namespace {
 
-#define CHECK_BCCL(call)                                                                  \
-  do {                                                                                    \
-    bcclResult_t r_ = (call);                                                             \
-    if (r_ != bcclSuccess) {                                                              \
-      std::fprintf(stderr, "mp_allreduce: %s failed: %s (%s)\n", #call,                   \
-                   bcclGetErrorString(r_), bcclGetLastError(nullptr));                    \
-      std::exit(1);                                                                       \
-    }                                                                                     \
+#define CHECK_BCCL(call)                                                                        \
+  do {                                                                                          \
+    bcclResult_t r_ = (call);                                                                   \
+    if (r_ != bcclSuccess) {                                                                    \
+      std::fprintf(stderr, "mp_allreduce: %s failed: %s (%s)\n", #call, bcclGetErrorString(r_), \
+                   bcclGetLastError(nullptr));                                                  \
+      std::exit(1);                                                                             \
+    }                                                                                           \
   } while (0)
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
@@ -73,11 +73,14 @@ int main(int argc, char** argv) {
   for (int i = 0; i < warmup; ++i)
     CHECK_BCCL(bcclAllReduce(send.data(), recv.data(), count, bcclFloat32, bcclSum, comm, nullptr));
   const auto start = std::chrono::steady_clock::now();
+  const double epoch =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   int64_t totalWrong = 0;
   double totalTime = 0;
   long done = 0;
   if (rank == 0)
-    std::printf("# mp_allreduce: %d ranks, %zu bytes per call, busbw in GB/s\n", nranks, bytes);
+    std::printf("# mp_allreduce: %d ranks, %zu bytes per call, busbw in GB/s, start_epoch %.3f\n",
+                nranks, bytes, epoch);
   for (int iter = 0;; ++iter) {
     // Rank 0 decides when time is up; everyone learns it through the same allreduce.
     int32_t goOn = iters > 0 ? (iter < iters) : (secondsSince(start) < seconds);

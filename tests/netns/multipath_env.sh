@@ -6,7 +6,8 @@
 # path, so paths stay independent). Rates are tc tbf on each end's egress. Only these namespaces
 # are touched (names differ from netns_env.sh's, so both can exist at once).
 #
-#   multipath_env.sh up P [--rate R] [--delay-ms D]    (re)creates them with P paths
+#   multipath_env.sh up P [--rate R] [--delay-ms D] [--tun]    (re)creates them with P paths;
+#                                   --tun: TUN + switch even without delay (a like-for-like base)
 #   multipath_env.sh rate P R       sets path P's rate (both directions) to R, e.g. 50mbit
 #   multipath_env.sh cut P          takes path P's link down at both ends
 #   multipath_env.sh restore P      brings it back
@@ -80,21 +81,25 @@ MODE=veth
 up() {
   local n=${1:-}
   if ! [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 8 ]]; then
-    echo "usage: $0 up P [--rate R] [--delay-ms D]" >&2
+    echo "usage: $0 up P [--rate R] [--delay-ms D] [--tun]" >&2
     exit 2
   fi
   shift
-  local delay=0 rate=""
+  local delay=0 rate="" tun=0
   while [[ $# -gt 0 ]]; do
     case $1 in
       --delay-ms) delay=$2; shift 2 ;;
       --rate) rate=$2; shift 2 ;;
+      --tun) tun=1; shift ;;
       *) echo "unknown option $1" >&2; exit 2 ;;
     esac
   done
   down
   mkdir -p "$STATE"
-  if [[ $delay != 0 ]]; then
+  if [[ $tun == 1 ]]; then
+    command -v python3 >/dev/null || skip "python3 (for delay_switch.py) is missing"
+    MODE=switch
+  elif [[ $delay != 0 ]]; then
     if have_netem; then
       MODE=netem
     else

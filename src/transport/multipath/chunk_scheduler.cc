@@ -5,9 +5,10 @@
 namespace bccl {
 namespace {
 
-// Time a path's queue may hold beyond two round trips: covers acknowledgements that wait for the
-// receiver's next progress call and the scheduler's own reaction time.
-constexpr double kQueueMarginSec = 0.020;
+// Time a path's queue may hold beyond two round trips: the sender may be descheduled this long
+// (ranks share cores) without the path running dry. More makes a slowed path's queue slower to
+// drain (at most this long at its old rate).
+constexpr double kQueueMarginSec = 0.050;
 
 }  // namespace
 
