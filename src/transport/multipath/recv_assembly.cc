@@ -162,6 +162,12 @@ Status RecvAssembly::staged(uint64_t seq, uint64_t msgBytes, uint64_t offset,
   return Status::ok();
 }
 
+bool RecvAssembly::expectsMoreThan(uint64_t bytes) const {
+  for (const Msg& m : msgs_)
+    if (!m.complete && m.bytes > bytes) return true;
+  return false;
+}
+
 void RecvAssembly::abandon(int path) {
   for (Msg& m : msgs_)
     for (auto& kv : m.chunks)

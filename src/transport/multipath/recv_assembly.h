@@ -45,6 +45,8 @@ class RecvAssembly {
   // Messages completed when posted (from staged chunks), and any error found then.
   Status takeReady(std::vector<uint64_t>* completed);
   bool expecting() const { return !msgs_.empty(); }
+  // Some posted, unfinished message is larger than `bytes` (its chunks may use any path).
+  bool expectsMoreThan(uint64_t bytes) const;
   uint64_t stagedBytes() const { return earlyBytes_; }
   void clear();
 

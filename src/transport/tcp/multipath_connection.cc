@@ -25,6 +25,11 @@ constexpr size_t kBounceBytes = 256 * 1024;
 constexpr uint64_t kLazyAckFrames = 32;
 // How often a busy path asks the kernel what it delivered (a system call each time).
 constexpr int64_t kDeliveryPeriodNs = 1000000;
+// Idle paths are read on every this many progress calls (and whenever poll() says so), so a
+// small message on the primary path costs no extra system call per call.
+constexpr uint64_t kSweepEvery = 16;
+// A path that delivered something this recently is read on every call.
+constexpr int64_t kHotNs = 2000000;
 // With BCCL_DEBUG=TRACE, each busy connection logs its paths this often.
 constexpr int64_t kTraceEveryNs = 200000000;
 
@@ -118,6 +123,19 @@ void MultipathConnection::attach(Path& p, int fd, uint32_t generation) {
   p.wireAcked = d.bytesAcked;
   p.wireWritten = d.bytesAcked + d.unacked;  // the hello went before
   p.infoNs = 0;
+}
+
+int MultipathConnection::primary() const {
+  for (const auto& p : paths_)
+    if (p->up) return p->index;
+  return -1;
+}
+
+bool MultipathConnection::worthReading(const Path& p, int64_t now) const {
+  // Small messages go over the primary path; chunks of large ones and acknowledgements of what
+  // a path carries may come on any.
+  return p.index == primary() || now - p.heardNs < kHotNs || p.rx != Rx::kHeader || p.inHave > 0 ||
+         p.framing || queued(p) > 0 || assembly_.expectsMoreThan(opt_.copyBytes);
 }
 
 uint64_t MultipathConnection::queued(const Path& p) const {
@@ -248,8 +266,14 @@ Status MultipathConnection::progress(std::vector<uint64_t>* completed) {
   if (broken_) return failedStatus();
   adoptOffers();
   const int64_t now = nowNs();
+  // Sends first: a small message goes out at once, and completes before reading decides whether
+  // anything is still awaited; again after reading, for the room acknowledgements made.
+  for (auto& p : paths_)
+    if (p->up) sampleDelivery(*p, now);
+  BCCL_RETURN_IF_ERROR(pumpSends(now, completed));
+  const bool sweep = ++pollCount_ % kSweepEvery == 0;
   for (auto& p : paths_) {
-    if (!p->up) continue;
+    if (!p->up || !(sweep || worthReading(*p, now))) continue;
     std::string why;
     Status st = readPath(*p, now, completed, &why);
     if (!st.isOk()) {
@@ -263,9 +287,7 @@ Status MultipathConnection::progress(std::vector<uint64_t>* completed) {
     broken_ = true;
     return Status(ready.code(), peerName_ + " " + ready.message());
   }
-  for (auto& p : paths_)
-    if (p->up) sampleDelivery(*p, now);
-  BCCL_RETURN_IF_ERROR(pumpSends(now, completed));
+  if (sends_.hasWork()) BCCL_RETURN_IF_ERROR(pumpSends(now, completed));
   checkStalls(now);
   if (logLevel() >= LogLevel::kTrace && now - traceNs_ > kTraceEveryNs) {
     traceNs_ = now;
@@ -292,6 +314,11 @@ Status MultipathConnection::readPath(Path& p, int64_t now, std::vector<uint64_t>
                                      std::string* why) {
   for (;;) {
     if (!p.up) return Status::ok();
+    // Between frames, read on only if this rank waits for something from the peer: a frame it
+    // does not need yet can wait in the kernel, and the call costs no failed recv().
+    if (p.rx == Rx::kHeader && p.inHave == 0 && !assembly_.expecting() && !sends_.hasUnreported() &&
+        !p.ackDue)
+      return Status::ok();
     if (p.rx == Rx::kHeader) {
       ssize_t rc = recv(p.fd, reinterpret_cast<char*>(&p.in) + p.inHave,
                         sizeof(FrameHeader) - p.inHave, MSG_DONTWAIT);
@@ -534,7 +561,15 @@ Status MultipathConnection::pumpSends(int64_t now, std::vector<uint64_t>* comple
       l.window = pathWindow(l.rate, p.rate.minRttNs(), opt_.minWindow, opt_.maxWindow);
     }
     const ChunkRef c = sends_.peek(opt_.chunkBytes);
-    const int pick = pickPath(loads, std::max<uint64_t>(c.len, 1), sends_.backlog());
+    int pick = -1;
+    // A small message goes whole over the primary path, where the receiver looks first, unless
+    // that path is busy with bulk data.
+    const int first = primary();
+    if (first >= 0 && sends_.copied(c.seq) && loads[static_cast<size_t>(first)].ready &&
+        loads[static_cast<size_t>(first)].inflight < opt_.chunkBytes)
+      pick = first;
+    else
+      pick = pickPath(loads, std::max<uint64_t>(c.len, 1), sends_.backlog());
     if (pick < 0) break;
     Path& p = *paths_[static_cast<size_t>(pick)];
     sends_.take(c);

@@ -33,7 +33,9 @@ class PathReconnector {
 
 struct MultipathOptions {
   uint64_t chunkBytes = 512 * 1024;  // multiple of 64
-  uint64_t copyBytes = 16 * 1024;    // messages up to this are copied and complete when written
+  // Messages up to this are copied and complete when written: below it a copy costs less than
+  // waiting a round trip for the acknowledgement (which larger messages do).
+  uint64_t copyBytes = 64 * 1024;
   uint64_t minWindow = 2 * 1024 * 1024;
   uint64_t maxWindow = 32 * 1024 * 1024;
   int stallMs = 1000;  // no acknowledgement for this long, while another path answers
@@ -135,6 +137,8 @@ class MultipathConnection final : public Connection {
   void checkStalls(int64_t now);
   void sampleDelivery(Path& p, int64_t now);
   uint64_t queued(const Path& p) const;
+  int primary() const;  // the lowest path that is up
+  bool worthReading(const Path& p, int64_t now) const;
   void tracePaths() const;
   int pathsUp() const;
   Status failedStatus() const;
@@ -151,6 +155,7 @@ class MultipathConnection final : public Connection {
   std::string lastFailure_;
   int64_t nextStallCheckNs_ = 0;
   int64_t traceNs_ = 0;
+  uint64_t pollCount_ = 0;
 
   // Set from other threads: a severed connection (fault injection) and sockets offered by the
   // path manager. fdMu_ also guards closing, so sever() never shuts a recycled descriptor.
