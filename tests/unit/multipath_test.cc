@@ -473,6 +473,41 @@ TEST(MultipathConnection, CutPathMidTransferIsResentOverTheOthersAndComesBack) {
   EXPECT_TRUE(x.pathUp(1));
 }
 
+TEST(MultipathConnection, SilentPathIsDroppedWhileTheOtherAnswers) {
+  // Path 1 leads into a black hole at both ends (sockets nobody reads): no error, only silence.
+  Pair p = socketPairs(3);
+  FakeReconnector ra, rb;
+  MultipathConnection x(1, "rank 1", {p.a[0], p.a[1]}, testOptions(), &ra);
+  MultipathConnection y(0, "rank 0", {p.b[0], p.b[2]}, testOptions(), &rb);
+  const int64_t t0 = nowNs();
+  exchange(x, y, 4 * 1000 * 1000);
+  const int64_t ms = (nowNs() - t0) / 1000000;
+  EXPECT_FALSE(x.pathUp(1));
+  EXPECT_FALSE(y.pathUp(1));
+  EXPECT_TRUE(x.pathUp(0));
+  // The deadline (200 ms), plus the probe, plus the transfer.
+  EXPECT_LT(ms, 5000);
+  EXPECT_EQ(ra.downs.size(), 1u);
+  close(p.b[1]);
+  close(p.a[2]);
+}
+
+TEST(MultipathConnection, APauseBetweenOperationsIsNotSilence) {
+  Pair p = socketPairs(2);
+  FakeReconnector ra, rb;
+  MultipathConnection x(1, "rank 1", p.a, testOptions(), &ra);
+  MultipathConnection y(0, "rank 0", p.b, testOptions(), &rb);
+  // Small messages: acknowledged lazily, so they stay unacknowledged through the pause.
+  for (int i = 0; i < 5; ++i) exchange(x, y, 2);
+  usleep(3 * testOptions().stallMs * 1000);
+  exchange(x, y, 2 * 1000 * 1000);
+  for (int i = 0; i < 5; ++i) exchange(x, y, 2);
+  EXPECT_TRUE(x.pathUp(0));
+  EXPECT_TRUE(x.pathUp(1));
+  EXPECT_TRUE(ra.downs.empty());
+  EXPECT_TRUE(rb.downs.empty());
+}
+
 TEST(MultipathConnection, LosingEveryPathFailsTheConnectionBlamingThePeer) {
   Pair p = socketPairs(2);
   FakeReconnector ra, rb;

@@ -275,7 +275,7 @@ Status MultipathConnection::progress(std::vector<uint64_t>* completed) {
   for (auto& p : paths_) {
     if (!p->up || !(sweep || worthReading(*p, now))) continue;
     std::string why;
-    Status st = readPath(*p, now, completed, &why);
+    Status st = readPath(*p, now, sweep, completed, &why);
     if (!st.isOk()) {
       broken_ = true;
       return st;
@@ -310,14 +310,15 @@ Status MultipathConnection::progress(std::vector<uint64_t>* completed) {
   return Status::ok();
 }
 
-Status MultipathConnection::readPath(Path& p, int64_t now, std::vector<uint64_t>* completed,
-                                     std::string* why) {
+Status MultipathConnection::readPath(Path& p, int64_t now, bool eager,
+                                     std::vector<uint64_t>* completed, std::string* why) {
   for (;;) {
     if (!p.up) return Status::ok();
     // Between frames, read on only if this rank waits for something from the peer: a frame it
-    // does not need yet can wait in the kernel, and the call costs no failed recv().
-    if (p.rx == Rx::kHeader && p.inHave == 0 && !assembly_.expecting() && !sends_.hasUnreported() &&
-        !p.ackDue)
+    // does not need yet can wait in the kernel, and the call costs no failed recv(). Sweeps read
+    // everything, so probes are answered even by a rank that expects nothing.
+    if (!eager && p.rx == Rx::kHeader && p.inHave == 0 && !assembly_.expecting() &&
+        !sends_.hasUnreported() && !p.ackDue)
       return Status::ok();
     if (p.rx == Rx::kHeader) {
       ssize_t rc = recv(p.fd, reinterpret_cast<char*>(&p.in) + p.inHave,
@@ -586,7 +587,22 @@ void MultipathConnection::checkStalls(int64_t now) {
     Path& p = *pp;
     if (!p.up || p.flight.empty()) continue;
     const int64_t quiet = now - p.progressNs;
-    if (quiet > stallNs / 2 && now - p.pingNs > stallNs / 4) {
+    // Failed: quiet for the deadline, and a probe sent since its last acknowledgement went
+    // unanswered for half of it while another path answered after the probe. Measuring from the
+    // probe, not from the last acknowledgement, keeps a pause between operations (when nobody
+    // reads) from counting as silence.
+    if (quiet >= stallNs && p.pingNs > p.progressNs && now - p.pingNs >= stallNs / 2) {
+      bool failed = false;
+      for (auto& q : paths_) {
+        if (q.get() == &p || !q->up || q->heardNs <= p.pingNs) continue;
+        failPath(p, "no acknowledgement for " + std::to_string(quiet / 1000000) +
+                        " ms, nor an answer to a probe, while " + q->name + " answered");
+        failed = true;
+        break;
+      }
+      if (failed) continue;
+    }
+    if (quiet > stallNs / 2 && (p.pingNs <= p.progressNs || now - p.pingNs >= stallNs / 2)) {
       // Ask this path and the quiet others for an acknowledgement: an answer on another path
       // proves the peer is reading, so this one's silence is the path's fault.
       p.pingNs = now;
@@ -597,14 +613,6 @@ void MultipathConnection::checkStalls(int64_t now) {
           q->pingNs = now;
           queueControl(*q, kFrameAck, kFrameWantAck, 0, 0);
         }
-    }
-    if (quiet <= stallNs) continue;
-    for (auto& q : paths_) {
-      if (q.get() == &p || !q->up || q->heardNs <= p.progressNs || now - q->heardNs > stallNs / 2)
-        continue;
-      failPath(p, "no acknowledgement for " + std::to_string(quiet / 1000000) + " ms while " +
-                      q->name + " answered");
-      break;
     }
   }
 }

@@ -125,7 +125,8 @@ class MultipathConnection final : public Connection {
   void adoptOffers();
   // Reads every frame available on `p`. A path-level problem sets *why (the path fails); a
   // returned error fails the connection (the peers disagree about a message).
-  Status readPath(Path& p, int64_t now, std::vector<uint64_t>* completed, std::string* why);
+  Status readPath(Path& p, int64_t now, bool eager, std::vector<uint64_t>* completed,
+                  std::string* why);
   Status readPayload(Path& p, std::vector<uint64_t>* completed, std::string* why, bool* blocked);
   void onHeader(Path& p, int64_t now, std::vector<uint64_t>* completed);
   void endFrame(Path& p, std::vector<uint64_t>* completed);
