@@ -30,6 +30,8 @@ constexpr int64_t kDeliveryPeriodNs = 1000000;
 constexpr uint64_t kSweepEvery = 16;
 // A path that delivered something this recently is read on every call.
 constexpr int64_t kHotNs = 2000000;
+// How long closing waits for the peer's TCP to take our last bytes.
+constexpr int kLingerMs = 200;
 // With BCCL_DEBUG=TRACE, each busy connection logs its paths this often.
 constexpr int64_t kTraceEveryNs = 200000000;
 
@@ -70,18 +72,7 @@ MultipathConnection::MultipathConnection(int peer, std::string peerName,
 }
 
 MultipathConnection::~MultipathConnection() {
-  // Best effort, never blocking: a peer that misses it sees the close as a path failure.
-  if (!broken_) {
-    FrameHeader bye;
-    bye.type = kFrameGoodbye;
-    for (auto& p : paths_) {
-      if (!p->up || p->framing) continue;
-      bye.path = static_cast<uint16_t>(p->index);
-      p->ctrl.append(reinterpret_cast<const char*>(&bye), sizeof(bye));
-      ssize_t ignored = send(p->fd, p->ctrl.data(), p->ctrl.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      (void)ignored;
-    }
-  }
+  if (!broken_) closeGracefully();
   std::string stats;
   for (auto& p : paths_) {
     stats += " " + p->name + ": " + std::to_string(p->bytesSent >> 20) + " MiB sent, " +
@@ -155,6 +146,42 @@ void MultipathConnection::sampleDelivery(Path& p, int64_t now) {
   const uint64_t delta = d.bytesAcked - p.wireAcked;
   p.wireAcked = std::min(d.bytesAcked, p.wireWritten);
   p.rate.onDelivered(delta, now, p.wireWritten > p.wireAcked, sends_.backlog() == 0);
+}
+
+void MultipathConnection::closeGracefully() {
+  // GOODBYE, then our FIN after everything queued. Closing a socket with unread input makes the
+  // kernel reset it and drop what it has not sent yet (the last message of a send that completed
+  // when written, say), and the peer's acknowledgements and probes arrive unasked: so drain
+  // input until the peer's TCP has acknowledged all our output, for at most kLingerMs.
+  FrameHeader bye;
+  bye.type = kFrameGoodbye;
+  std::vector<pollfd> fds;
+  for (auto& p : paths_) {
+    if (!p->up) continue;
+    if (!p->framing) {
+      bye.path = static_cast<uint16_t>(p->index);
+      p->ctrl.append(reinterpret_cast<const char*>(&bye), sizeof(bye));
+      ssize_t ignored = send(p->fd, p->ctrl.data(), p->ctrl.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)ignored;
+    }
+    shutdown(p->fd, SHUT_WR);
+    // A path silent for the failure deadline would only make closing wait for nothing.
+    if (nowNs() - p->heardNs < static_cast<int64_t>(opt_.stallMs) * 1000000)
+      fds.push_back({p->fd, POLLIN, 0});
+  }
+  const Deadline deadline = Deadline::afterMs(kLingerMs);
+  char sink[4096];
+  while (!fds.empty() && !deadline.expired()) {
+    bool delivered = true;
+    for (pollfd& f : fds) {
+      while (f.fd >= 0 && recv(f.fd, sink, sizeof(sink), MSG_DONTWAIT) > 0) {
+      }
+      TcpDelivery d;
+      if (f.fd >= 0 && readTcpDelivery(f.fd, &d) && d.unacked > 0) delivered = false;
+    }
+    if (delivered) break;
+    poll(fds.data(), fds.size(), deadline.remainingMs(5));
+  }
 }
 
 int MultipathConnection::pathsUp() const {

@@ -141,6 +141,7 @@ class MultipathConnection final : public Connection {
   int primary() const;  // the lowest path that is up
   bool worthReading(const Path& p, int64_t now) const;
   void tracePaths() const;
+  void closeGracefully();
   int pathsUp() const;
   Status failedStatus() const;
 
