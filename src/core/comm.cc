@@ -11,7 +11,6 @@
 #include <sstream>
 
 #include "core/logging.h"
-#include "transport/tcp/path_manager.h"
 #ifdef BCCL_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
 #endif

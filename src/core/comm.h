@@ -17,12 +17,12 @@
 #include "core/rendezvous.h"
 #include "fault/failure_detector.h"
 #include "topology/topology.h"
+#include "transport/tcp/path_manager.h"
 #include "transport/shm/shm_segment.h"
 
 namespace bccl {
 
 class UcxEndpointFactory;
-class PathManager;
 
 // What a new communicator learns from its rendezvous: its rank and everyone's PeerInfo.
 struct Membership {
@@ -120,6 +120,8 @@ class Communicator final : public ExecContext {
   ScheduleCache scheduleCache_;
   SelectionContext selection_;
   std::vector<std::unique_ptr<Connection>> connections_;
+  // Reconnects failed paths of multipath TCP connections; stopped before they are freed.
+  std::unique_ptr<PathManager> pathManager_;
   int listenFd_ = -1;
   int wakeFd_ = -1;  // eventfd: abort() makes it readable for waiters in poll()
 
@@ -129,7 +131,6 @@ class Communicator final : public ExecContext {
   Doorbell* doorbell_ = nullptr;
 
   std::unique_ptr<FailureDetector> detector_;
-  std::unique_ptr<PathManager> pathManager_;  // reconnects failed paths (multipath TCP only)
 #ifdef BCCL_HAVE_UCX
   std::unique_ptr<UcxEndpointFactory> ucx_;  // outlives every UCX connection (see destructor)
 #endif

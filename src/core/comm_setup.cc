@@ -155,15 +155,18 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   } else {
     ownSegment_.reset();
   }
-  // One TCP link per remote peer and path for data, and control links to the failure-detection
-  // neighbours (TCP even on one host: the kernel resets them the moment a process dies), one
-  // per path too, so that losing a path does not look like losing the neighbour.
+  // One TCP link per remote peer for data, and control links to the failure-detection
+  // neighbours (TCP even on one host: the kernel resets them the moment a process dies).
   std::vector<LinkWant> wants;
-  for (int q : remote)
-    for (int c = 0; c < pathsWith(q); ++c) wants.push_back({q, ConnKind::kData, c});
+  for (int q : remote) wants.push_back({q, ConnKind::kData});
   const std::vector<int> neighbours = controlNeighbours(rank_, nranks_);
+  for (int q : neighbours) wants.push_back({q, ConnKind::kControl});
+  // Multipath TCP: the same links again for each further path (channel), control links too, so
+  // that losing a path does not look like losing the neighbour.
+  for (int q : remote)
+    for (int c = 1; c < pathsWith(q); ++c) wants.push_back({q, ConnKind::kData, c});
   for (int q : neighbours)
-    for (int c = 0; c < pathsWith(q); ++c) wants.push_back({q, ConnKind::kControl, c});
+    for (int c = 1; c < pathsWith(q); ++c) wants.push_back({q, ConnKind::kControl, c});
   std::vector<int> fds;
   Status linked = openLinks(wants, &fds);
   if (!linked.isOk()) {
@@ -215,10 +218,10 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       static_cast<int>(kHeartbeatTimeoutMs.get()),
       [this](int rank, const std::string& message) { onPeerFailed(rank, message); });
   BCCL_INFO(
-      "communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers (%d paths), %zu ucx peers, "
-      "listening on %s",
-      rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(), mine.numPaths,
-      viaUcx.size(), mine.listenAddr.toString().c_str());
+      "communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, %zu ucx peers, listening "
+      "on %s",
+      rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(), viaUcx.size(),
+      mine.listenAddr.toString().c_str());
   return Status::ok();
 }
 

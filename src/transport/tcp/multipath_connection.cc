@@ -69,6 +69,9 @@ MultipathConnection::MultipathConnection(int peer, std::string peerName,
     attach(*p, fds[i], 0);
     paths_.push_back(std::move(p));
   }
+  std::string names;
+  for (const auto& p : paths_) names += "; " + p->name;
+  BCCL_INFO("%zu tcp paths to %s%s", paths_.size(), peerName_.c_str(), names.c_str());
 }
 
 MultipathConnection::~MultipathConnection() {
