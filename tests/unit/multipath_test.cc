@@ -20,6 +20,7 @@
 #include "transport/multipath/recv_assembly.h"
 #include "transport/multipath/send_tracker.h"
 #include "transport/tcp/multipath_connection.h"
+#include "transport/tcp/path_config.h"
 
 namespace bccl {
 namespace {
@@ -351,6 +352,57 @@ TEST(RecvAssembly, EarlyChunksWaitForTheirPostAndSizesAreChecked) {
   auto bad = a.begin(0, 1, 128, 0, 128);
   EXPECT_FALSE(bad.isOk());
   EXPECT_NE(bad.status().message().find("mismatched counts"), std::string::npos);
+}
+
+// ---- which local addresses the paths use --------------------------------------------------
+
+// Sets an environment variable for one scope (parameters are read at each get()).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = getenv(name);
+    if (old != nullptr) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+TEST(PathConfig, OnePathPerListedAddressCyclingWhenAskedForMore) {
+  StatusOr<SockAddr> route = parseHostPort("127.0.0.1:0");
+  ASSERT_TRUE(route.isOk());
+  {
+    ScopedEnv ifs("BCCL_SOCKET_IFNAME", "127.0.0.2,no-such-interface,127.0.0.3");
+    StatusOr<std::vector<SockAddr>> a = localPathAddresses(route.value());
+    ASSERT_TRUE(a.isOk()) << a.status().message();
+    ASSERT_EQ(a.value().size(), 2u);  // the unusable entry is skipped (with a WARN)
+    EXPECT_EQ(a.value()[1].toString(), "127.0.0.3:0");
+    ScopedEnv n("BCCL_NUM_PATHS", "3");
+    a = localPathAddresses(route.value());
+    ASSERT_EQ(a.value().size(), 3u);
+    EXPECT_EQ(a.value()[2].toString(), "127.0.0.2:0");
+  }
+  {
+    // Unset: one path from the rendezvous route, exactly as with a single socket; more paths
+    // are more sockets over it.
+    StatusOr<std::vector<SockAddr>> a = localPathAddresses(route.value());
+    ASSERT_EQ(a.value().size(), 1u);
+    ScopedEnv n("BCCL_NUM_PATHS", "4");
+    a = localPathAddresses(route.value());
+    ASSERT_EQ(a.value().size(), 4u);
+    EXPECT_EQ(a.value()[3].toString(), "127.0.0.1:0");
+  }
+  ScopedEnv bad("BCCL_NUM_PATHS", "9");
+  EXPECT_FALSE(localPathAddresses(route.value()).isOk());
 }
 
 // ---- whole connections over socket pairs -----------------------------------------------------
