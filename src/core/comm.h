@@ -17,8 +17,8 @@
 #include "core/rendezvous.h"
 #include "fault/failure_detector.h"
 #include "topology/topology.h"
-#include "transport/tcp/path_manager.h"
 #include "transport/shm/shm_segment.h"
+#include "transport/tcp/path_manager.h"
 
 namespace bccl {
 
