@@ -80,6 +80,7 @@ Communicator::~Communicator() {
   // Stopped before it is freed: its thread calls back into this object until then.
   if (detector_ != nullptr) detector_->shutdown(!aborted_.load());
   detector_.reset();
+  pathManager_.reset();  // its thread offers sockets to the connections: stopped first
   connections_.clear();
 #ifdef BCCL_HAVE_UCX
   ucx_.reset();  // after its connections

@@ -19,6 +19,7 @@
 #include "topology/topology.h"
 #include "transport/shm/shm_board.h"
 #include "transport/shm/shm_segment.h"
+#include "transport/tcp/path_manager.h"
 
 namespace bccl {
 
@@ -97,6 +98,7 @@ class Communicator final : public ExecContext {
   struct LinkWant {
     int peer;
     ConnKind kind;
+    int channel = 0;  // the path, when there are several per peer
   };
   // Opens an authenticated TCP connection per want (fds parallel to wants).
   Status openLinks(const std::vector<LinkWant>& wants, std::vector<int>* fds);
@@ -120,6 +122,8 @@ class Communicator final : public ExecContext {
   ScheduleCache scheduleCache_;
   SelectionContext selection_;
   std::vector<std::unique_ptr<Connection>> connections_;
+  // Reconnects failed paths of multipath TCP connections; stopped before they are freed.
+  std::unique_ptr<PathManager> pathManager_;
   int listenFd_ = -1;
   int wakeFd_ = -1;  // eventfd: abort() makes it readable for waiters in poll()
 

@@ -12,6 +12,9 @@
 #include "fault/failure_detector.h"
 #include "topology/topology.h"
 #include "transport/shm/shm_connection.h"
+#include "transport/tcp/multipath_connection.h"
+#include "transport/tcp/path_config.h"
+#include "transport/tcp/path_manager.h"
 #include "transport/tcp/tcp_connection.h"
 #ifdef BCCL_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
@@ -43,6 +46,19 @@ const IntParam kHeartbeatTimeoutMs("BCCL_HEARTBEAT_TIMEOUT_MS", 3000,
 // process's memory with process_vm_readv.
 const uint64_t kCmaProbe = 0xBCC1C0FFEE15600Dull;
 
+// Closes a descriptor on every early return of set-up.
+struct OwnedFd {
+  int fd = -1;
+  ~OwnedFd() {
+    if (fd >= 0) close(fd);
+  }
+  int release() {
+    int f = fd;
+    fd = -1;
+    return f;
+  }
+};
+
 std::string segmentName(uint64_t commId, int rank) {
   char name[64];
   snprintf(name, sizeof(name), "/bccl-%016llx-%d", static_cast<unsigned long long>(commId), rank);
@@ -71,6 +87,26 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   if (!source.isOk()) return source.status();
   mine.listenAddr = source.value();
   mine.listenAddr.setPort(bound.port());
+  // Multipath TCP: one address per path, a listener for reconnecting failed paths.
+  StatusOr<std::vector<SockAddr>> pathAddrs = localPathAddresses(source.value());
+  if (!pathAddrs.isOk()) return pathAddrs.status();
+  mine.numPaths = static_cast<int32_t>(pathAddrs.value().size());
+  for (int i = 0; i < mine.numPaths; ++i) {
+    mine.pathAddrs[i] = pathAddrs.value()[static_cast<size_t>(i)];
+    mine.pathAddrs[i].setPort(bound.port());
+  }
+  OwnedFd pathListener;
+  MultipathOptions pathOptions;
+  if (mine.numPaths > 1) {
+    StatusOr<MultipathOptions> opts = multipathOptions();
+    if (!opts.isOk()) return opts.status();
+    pathOptions = opts.value();
+    SockAddr pathBound;
+    StatusOr<int> pfd = listenTcp(any, &pathBound);
+    if (!pfd.isOk()) return pfd.status().withContext("path listener");
+    pathListener.fd = pfd.value();
+    mine.pathPort = pathBound.port();
+  }
   mine.cmaProbeAddr = reinterpret_cast<uint64_t>(&kCmaProbe);
   mine.shmTag = shmTag;
   StatusOr<HostTopology> topo = discoverTopology(shmTag);
@@ -92,6 +128,10 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   for (int r = 0; r < nranks_; ++r) peers_[r].rank = r;
   mine = peers_[rank_];
   ScopedLogRank tag(rank_);
+  // Paths to a peer: as many as both ends offer (path i joins their addresses i).
+  auto pathsWith = [this, &mine](int q) {
+    return std::max(1, std::min(mine.numPaths, peers_[q].numPaths));
+  };
   connections_.resize(nranks_);
   StatusOr<SelectionContext> selection = makeSelectionContext(peers_, config_);
   if (!selection.isOk()) return selection.status();
@@ -125,6 +165,12 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   for (int q : remote) wants.push_back({q, ConnKind::kData});
   const std::vector<int> neighbours = controlNeighbours(rank_, nranks_);
   for (int q : neighbours) wants.push_back({q, ConnKind::kControl});
+  // Multipath TCP: the same links again for each further path (channel), control links too, so
+  // that losing a path does not look like losing the neighbour.
+  for (int q : remote)
+    for (int c = 1; c < pathsWith(q); ++c) wants.push_back({q, ConnKind::kData, c});
+  for (int q : neighbours)
+    for (int c = 1; c < pathsWith(q); ++c) wants.push_back({q, ConnKind::kControl, c});
   std::vector<int> fds;
   Status linked = openLinks(wants, &fds);
   if (!linked.isOk()) {
@@ -134,12 +180,40 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   }
   BCCL_RETURN_IF_ERROR(connectUcxPeers(viaUcx));
   std::vector<FailureDetector::Link> controls;
+  std::vector<std::vector<int>> dataFds(static_cast<size_t>(nranks_));
   for (size_t i = 0; i < wants.size(); ++i) {
-    if (wants[i].kind == ConnKind::kData)
-      connections_[wants[i].peer] =
-          std::make_unique<TcpConnection>(wants[i].peer, fds[i], peerName(wants[i].peer));
-    else
+    if (wants[i].kind == ConnKind::kData) {
+      std::vector<int>& paths = dataFds[static_cast<size_t>(wants[i].peer)];
+      paths.resize(std::max<size_t>(paths.size(), static_cast<size_t>(wants[i].channel) + 1), -1);
+      paths[static_cast<size_t>(wants[i].channel)] = fds[i];
+      applySocketBuffers(fds[i]);
+    } else {
       controls.push_back({wants[i].peer, fds[i]});
+    }
+  }
+  for (int q : remote) {
+    const std::vector<int>& paths = dataFds[static_cast<size_t>(q)];
+    if (paths.size() == 1) {
+      connections_[q] = std::make_unique<TcpConnection>(q, paths[0], peerName(q));
+      continue;
+    }
+    if (pathManager_ == nullptr) {
+      std::vector<SockAddr> local(mine.pathAddrs, mine.pathAddrs + mine.numPaths);
+      std::vector<std::vector<SockAddr>> theirs(static_cast<size_t>(nranks_));
+      for (int r = 0; r < nranks_; ++r) {
+        const PeerInfo& p = peers_[r];
+        for (int c = 0; c < p.numPaths && p.pathPort > 0; ++c) {
+          theirs[static_cast<size_t>(r)].push_back(p.pathAddrs[c]);
+          theirs[static_cast<size_t>(r)].back().setPort(p.pathPort);
+        }
+      }
+      pathManager_ = std::make_unique<PathManager>(rank_, secret_, commId_, pathListener.release(),
+                                                   std::move(local), std::move(theirs));
+    }
+    auto conn = std::make_unique<MultipathConnection>(q, peerName(q), paths, pathOptions,
+                                                      pathManager_.get());
+    pathManager_->attach(q, conn.get());
+    connections_[q] = std::move(conn);
   }
   std::vector<std::string> names;
   for (int r = 0; r < nranks_; ++r) names.push_back(peerName(r));
@@ -285,10 +359,17 @@ Status Communicator::openLinks(const std::vector<LinkWant>& wants, std::vector<i
       ++expected;
       continue;
     }
-    StatusOr<int> fd = connectTcp(peers_[w.peer].listenAddr, deadline, &aborted_);
+    // Path c joins this rank's address c to the peer's address c (one path: as before).
+    const PeerInfo& them = peers_[w.peer];
+    const PeerInfo& me = peers_[rank_];
+    const bool multi = std::min(me.numPaths, them.numPaths) > 1;
+    const SockAddr& to = multi ? them.pathAddrs[w.channel] : them.listenAddr;
+    StatusOr<int> fd =
+        connectTcp(to, deadline, &aborted_, multi ? &me.pathAddrs[w.channel] : nullptr);
     if (!fd.isOk()) return fd.status().withContext("connecting to " + peerName(w.peer));
     (*fds)[i] = fd.value();
     hello.kind = w.kind;
+    hello.channel = w.channel;
     Status st = sendAll(fd.value(), &hello, sizeof(hello), deadline, &aborted_);
     if (!st.isOk()) return st.withContext("greeting " + peerName(w.peer));
   }
@@ -301,8 +382,8 @@ Status Communicator::openLinks(const std::vector<LinkWant>& wants, std::vector<i
     size_t slot = wants.size();
     if (st.isOk() && h.magic == kHelloMagic && secretMatches(h, secret_) && h.commId == commId_)
       for (size_t i = 0; i < wants.size(); ++i)
-        if (wants[i].peer == h.rank && wants[i].kind == h.kind && wants[i].peer < rank_ &&
-            (*fds)[i] < 0)
+        if (wants[i].peer == h.rank && wants[i].kind == h.kind && wants[i].channel == h.channel &&
+            wants[i].peer < rank_ && (*fds)[i] < 0)
           slot = i;
     if (slot == wants.size()) {
       BCCL_WARN("dropped a connection that is not a peer of this communicator");

@@ -12,6 +12,9 @@
 
 namespace bccl {
 
+// The most network paths (sockets per peer) a rank offers.
+constexpr int kMaxPaths = 8;
+
 // What every rank knows about every other after init. A fixed-layout POD exchanged as bytes:
 // all ranks of a job run the same build.
 struct PeerInfo {
@@ -27,6 +30,11 @@ struct PeerInfo {
   char ucxAddress[1024] = {};
   char hostName[64] = {};
   SockAddr listenAddr;  // where this rank accepts transport and control connections
+  // Multipath TCP: the address of each of this rank's paths (listenAddr's port), and the port
+  // of its listener for reconnecting failed paths.
+  int32_t numPaths = 0;
+  int32_t pathPort = 0;
+  SockAddr pathAddrs[kMaxPaths];
 };
 
 // Why a connection was opened; sent first on every connection of a communicator.

@@ -116,10 +116,41 @@ StatusOr<SockAddr> interfaceAddress(const std::string& ifname) {
   return chosen;
 }
 
+StatusOr<SockAddr> interfaceOrLiteralAddress(const std::string& name) {
+  SockAddr a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+  if (inet_pton(AF_INET, name.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    a.len = sizeof(sockaddr_in);
+    return a;
+  }
+  if (inet_pton(AF_INET6, name.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    a.len = sizeof(sockaddr_in6);
+    return a;
+  }
+  return interfaceAddress(name);
+}
+
+std::vector<std::string> socketIfnames() {
+  std::vector<std::string> out;
+  if (!kSocketIfname.isSet()) return out;
+  const std::string names = kSocketIfname.get();
+  size_t start = 0;
+  while (start <= names.size()) {
+    size_t comma = names.find(',', start);
+    if (comma == std::string::npos) comma = names.size();
+    if (comma > start) out.push_back(names.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
 StatusOr<SockAddr> defaultBootstrapAddress() {
-  // BCCL_SOCKET_IFNAME may list several interfaces; the bootstrap uses the first.
+  // BCCL_SOCKET_IFNAME may list several interfaces (one per path); the bootstrap uses the first.
   std::string names = kSocketIfname.get();
-  return interfaceAddress(names.substr(0, names.find(',')));
+  return interfaceOrLiteralAddress(names.substr(0, names.find(',')));
 }
 
 StatusOr<int> listenTcp(const SockAddr& addr, SockAddr* bound) {
@@ -141,11 +172,21 @@ StatusOr<int> listenTcp(const SockAddr& addr, SockAddr* bound) {
   return fd;
 }
 
-StatusOr<int> connectTcp(const SockAddr& addr, Deadline deadline, const AbortFlag* abort) {
+StatusOr<int> connectTcp(const SockAddr& addr, Deadline deadline, const AbortFlag* abort,
+                         const SockAddr* local) {
   int backoffMs = 1;
   for (;;) {
     int fd = socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) return errnoStatus("socket", errno);
+    if (local != nullptr) {
+      SockAddr from = *local;
+      from.setPort(0);
+      if (bind(fd, from.raw(), from.len) != 0) {
+        Status st = errnoStatus("bind to " + from.toString(), errno);
+        close(fd);
+        return st;
+      }
+    }
     int rc = connect(fd, addr.raw(), addr.len);
     int err = rc == 0 ? 0 : errno;
     if (err == EINPROGRESS) {

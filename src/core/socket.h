@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <string>
+#include <vector>
 
 #include "core/deadline.h"
 #include "core/status.h"
@@ -27,13 +28,19 @@ struct SockAddr {
 StatusOr<SockAddr> parseHostPort(const std::string& hostPort);
 // The first IPv4 (else IPv6) address of interface `ifname`, port 0.
 StatusOr<SockAddr> interfaceAddress(const std::string& ifname);
+// `name` as an IP literal ("10.0.0.1", "::1") or else as an interface name; port 0.
+StatusOr<SockAddr> interfaceOrLiteralAddress(const std::string& name);
+// The entries of BCCL_SOCKET_IFNAME (comma-separated); empty when it is not set.
+std::vector<std::string> socketIfnames();
 // The address a process should advertise for bootstrap: BCCL_SOCKET_IFNAME's, else loopback.
 StatusOr<SockAddr> defaultBootstrapAddress();
 
 // A listening TCP socket on `addr` (port 0 picks one); `bound` receives the actual address.
 StatusOr<int> listenTcp(const SockAddr& addr, SockAddr* bound);
-// Connects, retrying while the peer is not listening yet, until the deadline.
-StatusOr<int> connectTcp(const SockAddr& addr, Deadline deadline, const AbortFlag* abort);
+// Connects, retrying while the peer is not listening yet, until the deadline; from `local` (its
+// address, any port) when given, so that the connection leaves through that interface.
+StatusOr<int> connectTcp(const SockAddr& addr, Deadline deadline, const AbortFlag* abort,
+                         const SockAddr* local = nullptr);
 StatusOr<int> acceptTcp(int listenFd, Deadline deadline, const AbortFlag* abort);
 
 Status sendAll(int fd, const void* data, size_t bytes, Deadline deadline, const AbortFlag* abort);

@@ -58,19 +58,29 @@ FailureDetector::FailureDetector(int rank, std::vector<std::string> names, std::
       onFailure_(std::move(onFailure)) {
   const int64_t now = nowNs();
   for (const Link& l : links) {
-    Neighbour n;
-    n.peer = l.peer;
-    n.fd = l.fd;
-    n.lastHeardNs = now;
-    neighbours_.push_back(std::move(n));
+    auto it = std::find_if(neighbours_.begin(), neighbours_.end(),
+                           [&l](const Neighbour& n) { return n.peer == l.peer; });
+    if (it == neighbours_.end()) {
+      neighbours_.push_back(Neighbour{l.peer, {}, false});
+      it = neighbours_.end() - 1;
+    }
+    LinkEnd end;
+    end.fd = l.fd;
+    end.lastHeardNs = now;
+    it->links.push_back(std::move(end));
   }
   wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   thread_ = std::thread([this] { run(); });
 }
 
+bool FailureDetector::Neighbour::anyOpen() const {
+  return std::any_of(links.begin(), links.end(), [](const LinkEnd& l) { return l.open; });
+}
+
 FailureDetector::~FailureDetector() {
   shutdown(true);
-  for (Neighbour& n : neighbours_) close(n);
+  for (Neighbour& n : neighbours_)
+    for (LinkEnd& l : n.links) close(l);
   if (wakeFd_ >= 0) ::close(wakeFd_);
 }
 
@@ -88,7 +98,8 @@ void FailureDetector::sever() {
   shutdown(false);
   std::lock_guard<std::mutex> lock(sendMu_);
   for (Neighbour& n : neighbours_)
-    if (n.fd >= 0) ::shutdown(n.fd, SHUT_RDWR);
+    for (LinkEnd& l : n.links)
+      if (l.fd >= 0) ::shutdown(l.fd, SHUT_RDWR);
 }
 
 std::vector<int> FailureDetector::failedRanks() const {
@@ -114,45 +125,46 @@ bool FailureDetector::declare(int rank, const std::string& message) {
   return true;
 }
 
-void FailureDetector::sendTo(Neighbour& n, const std::string& bytes) {
-  if (!n.open) return;
-  n.outbox += bytes;
-  while (!n.outbox.empty()) {
-    ssize_t sent = send(n.fd, n.outbox.data(), n.outbox.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+void FailureDetector::sendTo(LinkEnd& l, const std::string& bytes) {
+  if (!l.open) return;
+  l.outbox += bytes;
+  while (!l.outbox.empty()) {
+    ssize_t sent = send(l.fd, l.outbox.data(), l.outbox.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent > 0) {
-      n.outbox.erase(0, static_cast<size_t>(sent));
+      l.outbox.erase(0, static_cast<size_t>(sent));
       continue;
     }
     if (sent < 0 && errno == EINTR) continue;
-    break;  // full (a stopped peer) or broken: the reader side notices the latter
+    break;  // full (a stopped peer or a cut path) or broken: the reader side notices the latter
   }
-  // A silent neighbour must not make us hoard heartbeats: keep at most a few messages queued.
-  if (n.outbox.size() > 16 * sizeof(ControlMsg))
-    n.outbox.resize(n.outbox.size() % sizeof(ControlMsg));
+  // A silent link must not make us hoard heartbeats: keep at most a few messages queued.
+  if (l.outbox.size() > 16 * sizeof(ControlMsg))
+    l.outbox.resize(l.outbox.size() % sizeof(ControlMsg));
 }
 
 void FailureDetector::sendToAll(uint32_t type, int rank, const std::string& text) {
   const std::string bytes = encode(type, rank, text);
   std::lock_guard<std::mutex> lock(sendMu_);
   for (Neighbour& n : neighbours_)
-    if (n.peer != rank || type != kRevoke) sendTo(n, bytes);
+    if (n.peer != rank || type != kRevoke)
+      for (LinkEnd& l : n.links) sendTo(l, bytes);
 }
 
-void FailureDetector::close(Neighbour& n) {
-  if (n.fd >= 0) ::close(n.fd);
-  n.fd = -1;
-  n.open = false;
+void FailureDetector::close(LinkEnd& l) {
+  if (l.fd >= 0) ::close(l.fd);
+  l.fd = -1;
+  l.open = false;
 }
 
-void FailureDetector::onReadable(Neighbour& n, int64_t now) {
+void FailureDetector::onReadable(Neighbour& n, LinkEnd& l, int64_t now) {
   char buf[4096];
   bool closed = false;
   std::string why;
   for (;;) {
-    ssize_t got = recv(n.fd, buf, sizeof(buf), MSG_DONTWAIT);
+    ssize_t got = recv(l.fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (got > 0) {
-      n.inbox.append(buf, static_cast<size_t>(got));
-      n.lastHeardNs = now;
+      l.inbox.append(buf, static_cast<size_t>(got));
+      l.lastHeardNs = now;
       continue;
     }
     if (got < 0 && errno == EINTR) continue;
@@ -163,10 +175,10 @@ void FailureDetector::onReadable(Neighbour& n, int64_t now) {
     break;
   }
   // Messages first: a goodbye that arrived together with the close makes the close normal.
-  while (n.inbox.size() >= sizeof(ControlMsg)) {
+  while (l.inbox.size() >= sizeof(ControlMsg)) {
     ControlMsg m;
-    memcpy(&m, n.inbox.data(), sizeof(m));
-    n.inbox.erase(0, sizeof(m));
+    memcpy(&m, l.inbox.data(), sizeof(m));
+    l.inbox.erase(0, sizeof(m));
     if (m.magic != kControlMagic) continue;
     if (m.type == kGoodbye) n.departed = true;
     if (m.type == kRevoke && m.rank >= kRevokedComm && m.rank < static_cast<int>(names_.size()))
@@ -175,9 +187,10 @@ void FailureDetector::onReadable(Neighbour& n, int64_t now) {
   if (!closed) return;
   {
     std::lock_guard<std::mutex> lock(sendMu_);
-    close(n);
+    close(l);
   }
-  if (!n.departed)
+  // Another path's link still open: this one's path failed, not the neighbour.
+  if (!n.departed && !n.anyOpen())
     report(n.peer, names_[n.peer] + " failed: " + why +
                        ", the process exited or crashed (seen by rank " + std::to_string(rank_) +
                        ")");
@@ -188,7 +201,7 @@ void FailureDetector::run() {
   const int64_t periodNs = static_cast<int64_t>(heartbeatMs_) * 1000000;
   int64_t nextBeat = nowNs();
   std::vector<pollfd> fds;
-  std::vector<Neighbour*> owners;
+  std::vector<std::pair<Neighbour*, LinkEnd*>> owners;
   while (!stop_.load()) {
     int64_t now = nowNs();
     if (now >= nextBeat) {
@@ -196,21 +209,26 @@ void FailureDetector::run() {
       nextBeat = now + periodNs;
     }
     fds.assign(1, pollfd{wakeFd_, POLLIN, 0});
-    owners.assign(1, nullptr);
+    owners.assign(1, {nullptr, nullptr});
     for (Neighbour& n : neighbours_)
-      if (n.open) {
-        fds.push_back({n.fd, POLLIN, 0});
-        owners.push_back(&n);
-      }
+      for (LinkEnd& l : n.links)
+        if (l.open) {
+          fds.push_back({l.fd, POLLIN, 0});
+          owners.push_back({&n, &l});
+        }
     int waitMs = static_cast<int>(std::max<int64_t>(0, (nextBeat - now + 999999) / 1000000));
     int rc = poll(fds.data(), fds.size(), waitMs);
     if (rc < 0 && errno != EINTR) break;
     now = nowNs();
     for (size_t i = 1; i < fds.size(); ++i)
-      if (fds[i].revents != 0) onReadable(*owners[i], now);
+      if (fds[i].revents != 0) onReadable(*owners[i].first, *owners[i].second, now);
     for (Neighbour& n : neighbours_) {
-      if (!n.open || n.departed) continue;
-      int64_t silentMs = (now - n.lastHeardNs) / 1000000;
+      if (!n.anyOpen() || n.departed) continue;
+      // Heard on any path is alive: one cut path must not look like a hung rank.
+      int64_t lastHeard = 0;
+      for (const LinkEnd& l : n.links)
+        if (l.open) lastHeard = std::max(lastHeard, l.lastHeardNs);
+      int64_t silentMs = (now - lastHeard) / 1000000;
       if (silentMs > silenceMs_)
         report(n.peer, names_[n.peer] + " is unresponsive: no heartbeat for " +
                            std::to_string(silentMs) +

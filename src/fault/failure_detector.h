@@ -1,8 +1,11 @@
 // Rank-failure detection and its spreading (revoke). Each rank keeps control connections to a
 // few neighbours, ranks r +- 2^k: a neighbour's death resets the connection at once, a stopped
-// or cut-off neighbour falls silent and misses heartbeats. Whatever a rank learns, it floods to
-// its neighbours, which reach everyone in O(log n) hops even with several ranks gone, so every
-// survivor learns of a failure in milliseconds without any rank watching all the others.
+// or cut-off neighbour falls silent and misses heartbeats. With several network paths there is
+// a control connection per path, and a neighbour counts as failed only when every one of them
+// closed or fell silent: losing one path is the multipath layer's business, not a rank failure.
+// Whatever a rank learns, it floods to its neighbours, which reach everyone in O(log n) hops even
+// with several ranks gone, so every survivor learns of a failure in milliseconds without any rank
+// watching all the others.
 #pragma once
 
 #include <atomic>
@@ -21,7 +24,7 @@ class FailureDetector {
  public:
   struct Link {
     int peer;
-    int fd;  // connected, authenticated control socket (owned from now on)
+    int fd;  // connected, authenticated control socket (owned from now on); several per peer
   };
   // Called once per failed rank with a message that names it, from any thread.
   using FailureCallback = std::function<void(int rank, const std::string& message)>;
@@ -44,23 +47,27 @@ class FailureDetector {
   void sever();
 
  private:
-  struct Neighbour {
-    int peer;
-    int fd;
+  struct LinkEnd {
+    int fd = -1;
     bool open = true;
-    bool departed = false;  // said goodbye: its closing is not a failure
     int64_t lastHeardNs = 0;
     std::string inbox;   // partial incoming messages
     std::string outbox;  // partial outgoing bytes (the socket was full)
+  };
+  struct Neighbour {
+    int peer;
+    std::vector<LinkEnd> links;  // one per path
+    bool departed = false;       // said goodbye: its closing is not a failure
+    bool anyOpen() const;
   };
 
   void run();
   // Records a failure; returns false if it was already known.
   bool declare(int rank, const std::string& message);
   void sendToAll(uint32_t type, int rank, const std::string& text);
-  void sendTo(Neighbour& n, const std::string& bytes);
-  void onReadable(Neighbour& n, int64_t now);
-  void close(Neighbour& n);
+  void sendTo(LinkEnd& l, const std::string& bytes);
+  void onReadable(Neighbour& n, LinkEnd& l, int64_t now);
+  void close(LinkEnd& l);
 
   const int rank_;
   const std::vector<std::string> names_;
