@@ -88,12 +88,17 @@ Status chooseGid(VerbsPort* p, int tableLen, int asked) {
     return Status::ok();
   }
   if (p->linkLayer == IBV_LINK_LAYER_INFINIBAND) return Status::ok();  // LID routing, no GRH
-  // One call for the whole table: querying slot by slot costs a system call each, and rxe has
-  // hundreds of empty slots.
+  // One call for the whole table where the kernel offers it: querying slot by slot costs a
+  // system call each, and rxe has hundreds of empty slots. Else slot by slot.
   int rank = 0, best = -1;  // 3: RoCE v2 IPv4-mapped, 2: RoCE v2, 1: anything valid
   ibv_gid_entry bestEntry{};
-  std::vector<ibv_gid_entry> table(static_cast<size_t>(tableLen) * 4 + 16);
+  std::vector<ibv_gid_entry> table(static_cast<size_t>(tableLen));
   ssize_t n = ibv_query_gid_table(p->context, table.data(), table.size(), 0);
+  if (n < 0) {
+    n = 0;
+    for (int i = 0; i < tableLen; ++i)
+      if (ibv_query_gid_ex(p->context, p->port, i, &table[static_cast<size_t>(n)], 0) == 0) ++n;
+  }
   for (ssize_t i = 0; i < n; ++i) {
     const ibv_gid_entry& e = table[static_cast<size_t>(i)];
     if (static_cast<int>(e.port_num) != p->port || isZero(e.gid)) continue;
