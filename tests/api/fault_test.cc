@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "support/process_ranks.h"
+#ifdef BCCL_TEST_VERBS
+#include "support/verbs_probe.h"
+#endif
 
 namespace bccltest {
 namespace {
@@ -148,6 +151,9 @@ class RankDeath : public ::testing::TestWithParam<KillParam> {};
 
 TEST_P(RankDeath, SurvivorsFailInTime) {
   const KillParam p = GetParam();
+#ifdef BCCL_TEST_VERBS
+  if (p.transports == "verbs") BCCL_SKIP_UNLESS_VERBS();
+#endif
   ProcessRanks ranks(p.nranks, 60000);
   int looping = 0, failed = 0;
   auto onLine = [&](ProcessRanks& pr, int rank, const std::string& line) {
@@ -205,6 +211,10 @@ std::vector<KillParam> KillParams() {
     out.push_back({t, 3, 2, true});   // the last rank kills itself at a known iteration
     out.push_back({t, 4, 0, false});  // the rank that served the rendezvous dies
   }
+#ifdef BCCL_TEST_VERBS
+  out.push_back({"verbs", 3, 1, false});
+  out.push_back({"verbs", 3, 2, true});
+#endif
   return out;
 }
 
