@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/deadline.h"
 #include "core/logging.h"
 #include "transport/verbs/verbs_qp.h"
 #include "transport/wait_set.h"
@@ -16,6 +17,8 @@ namespace {
 constexpr size_t kBufferAlign = 4096;
 // Spare entries on each queue beyond what the credits can fill (see the header).
 constexpr uint32_t kSpareWr = 4;
+// How long closing waits for sends already reported done to leave.
+constexpr int kDrainOnCloseMs = 2000;
 
 char* allocBuffer(size_t bytes) {
   void* p = nullptr;
@@ -120,6 +123,15 @@ Status VerbsConnection::connect(const VerbsBlob& remote) {
 }
 
 VerbsConnection::~VerbsConnection() {
+  // Sends already reported done may still sit in the send queue (staged in bounce slots);
+  // destroying the QP would discard them, so let them leave first (bounded: a dead peer fails
+  // them within the retry timeout, and the wait gives up anyway).
+  const Deadline deadline = Deadline::afterMs(kDrainOnCloseMs);
+  std::vector<uint64_t> ignored;
+  while (!broken_ && connected_ && !sends_.empty() && !deadline.expired()) {
+    if (!pollCompletions(&ignored).isOk()) break;
+    popDone();
+  }
   for (RecvOp& op : recvs_)
     if (op.hold != nullptr) ctx_->mrCache().release(op.hold);
   for (SendOp& op : sends_)
@@ -216,6 +228,8 @@ Status VerbsConnection::progress(std::vector<uint64_t>* completed) {
   if (st.isOk()) st = issueGrants();
   if (st.isOk()) st = serveGrants();
   if (!st.isOk()) return fail(st);
+  completed->insert(completed->end(), early_.begin(), early_.end());
+  early_.clear();
   popDone();
   return Status::ok();
 }
@@ -260,6 +274,7 @@ void VerbsConnection::dropPending() {
   }
   recvs_.clear();
   sends_.clear();
+  early_.clear();
 }
 
 }  // namespace bccl

@@ -64,7 +64,8 @@ class VerbsConnection final : public Connection {
     size_t postedBytes = 0;  // answered grants (chunks may be served in any order)
     uint32_t chunksPosted = 0;
     uint32_t inflight = 0;  // writes posted, not completed
-    bool done = false;
+    bool reported = false;  // token returned (may precede `done` when staged in bounce slots)
+    bool done = false;      // every write completed: can be forgotten
     std::vector<ibv_mr*> holds;  // cached registrations of the user buffer
   };
   struct RecvOp {
@@ -143,6 +144,7 @@ class VerbsConnection final : public Connection {
   bool zeroCopy_ = false;  // both sides asked for it
   uint32_t peerSlotBytes_ = 0;
   std::deque<SendOp> sends_;
+  std::vector<uint64_t> early_;  // sends finished while posting, reported by the next progress()
   std::deque<RecvOp> recvs_;
   uint32_t sendSeq_ = 0, recvSeq_ = 0;
   uint32_t nextQp_ = 0;

@@ -169,11 +169,11 @@ Status VerbsConnection::issueGrants() {
     while (!op.granted) {
       if (op.chunksGranted == 0) {
         op.direct = zeroCopy_ && op.target.operand == nullptr && op.bytes >= cfg_.zeroCopyBytes;
-        if (op.direct) {
+        if (op.direct && op.hold == nullptr) {
           StatusOr<ibv_mr*> mr = ctx_->mrCache().acquire(
               op.target.dst, op.bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
           if (!mr.isOk()) return mr.status();
-          op.hold = mr.value();
+          op.hold = mr.value();  // once: a retry after running out of credits finds it
         }
       }
       size_t chunk = cfg_.slotBytes;
@@ -325,6 +325,12 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
   ++op->chunksPosted;
   ++op->inflight;
   *served = true;
+  // Staged in bounce slots, the whole message no longer needs the caller's buffer: report it
+  // done now, not one acknowledgement later (the slots are freed by the completions).
+  if (op->holds.empty() && op->postedBytes == op->bytes && !op->reported) {
+    op->reported = true;
+    early_.push_back(op->token);
+  }
   return Status::ok();
 }
 
@@ -344,7 +350,8 @@ void VerbsConnection::finishSend(SendOp& op, std::vector<uint64_t>* completed) {
   for (ibv_mr* mr : op.holds) ctx_->mrCache().release(mr);
   op.holds.clear();
   op.done = true;
-  completed->push_back(op.token);
+  if (!op.reported) completed->push_back(op.token);
+  op.reported = true;
 }
 
 void VerbsConnection::finishRecv(RecvOp& op, std::vector<uint64_t>* completed) {
