@@ -42,9 +42,11 @@ StatusOr<std::unique_ptr<VerbsConnection>> VerbsConnection::create(VerbsContext*
 
 Status VerbsConnection::allocate() {
   const uint32_t g = cfg_.grantSlots;
-  // Per QP: our grant writes (<= g in flight) and our data writes answering the peer's grants
-  // (<= g); incoming write-with-immediates are the peer's grants and its data (<= g each).
-  const VerbsQpCaps caps{2 * g + kSpareWr, 2 * g + kSpareWr};
+  // Per QP: our grant writes (<= g in flight), our answers (data or cancel) to the peer's grants
+  // (<= g), eager writes (<= eager slots) and one credit return; incoming write-with-immediates
+  // are the same from the peer's side.
+  const uint32_t perQp = 2 * g + cfg_.eagerSlots + 1 + kSpareWr;
+  const VerbsQpCaps caps{perQp, perQp};
   const int cqe = static_cast<int>(cfg_.qps * (caps.sendWr + caps.recvWr));
   cq_ = ibv_create_cq(ctx_->device(), cqe, this, ctx_->channel(), 0);
   if (cq_ == nullptr)
@@ -64,6 +66,24 @@ Status VerbsConnection::allocate() {
   local_.hasGid = ctx_->port().gidIndex >= 0 ? 1 : 0;
   memcpy(local_.gid, ctx_->port().gid.raw, sizeof(local_.gid));
   local_.flags = cfg_.zeroCopy ? kVerbsZeroCopy : 0;
+  if (cfg_.eagerSlots > 0) {
+    eagerBytes_ = cfg_.eagerBytes;
+    eagerStride_ = (kVerbsEagerHeader + eagerBytes_ + 63) / 64 * 64;
+    const size_t bytes = eagerStride_ * cfg_.eagerSlots;
+    eagerIn_ = allocBuffer(bytes);
+    eagerOut_ = allocBuffer(bytes);
+    if (eagerIn_ == nullptr || eagerOut_ == nullptr)
+      return systemError("cannot allocate " + std::to_string(2 * bytes) + " bytes of eager rings");
+    eagerInMr_ = ibv_reg_mr(ctx_->pd(), eagerIn_, bytes, remote);
+    eagerOutMr_ = ibv_reg_mr(ctx_->pd(), eagerOut_, bytes, IBV_ACCESS_LOCAL_WRITE);
+    if (eagerInMr_ == nullptr || eagerOutMr_ == nullptr)
+      return systemError("ibv_reg_mr of the eager rings on " + ctx_->port().device + ": " +
+                         strerror(errno));
+    local_.eagerSlots = cfg_.eagerSlots;
+    local_.eagerBytes = cfg_.eagerBytes;
+    local_.eagerRkey = eagerInMr_->rkey;
+    local_.eagerAddr = reinterpret_cast<uint64_t>(eagerIn_);
+  }
   for (uint32_t i = 0; i < cfg_.qps; ++i) {
     Qp& q = qps_[i];
     q.ring = allocBuffer(ringBytes);
@@ -111,12 +131,17 @@ Status VerbsConnection::connect(const VerbsBlob& remote) {
     return differs("BCCL_IB_SLOT_BYTES", local_.slotBytes, remote.slotBytes);
   if (remote.grantSlots != local_.grantSlots)
     return differs("verbs grant slots", local_.grantSlots, remote.grantSlots);
+  if (remote.eagerSlots != local_.eagerSlots)
+    return differs("BCCL_IB_EAGER_SLOTS", local_.eagerSlots, remote.eagerSlots);
+  if (remote.eagerBytes != local_.eagerBytes)
+    return differs("BCCL_IB_EAGER_BYTES", local_.eagerBytes, remote.eagerBytes);
   for (uint32_t i = 0; i < cfg_.qps; ++i) {
     BCCL_RETURN_IF_ERROR(
         connectRcQp(qps_[i].qp, ctx_->port(), qps_[i].psn, remote, remote.qp[i], peerName_));
   }
   remote_ = remote;
   zeroCopy_ = cfg_.zeroCopy && (remote.flags & kVerbsZeroCopy) != 0;
+  eagerSlots_ = local_.eagerSlots;
   connected_ = true;
   BCCL_INFO("verbs: connected to %s: %s", peerName_.c_str(), describe().c_str());
   return Status::ok();
@@ -148,6 +173,10 @@ VerbsConnection::~VerbsConnection() {
     free(q.grantIn);
     free(q.grantOut);
   }
+  for (ibv_mr* mr : {eagerInMr_, eagerOutMr_})
+    if (mr != nullptr) ibv_dereg_mr(mr);
+  free(eagerIn_);
+  free(eagerOut_);
   if (cq_ != nullptr) {
     ctx_->drainCompletionEvents();
     ibv_destroy_cq(cq_);
@@ -156,6 +185,7 @@ VerbsConnection::~VerbsConnection() {
 
 std::string VerbsConnection::describe() const {
   return "verbs " + ctx_->port().describe() + ", " + std::to_string(cfg_.qps) + " QP(s)" +
+         (eagerEnabled() ? ", eager up to " + std::to_string(eagerBytes_) + " B" : "") +
          (zeroCopy_ ? ", zero-copy" : "");
 }
 
@@ -198,8 +228,10 @@ Status VerbsConnection::postSend(const void* data, size_t bytes, uint64_t token)
   op.token = token;
   op.seq = sendSeq_++;
   sends_.push_back(std::move(op));
-  // Grants for it may be here already: answer them now rather than at the next progress().
-  Status st = serveGrants();
+  // Small: straight into an eager slot if we hold a credit. Else grants for it may be here
+  // already: answer them now rather than at the next progress().
+  Status st = trySendEager(sends_.back());
+  if (st.isOk()) st = serveGrants();
   return st.isOk() ? st : fail(st);
 }
 
@@ -210,9 +242,17 @@ Status VerbsConnection::postRecv(const RecvTarget& target, size_t bytes, uint64_
   op.bytes = bytes;
   op.token = token;
   op.seq = recvSeq_++;
+  if (eagerEnabled() && bytes <= eagerBytes_) op.postedNs = nowNs();
   recvs_.push_back(op);
+  Status st;
+  // Its message may have come eagerly already.
+  if (!unexpected_.empty() && unexpected_.front().first == op.seq) {
+    const uint32_t slot = unexpected_.front().second;
+    unexpected_.pop_front();
+    st = takeEager(recvs_.back(), slot, &early_);
+  }
   // Granting at once is what lets the sender write the moment its data is ready.
-  Status st = issueGrants();
+  if (st.isOk()) st = issueGrants();
   return st.isOk() ? st : fail(st);
 }
 
@@ -227,6 +267,14 @@ Status VerbsConnection::progress(std::vector<uint64_t>* completed) {
   st = pollCompletions(completed);
   if (st.isOk()) st = issueGrants();
   if (st.isOk()) st = serveGrants();
+  // Credits in batches, but at once when a small receive waits long enough to be granted:
+  // its sender may be the one out of credits.
+  if (st.isOk() && eagerEnabled()) {
+    bool starving = false;
+    for (const RecvOp& op : recvs_)
+      if (!op.reported && op.bytes <= eagerBytes_ && op.chunksGranted > 0) starving = true;
+    st = maybeReturnCredits(starving);
+  }
   if (!st.isOk()) return fail(st);
   completed->insert(completed->end(), early_.begin(), early_.end());
   early_.clear();
@@ -272,6 +320,7 @@ void VerbsConnection::dropPending() {
     q.pending.clear();
     q.pendingIndex.clear();
   }
+  unexpected_.clear();
   recvs_.clear();
   sends_.clear();
   early_.clear();

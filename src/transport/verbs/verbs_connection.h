@@ -10,7 +10,9 @@
 //    slots, grant entries and posted receive entries are all sized so that no credit can run
 //    out on the wire: a grant is only issued when its whole path is reserved;
 //  - chunks are spread over the QPs by the receiver when it grants (pickQp); the sender simply
-//    follows the grants, so a weighted policy (multipath) only has to change pickQp.
+//    follows the grants, so a weighted policy (multipath) only has to change pickQp;
+//  - messages up to the eager size skip the grant when the sender holds an eager credit: one
+//    write of header and payload into the receiver's eager ring (verbs_eager.cc).
 // One thread at a time drives a connection (the executor's); sever() may come from another.
 #pragma once
 
@@ -66,6 +68,7 @@ class VerbsConnection final : public Connection {
     uint32_t inflight = 0;  // writes posted, not completed
     bool reported = false;  // token returned (may precede `done` when staged in bounce slots)
     bool done = false;      // every write completed: can be forgotten
+    bool eager = false;     // went into an eager slot: grants for it are cancelled
     std::vector<ibv_mr*> holds;  // cached registrations of the user buffer
   };
   struct RecvOp {
@@ -77,8 +80,11 @@ class VerbsConnection final : public Connection {
     size_t grantedBytes = 0;
     bool granted = false;  // every chunk has been granted (a 0-byte message has one grant)
     size_t receivedBytes = 0;
-    uint32_t chunksGranted = 0, chunksReceived = 0;
-    bool done = false;
+    uint32_t chunksGranted = 0, chunksReceived = 0;  // received: answered (data or cancel)
+    bool eagerTaken = false;  // its bytes came in an eager slot
+    bool reported = false;    // token returned
+    bool done = false;        // reported and every grant answered: can be forgotten
+    int64_t postedNs = 0;     // when posted: small receives are granted only after a while
     ibv_mr* hold = nullptr;
   };
   // A grant we issued, waiting for its chunk.
@@ -111,6 +117,24 @@ class VerbsConnection final : public Connection {
     uint32_t recvPosted = 0;
   };
 
+  // Work request ids of sends: kind (8 bits) | QP index (8) | bounce flag (1) | message seq (32).
+  enum WrKind : uint64_t {
+    kWrGrant = 1,
+    kWrData = 2,
+    kWrMismatch = 3,
+    kWrEager = 4,
+    kWrCancel = 5,
+    kWrCredit = 6
+  };
+  static constexpr uint64_t kWrBounce = 1ull << 40;
+  static uint64_t sendWrId(WrKind kind, uint32_t qi, uint32_t seq, bool bounce = false) {
+    return (static_cast<uint64_t>(kind) << 56) | (static_cast<uint64_t>(qi) << 48) |
+           (bounce ? kWrBounce : 0) | seq;
+  }
+  static WrKind wrKind(uint64_t id) { return static_cast<WrKind>(id >> 56); }  // 0: a receive
+  static uint32_t wrQp(uint64_t id) { return static_cast<uint32_t>((id >> 48) & 0xff); }
+  static uint32_t wrSeq(uint64_t id) { return static_cast<uint32_t>(id); }
+
   VerbsConnection(VerbsContext* ctx, int peer, std::string peerName);
   Status allocate();
   Status postRecvEntries(Qp& q, uint32_t count);
@@ -123,7 +147,19 @@ class VerbsConnection final : public Connection {
   int pickQp(bool needSlot) const;
   SendOp* sendBySeq(uint32_t seq);
   void finishSend(SendOp& op, std::vector<uint64_t>* completed);
+  // Reports a receive whose bytes are all delivered; it is forgotten once its grants returned.
   void finishRecv(RecvOp& op, std::vector<uint64_t>* completed);
+  void retireRecv(RecvOp& op);
+  RecvOp* recvBySeq(uint32_t seq);
+  // Eager path (verbs_eager.cc).
+  bool eagerEnabled() const { return eagerSlots_ > 0; }
+  bool grantDue(const RecvOp& op, int64_t now) const;
+  Status trySendEager(SendOp& op);
+  Status onEager(uint32_t slot, std::vector<uint64_t>* completed);
+  Status takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_t>* completed);
+  Status postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq);
+  Status maybeReturnCredits(bool force);
+  Status postImmOnly(uint32_t qi, uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
   void popDone();
   Status completionError(const ibv_wc& wc);
   // After posting a size-mismatch notice: waits (bounded) until it has left, so failing the
@@ -144,7 +180,23 @@ class VerbsConnection final : public Connection {
   bool zeroCopy_ = false;  // both sides asked for it
   uint32_t peerSlotBytes_ = 0;
   std::deque<SendOp> sends_;
-  std::vector<uint64_t> early_;  // sends finished while posting, reported by the next progress()
+  std::vector<uint64_t> early_;  // ops finished while posting, reported by the next progress()
+  // Eager ring (QP 0): ours receives the peer's small messages, the bounce stages ours.
+  uint32_t eagerSlots_ = 0;   // 0: eager off on this connection
+  uint32_t eagerBytes_ = 0;   // payload per slot
+  size_t eagerStride_ = 0;    // header + payload, cache-line aligned
+  char* eagerIn_ = nullptr;
+  ibv_mr* eagerInMr_ = nullptr;
+  char* eagerOut_ = nullptr;
+  ibv_mr* eagerOutMr_ = nullptr;
+  uint32_t eagerOutHead_ = 0;    // next eager slot (ours and the peer's, in step)
+  uint32_t eagerSent_ = 0;       // eager messages written (mod 2^29)
+  uint32_t eagerPeerFreed_ = 0;  // of those, freed by the peer (its last credit immediate)
+  uint32_t eagerOutBusy_ = 0;    // bounce slots whose write has not completed
+  uint32_t eagerFreed_ = 0;      // peer's eager slots we have consumed (mod 2^29)
+  uint32_t eagerAnnounced_ = 0;  // ... and told the peer about
+  bool creditInFlight_ = false;
+  std::deque<std::pair<uint32_t, uint32_t>> unexpected_;  // (seq, slot) before their receive
   std::deque<RecvOp> recvs_;
   uint32_t sendSeq_ = 0, recvSeq_ = 0;
   uint32_t nextQp_ = 0;

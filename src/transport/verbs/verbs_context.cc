@@ -22,6 +22,12 @@ const IntParam kSlots("BCCL_IB_SLOTS", 16,
 const IntParam kSlotBytes("BCCL_IB_SLOT_BYTES", 64 * 1024,
                           "Bytes per verbs receive-ring slot (the chunk size of staged messages; a "
                           "multiple of 64)");
+const IntParam kEagerBytes("BCCL_IB_EAGER_BYTES", 8192,
+                           "Verbs messages up to this size are written at once into the "
+                           "receiver's eager ring, without waiting for a grant (0: never)");
+const IntParam kEagerSlots("BCCL_IB_EAGER_SLOTS", 16,
+                           "Verbs eager ring slots per peer: small messages in flight before "
+                           "the receiver returns credits");
 const IntParam kZeroCopy(
     "BCCL_IB_ZERO_COPY", 0,
     "1: verbs registers user buffers (cached) and writes large messages straight between them. "
@@ -51,6 +57,12 @@ Status readConfig(VerbsConfig* c) {
   c->slots = static_cast<uint32_t>(slots);
   c->slotBytes = static_cast<uint32_t>(slotBytes);
   c->grantSlots = c->slots + kExtraGrants;
+  const int64_t eagerBytes = kEagerBytes.get(), eagerSlots = kEagerSlots.get();
+  if (eagerBytes < 0 || eagerSlots < 0 || eagerSlots > 1024)
+    return invalidArgument("BCCL_IB_EAGER_BYTES must be >= 0 and BCCL_IB_EAGER_SLOTS 0..1024");
+  // Larger eager messages would not fit the one ring slot a lazy grant gives them.
+  c->eagerBytes = static_cast<uint32_t>(std::min<int64_t>(eagerBytes, slotBytes));
+  c->eagerSlots = eagerBytes > 0 ? static_cast<uint32_t>(eagerSlots) : 0;
   c->zeroCopy = kZeroCopy.get() != 0;
   c->zeroCopyBytes = static_cast<size_t>(std::max<int64_t>(1, kZeroCopyBytes.get()));
   return Status::ok();

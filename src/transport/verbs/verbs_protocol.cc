@@ -13,16 +13,6 @@
 namespace bccl {
 namespace {
 
-// Work request ids of sends: kind (8 bits) | QP index (8) | bounce flag (1) | message seq (32).
-enum WrKind : uint64_t { kWrGrant = 1, kWrData = 2, kWrMismatch = 3 };
-constexpr uint64_t kWrBounce = 1ull << 40;
-uint64_t wrId(WrKind kind, uint32_t qi, bool bounce, uint32_t seq) {
-  return (static_cast<uint64_t>(kind) << 56) | (static_cast<uint64_t>(qi) << 48) |
-         (bounce ? kWrBounce : 0) | seq;
-}
-WrKind wrKind(uint64_t id) { return static_cast<WrKind>(id >> 56); }
-uint32_t wrQp(uint64_t id) { return static_cast<uint32_t>((id >> 48) & 0xff); }
-uint32_t wrSeq(uint64_t id) { return static_cast<uint32_t>(id); }
 
 constexpr int kPollBatch = 32;
 // How long a sender that found a size mismatch waits for its notice to the receiver to leave.
@@ -51,10 +41,11 @@ const char* hint(ibv_wc_status s) {
 Status VerbsConnection::completionError(const ibv_wc& wc) {
   // wc.opcode is undefined in an error completion: say what failed from the wr_id instead.
   const bool recv = (wc.wr_id >> 56) == 0;
-  const char* what = recv                               ? "receive"
-                     : wrKind(wc.wr_id) == kWrGrant     ? "grant write"
-                     : wrKind(wc.wr_id) == kWrMismatch ? "size-mismatch notice"
-                                                        : "data write";
+  static const char* const kWhat[] = {"?",           "grant write",  "data write",
+                                     "size-mismatch notice", "eager write", "grant cancel",
+                                     "credit return"};
+  const uint64_t kind = wc.wr_id >> 56;
+  const char* what = recv ? "receive" : kind < 7 ? kWhat[kind] : "?";
   char vendor[32];
   snprintf(vendor, sizeof(vendor), "vendor error 0x%x", wc.vendor_err);
   std::string msg = peerName_ + ": verbs " + what + " on QP " + std::to_string(wc.qp_num) + " (" +
@@ -90,40 +81,61 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
   const uint32_t imm = ntohl(wc.imm_data);
   const uint32_t index = immIndex(imm);
   const uint32_t g = cfg_.grantSlots;
-  if (index >= g) return internalError(peerName_ + ": verbs: immediate out of range");
   switch (immKind(imm)) {
-    case VerbsImm::kGrant:
-      // Copied out at once: the FIFO entry may be rewritten as soon as its chunk lands there.
-      q.pending.push_back(q.grantIn[index]);
-      q.pendingIndex.push_back(index);
-      return Status::ok();
-    case VerbsImm::kMismatch: {
-      const Issued& is = q.issued[index];
-      return invalidUsage(peerName_ + " sent a message of another size than the " +
-                          std::to_string(is.op != nullptr ? is.op->bytes : 0) +
-                          " bytes this rank expects: mismatched counts or datatypes between ranks");
-    }
     case VerbsImm::kData:
+    case VerbsImm::kCancel:
       break;
+    case VerbsImm::kEager:
+      return onEager(index, completed);
+    case VerbsImm::kCredit:
+      eagerPeerFreed_ = index;
+      return Status::ok();
+    case VerbsImm::kEagerMismatch:
+      return invalidUsage(peerName_ + " expects " + std::to_string(index) +
+                          " bytes, but this rank sent a message of another size: mismatched "
+                          "counts or datatypes between ranks");
     default:
+      if (index >= g) return internalError(peerName_ + ": verbs: immediate out of range");
+      if (immKind(imm) == VerbsImm::kGrant) {
+        // Copied out at once: the FIFO entry may be rewritten once its chunk has landed.
+        q.pending.push_back(q.grantIn[index]);
+        q.pendingIndex.push_back(index);
+        return Status::ok();
+      }
+      if (immKind(imm) == VerbsImm::kMismatch) {
+        const Issued& is = q.issued[index];
+        return invalidUsage(peerName_ + " sent a message of another size than the " +
+                            std::to_string(is.op != nullptr ? is.op->bytes : 0) +
+                            " bytes this rank expects: mismatched counts or datatypes between ranks");
+      }
       return internalError(peerName_ + ": verbs: unknown immediate");
   }
-  // Chunks come back in the order their grants went out on this QP.
+  if (index >= g) return internalError(peerName_ + ": verbs: immediate out of range");
+  // Chunks (or cancels) come back in the order their grants went out on this QP.
   const uint32_t oldest = (q.grantHead + g - q.grantsOut) % g;
   Issued& is = q.issued[index];
   if (q.grantsOut == 0 || index != oldest || is.op == nullptr)
     return internalError(peerName_ + ": verbs: chunk for grant " + std::to_string(index) +
                          " arrived out of order on QP " + std::to_string(q.qp->qp_num));
   RecvOp& op = *is.op;
+  const bool data = immKind(imm) == VerbsImm::kData;
+  if (data && op.eagerTaken)
+    return internalError(peerName_ + ": verbs: data for a message that came eagerly");
   if (is.slot >= 0) {
-    op.target.deliver(is.offset, q.ring + static_cast<size_t>(is.slot) * cfg_.slotBytes, is.bytes);
+    if (data)
+      op.target.deliver(is.offset, q.ring + static_cast<size_t>(is.slot) * cfg_.slotBytes,
+                        is.bytes);
     --q.ringUsed;
   }
   --q.grantsOut;
-  op.receivedBytes += is.bytes;
+  if (data) op.receivedBytes += is.bytes;
   ++op.chunksReceived;
   is = Issued{};
-  if (op.granted && op.chunksReceived == op.chunksGranted) finishRecv(op, completed);
+  if (data && op.granted && op.chunksReceived == op.chunksGranted) {
+    finishRecv(op, completed);
+  } else {
+    retireRecv(op);
+  }
   return Status::ok();
 }
 
@@ -136,11 +148,18 @@ Status VerbsConnection::onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>
       --q.grantOutBusy;
       return Status::ok();
     case kWrMismatch:
+    case kWrCancel:
       return Status::ok();
+    case kWrCredit:
+      creditInFlight_ = false;
+      return maybeReturnCredits(false);
+    case kWrEager:
+      --eagerOutBusy_;
+      break;
     case kWrData:
+      if (wc.wr_id & kWrBounce) --q.bounceUsed;
       break;
   }
-  if (wc.wr_id & kWrBounce) --q.bounceUsed;
   SendOp* op = sendBySeq(wrSeq(wc.wr_id));
   if (op == nullptr || op->inflight == 0)
     return internalError(peerName_ + ": verbs: completion for an unknown send");
@@ -165,7 +184,13 @@ int VerbsConnection::pickQp(bool needSlot) const {
 }
 
 Status VerbsConnection::issueGrants() {
+  int64_t now = -1;
   for (RecvOp& op : recvs_) {
+    if (op.granted) continue;
+    if (op.chunksGranted == 0 && eagerEnabled() && op.bytes <= eagerBytes_) {
+      if (now < 0) now = nowNs();
+      if (!grantDue(op, now)) continue;  // its eager message is probably on its way
+    }
     while (!op.granted) {
       if (op.chunksGranted == 0) {
         op.direct = zeroCopy_ && op.target.operand == nullptr && op.bytes >= cfg_.zeroCopyBytes;
@@ -219,7 +244,7 @@ Status VerbsConnection::issueGrants() {
       ibv_sge sge{reinterpret_cast<uint64_t>(&q.grantOut[index]), sizeof(VerbsGrant),
                   q.grantOutMr->lkey};
       ibv_send_wr wr{};
-      wr.wr_id = wrId(kWrGrant, static_cast<uint32_t>(qi), false, op.seq);
+      wr.wr_id = sendWrId(kWrGrant, static_cast<uint32_t>(qi), op.seq);
       wr.sg_list = &sge;
       wr.num_sge = 1;
       wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
@@ -265,11 +290,14 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
                                    bool* served) {
   Qp& q = qps_[qi];
   SendOp* op = sendBySeq(g.seq);
-  if (op == nullptr) {
-    // Not posted yet (wait for it), or a grant for a message already sent: a broken peer.
-    if (static_cast<int32_t>(g.seq - sendSeq_) >= 0) return Status::ok();
-    return internalError(peerName_ + ": verbs: grant for message " + std::to_string(g.seq) +
-                         ", which is already complete");
+  if (op == nullptr && static_cast<int32_t>(g.seq - sendSeq_) >= 0)
+    return Status::ok();  // not posted yet: wait for it
+  if (op == nullptr || op->eager) {
+    // Only a message that went eagerly is granted after it left (a lazy grant that crossed
+    // it): give the grant back.
+    BCCL_RETURN_IF_ERROR(postCancel(qi, index, g.seq));
+    *served = true;
+    return Status::ok();
   }
   ibv_send_wr wr{};
   ibv_sge sge{};
@@ -280,7 +308,7 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
   ibv_send_wr* bad = nullptr;
   if (g.total != op->bytes) {
     // Tell the receiver before failing here, so both sides report it instead of one waiting.
-    wr.wr_id = wrId(kWrMismatch, qi, false, g.seq);
+    wr.wr_id = sendWrId(kWrMismatch, qi, g.seq);
     wr.imm_data = htonl(makeImm(VerbsImm::kMismatch, index));
     if (ibv_post_send(q.qp, &wr, &bad) == 0) waitForNotice();
     return invalidUsage(peerName_ + " expects " + std::to_string(g.total) +
@@ -315,7 +343,7 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
     wr.sg_list = &sge;
     wr.num_sge = 1;
   }
-  wr.wr_id = wrId(kWrData, qi, bounce, g.seq);
+  wr.wr_id = sendWrId(kWrData, qi, g.seq, bounce);
   wr.imm_data = htonl(makeImm(VerbsImm::kData, index));
   int rc = ibv_post_send(q.qp, &wr, &bad);
   if (rc != 0)
@@ -357,8 +385,20 @@ void VerbsConnection::finishSend(SendOp& op, std::vector<uint64_t>* completed) {
 void VerbsConnection::finishRecv(RecvOp& op, std::vector<uint64_t>* completed) {
   if (op.hold != nullptr) ctx_->mrCache().release(op.hold);
   op.hold = nullptr;
-  op.done = true;
-  completed->push_back(op.token);
+  if (!op.reported) completed->push_back(op.token);
+  op.reported = true;
+  retireRecv(op);
+}
+
+void VerbsConnection::retireRecv(RecvOp& op) {
+  // A receive taken eagerly may still have a grant out, whose cancel is yet to come.
+  op.done = op.reported && op.granted && op.chunksReceived == op.chunksGranted;
+}
+
+VerbsConnection::RecvOp* VerbsConnection::recvBySeq(uint32_t seq) {
+  if (recvs_.empty()) return nullptr;
+  const uint32_t i = seq - recvs_.front().seq;
+  return i < recvs_.size() ? &recvs_[i] : nullptr;
 }
 
 void VerbsConnection::popDone() {

@@ -10,6 +10,14 @@
 // comes back when the chunk lands. The sender never guesses where to write, and each grant
 // carries the receiver's expected message size, so a size mismatch is detected by the sender
 // (which tells the receiver with an error immediate) before a byte is written.
+//
+// Small messages need not wait for a grant: the receiver hands the sender a few *eager* slots
+// up front (its eager ring, in the blob), and a sender with an eager credit writes header and
+// payload there at once, so a small message costs one write and one one-way latency. The
+// receiver returns eager credits with a credit immediate. It grants small receives only lazily
+// (when the message has not come after a while, or before sleeping), which keeps a sender
+// without credits, or one whose size disagrees, from waiting forever; a sender answers a grant
+// for a message it already sent eagerly with a cancel immediate, which frees the grant.
 #pragma once
 
 #include <cstdint>
@@ -43,8 +51,20 @@ struct VerbsBlob {
   uint8_t hasGid = 0;
   uint8_t gid[16] = {};
   uint32_t flags = 0;  // kVerbsZeroCopy when this side registers user buffers
+  uint32_t eagerSlots = 0;  // eager ring (on QP 0): slots of kVerbsEagerHeader + eagerBytes
+  uint32_t eagerBytes = 0;
+  uint32_t eagerRkey = 0;
+  uint64_t eagerAddr = 0;
   VerbsQpBlob qp[kVerbsMaxQps];
 };
+
+// At the start of an eager slot, written together with the payload that follows it.
+struct VerbsEagerHeader {
+  uint32_t seq = 0;
+  uint32_t bytes = 0;
+  uint64_t reserved = 0;
+};
+constexpr size_t kVerbsEagerHeader = sizeof(VerbsEagerHeader);
 
 // Written by the receiver into the sender's grant FIFO. Its index in the FIFO is in the
 // immediate value, and the data write that answers it carries the same index back.
@@ -57,13 +77,22 @@ struct VerbsGrant {
   uint64_t total = 0;     // the whole message as the receiver expects it
 };
 
-// Immediate values: 2 bits of kind, 30 bits of FIFO/grant index.
-enum class VerbsImm : uint32_t { kData = 0, kGrant = 1, kMismatch = 2 };
-constexpr uint32_t kVerbsImmIndexMask = (1u << 30) - 1;
+// Immediate values: 3 bits of kind, 29 bits of index (grant entry, eager slot) or, for credits,
+// the receiver's count of freed eager slots modulo 2^29.
+enum class VerbsImm : uint32_t {
+  kData = 0,      // a granted chunk landed (index: the grant)
+  kGrant = 1,     // a grant is in the FIFO (index: its entry)
+  kMismatch = 2,  // the sender's size differs from the grant's (index: the grant)
+  kEager = 3,     // an eager message landed (index: the eager slot)
+  kCancel = 4,    // the grant's message went eagerly: the grant is free again
+  kCredit = 5,    // eager slots freed so far (index: the count)
+  kEagerMismatch = 6,  // an eager message had another size (index: the size expected)
+};
+constexpr uint32_t kVerbsImmIndexMask = (1u << 29) - 1;
 inline uint32_t makeImm(VerbsImm kind, uint32_t index) {
-  return (static_cast<uint32_t>(kind) << 30) | (index & kVerbsImmIndexMask);
+  return (static_cast<uint32_t>(kind) << 29) | (index & kVerbsImmIndexMask);
 }
-inline VerbsImm immKind(uint32_t imm) { return static_cast<VerbsImm>(imm >> 30); }
+inline VerbsImm immKind(uint32_t imm) { return static_cast<VerbsImm>(imm >> 29); }
 inline uint32_t immIndex(uint32_t imm) { return imm & kVerbsImmIndexMask; }
 
 }  // namespace bccl
