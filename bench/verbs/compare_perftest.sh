@@ -75,17 +75,19 @@ for rep in $(seq "$reps"); do
   ours ag16m.$rep all_gather_perf -b 16777216 -e 16777216 -w 1 -n 3 -z 1
   perftest send_lat.$rep ib_send_lat -s 8 -n 2000
   ours ar8.$rep all_reduce_perf -b 8 -e 8 -w 50 -n 1000 -z 1
+  # The library's own per-call cost in this VM, without any network: the floor under ar8.
+  BCCL_TRANSPORT=shm ours ar8shm.$rep all_reduce_perf -b 8 -e 8 -w 50 -n 1000 -z 1
   # "#bytes #iterations BW peak[Gb/sec] BW average[Gb/sec] MsgRate[Mpps]"
   wb=$(awk '$1 == 65536 && NF >= 4 {print $4}' write_bw.$rep.txt | tail -n1)
   # "#bytes #iterations t_min t_max t_typical t_avg ..." (one-way times, us)
   lt=$(awk '$1 == 8 && NF >= 6 {print $5, $6}' send_lat.$rep.txt | tail -n1)
   echo "rep $rep write_gbps ${wb:-?} ar16_busbw $(busbw "$(col ar16m.$rep.txt 16777216 6)" 1)" \
        "ag16_busbw $(busbw "$(col ag16m.$rep.txt 16777216 6)" 0.5) send_lat_typ_avg ${lt:-? ?}" \
-       "ar8_us $(col ar8.$rep.txt 8 6)" >> samples.txt
+       "ar8_us $(col ar8.$rep.txt 8 6) ar8_shm_us $(col ar8shm.$rep.txt 8 6)" >> samples.txt
 done
 field() { awk -v k="$1" '{for (i = 1; i < NF; ++i) if ($i == k) print $(i + 1)}' samples.txt | median; }
 write_gbps=$(field write_gbps) ar_bus=$(field ar16_busbw) ag_bus=$(field ag16_busbw)
-lat_typ=$(field send_lat_typ_avg) ar_lat=$(field ar8_us)
+lat_typ=$(field send_lat_typ_avg) ar_lat=$(field ar8_us) shm_lat=$(field ar8_shm_us)
 lat_avg=$(awk '{for (i = 1; i < NF; ++i) if ($i == "send_lat_typ_avg") print $(i + 2)}' samples.txt | median)
 {
   echo "# bccl over verbs vs perftest on $dev (GID $gid), one VM boot, $(date -u +%F), medians of $reps"
@@ -97,7 +99,8 @@ lat_avg=$(awk '{for (i = 1; i < NF; ++i) if ($i == "send_lat_typ_avg") print $(i
     "${lat_typ:-?}" "${lat_avg:-?}" "$(awk -v t="${lat_typ:-0}" 'BEGIN{printf "%.2f", 2*t}')"
   printf 'all_reduce 16 MiB busbw   : %s GB/s\n' "${ar_bus:-?}"
   printf 'all_gather 16 MiB busbw   : %s GB/s\n' "${ag_bus:-?}"
-  printf 'all_reduce 8 B time       : %s us\n' "${ar_lat:-?}"
+  printf 'all_reduce 8 B time       : %s us (over shm in the same VM: %s us)\n' "${ar_lat:-?}" \
+    "${shm_lat:-?}"
   awk -v bus="${ar_bus:-0}" -v ag="${ag_bus:-0}" -v g="${write_gbps:-0}" -v lat="${ar_lat:-0}" \
       -v typ="${lat_typ:-0}" -v avg="${lat_avg:-0}" 'BEGIN {
     wb = g / 8
