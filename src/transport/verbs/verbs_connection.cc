@@ -204,6 +204,13 @@ Status VerbsConnection::postRecvEntries(Qp& q, uint32_t count) {
   return Status::ok();
 }
 
+bool VerbsConnection::hasPending() const {
+  if (!sends_.empty() || !recvs_.empty()) return true;
+  for (const Qp& q : qps_)
+    if (!q.pending.empty()) return true;
+  return false;
+}
+
 Status VerbsConnection::usable() const {
   if (broken_) return brokenStatus_;
   if (!connected_) return internalError("verbs connection to " + peerName_ + " is not connected");

@@ -48,7 +48,8 @@ class VerbsConnection final : public Connection {
   Status postSend(const void* data, size_t bytes, uint64_t token) override;
   Status postRecv(const RecvTarget& target, size_t bytes, uint64_t token) override;
   Status progress(std::vector<uint64_t>* completed) override;
-  bool hasPending() const override { return !sends_.empty() || !recvs_.empty(); }
+  // Operations, and also grants still to answer (a cancel is owed for an eager message).
+  bool hasPending() const override;
   void addToWaitSet(WaitSet* set) const override;
   void dropPending() override;
   void setFailureCause(int rank) override { failureCause_ = rank; }
