@@ -940,7 +940,8 @@ void PrintHeader(const Collective& coll, const Options& o, bcclComm_t comm, int 
   for (int r = 1; r < nranks; ++r) {
     char via[256] = "";
     if (bcclCommGetPeerTransport(comm, r, via, sizeof via) != bcclSuccess) continue;
-    auto it = std::find_if(links.begin(), links.end(), [&](const auto& l) { return l.first == via; });
+    auto it =
+        std::find_if(links.begin(), links.end(), [&](const auto& l) { return l.first == via; });
     if (it == links.end()) {
       links.emplace_back(via, 1);
     } else {
@@ -948,7 +949,8 @@ void PrintHeader(const Collective& coll, const Options& o, bcclComm_t comm, int 
     }
   }
   for (const auto& [via, peers] : links)
-    std::printf("# Transport: %s (%d peer%s of rank 0)\n", via.c_str(), peers, peers == 1 ? "" : "s");
+    std::printf("# Transport: %s (%d peer%s of rank 0)\n", via.c_str(), peers,
+                peers == 1 ? "" : "s");
   PrintTableHeader();
   std::fflush(stdout);
 }

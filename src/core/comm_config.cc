@@ -9,10 +9,11 @@ namespace {
 
 const IntParam kTimeoutMs("BCCL_TIMEOUT_MS", 300000,
                           "Deadline of every wait without progress, in milliseconds");
-const StringParam kTransport("BCCL_TRANSPORT", "",
-                             "Comma list of allowed transports (shm, tcp, ucx, verbs), network ones "
-                             "in order of preference; default shm,tcp (and verbs between hosts "
-                             "with hardware RDMA ports)");
+const StringParam kTransport(
+    "BCCL_TRANSPORT", "",
+    "Comma list of allowed transports (shm, tcp, ucx, verbs), network ones "
+    "in order of preference; default shm,tcp (and verbs between hosts "
+    "with hardware RDMA ports)");
 
 Status parseTransports(const std::string& list, CommConfig* out) {
   out->allowShm = false;

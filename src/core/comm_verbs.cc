@@ -28,9 +28,10 @@ Status Communicator::prepareVerbs(PeerInfo* mine) {
   // The automatic choice is conservative: soft-RoCE and soft-iWARP run the protocol in the
   // kernel over an Ethernet NIC, where plain TCP is usually at least as fast.
   if (!asked && ctx.value()->port().software) {
-    BCCL_INFO("verbs not offered automatically on %s: a software RDMA device (BCCL_TRANSPORT=verbs "
-              "uses it)",
-              ctx.value()->port().device.c_str());
+    BCCL_INFO(
+        "verbs not offered automatically on %s: a software RDMA device (BCCL_TRANSPORT=verbs "
+        "uses it)",
+        ctx.value()->port().device.c_str());
     return Status::ok();
   }
   verbs_ = std::move(ctx.value());
@@ -71,9 +72,9 @@ Status Communicator::connectVerbsPeers(const std::vector<LinkWant>& wants, std::
   // peers can deadlock.
   for (size_t k = 0; k < links.size(); ++k) {
     const int q = wants[links[k]].peer;
-    BCCL_RETURN_IF_ERROR(sendAll((*fds)[links[k]], &conns[k]->localBlob(), sizeof(VerbsBlob),
-                                 deadline, &aborted_)
-                             .withContext("verbs set-up with " + peerName(q)));
+    BCCL_RETURN_IF_ERROR(
+        sendAll((*fds)[links[k]], &conns[k]->localBlob(), sizeof(VerbsBlob), deadline, &aborted_)
+            .withContext("verbs set-up with " + peerName(q)));
   }
   for (size_t k = 0; k < links.size(); ++k) {
     const int q = wants[links[k]].peer;

@@ -26,7 +26,7 @@ struct PeerInfo {
   uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX
   char ucxAddress[1024] = {};
   // What this rank offers the verbs transport (see comm_verbs.cc); QPs are set up per pair.
-  uint8_t verbsOffer = 0;     // 1: an active RDMA port is open for this communicator
+  uint8_t verbsOffer = 0;      // 1: an active RDMA port is open for this communicator
   uint8_t verbsLinkLayer = 0;  // IBV_LINK_LAYER_*: peers on different layers cannot connect
   char hostName[64] = {};
   SockAddr listenAddr;  // where this rank accepts transport and control connections

@@ -37,7 +37,7 @@ void AddVerbsProbeEnvironment();
     const ::bccltest::VerbsProbe& probe_ = ::bccltest::ProbeVerbs();                  \
     if (!probe_.usable) {                                                             \
       if (::bccltest::VerbsRequired()) FAIL() << "verbs required: " << probe_.reason; \
-      GTEST_SKIP() << "verbs not usable here: " << probe_.reason;                    \
+      GTEST_SKIP() << "verbs not usable here: " << probe_.reason;                     \
     }                                                                                 \
   } while (0)
 

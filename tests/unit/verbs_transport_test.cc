@@ -35,7 +35,7 @@ using Clock = std::chrono::steady_clock;
 // Sets environment variables for one test and restores them after.
 class ScopedEnv {
  public:
-  ScopedEnv(std::initializer_list<std::pair<const char*, const char*>> vars) {
+  ScopedEnv(std::initializer_list<std::pair<const char*, const char*> > vars) {
     for (const auto& [name, value] : vars) {
       const char* old = getenv(name);
       saved_.push_back({name, old != nullptr, old != nullptr ? old : ""});
@@ -63,7 +63,7 @@ class ScopedEnv {
 
 struct Rank {
   std::unique_ptr<VerbsContext> ctx;
-  std::vector<std::unique_ptr<VerbsConnection>> conns;  // by peer; null for itself
+  std::vector<std::unique_ptr<VerbsConnection> > conns;  // by peer; null for itself
 };
 
 std::string nameOf(int rank) { return "rank " + std::to_string(rank); }
@@ -172,7 +172,7 @@ std::vector<size_t> sizesFor(size_t slot) {
 void exchangeBothWays(VerbsTransport* t, std::vector<Rank>& ranks, VerbsConnection* ab,
                       VerbsConnection* ba, const std::vector<size_t>& sizes) {
   (void)t;
-  std::vector<std::vector<char>> out[2], in[2];
+  std::vector<std::vector<char> > out[2], in[2];
   for (int side = 0; side < 2; ++side)
     for (size_t i = 0; i < sizes.size(); ++i) {
       out[side].emplace_back(sizes[i]);
@@ -206,7 +206,8 @@ void exchangeBothWays(VerbsTransport* t, std::vector<Rank>& ranks, VerbsConnecti
 TEST_F(VerbsTransport, OrderedMessagesEverySizeBothDirections) {
   CREATE_RANKS(2);
   EXPECT_NE(conn(0, 1)->describe().find(ranks_[0].ctx->port().device), std::string::npos);
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(ranks_[0].ctx->config().slotBytes));
+  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0),
+                   sizesFor(ranks_[0].ctx->config().slotBytes));
 }
 
 // Two slots of 4 KiB and hundreds of messages: grants run out constantly and must come back.
@@ -216,7 +217,7 @@ TEST_F(VerbsTransport, CreditsExhaustedAndRefilled) {
   ASSERT_EQ(ranks_[0].ctx->config().slots, 2u);
   const size_t kCount = 300;
   const size_t sizes[] = {0, 1, 13, 4096, 4097, 70001};
-  std::vector<std::vector<char>> out[2], in[2];
+  std::vector<std::vector<char> > out[2], in[2];
   for (int side = 0; side < 2; ++side)
     for (size_t i = 0; i < kCount; ++i) {
       out[side].emplace_back(sizes[i % 6]);
@@ -238,8 +239,8 @@ TEST_F(VerbsTransport, CreditsExhaustedAndRefilled) {
 }
 
 TEST_F(VerbsTransport, SeveralQpsPerPeerKeepOrder) {
-  ScopedEnv env({{"BCCL_IB_QPS_PER_PEER", "3"}, {"BCCL_IB_SLOTS", "4"},
-                 {"BCCL_IB_SLOT_BYTES", "8192"}});
+  ScopedEnv env(
+      {{"BCCL_IB_QPS_PER_PEER", "3"}, {"BCCL_IB_SLOTS", "4"}, {"BCCL_IB_SLOT_BYTES", "8192"}});
   CREATE_RANKS(2);
   EXPECT_NE(conn(0, 1)->describe().find("3 QP"), std::string::npos) << conn(0, 1)->describe();
   exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
@@ -285,7 +286,7 @@ TEST_F(VerbsTransport, EagerCreditsAndUnexpectedMessages) {
       << conn(0, 1)->describe();
   const size_t sizes[] = {0, 1, 8, 4096, 13, 200000, 7, 4095, 64};
   const size_t kCount = 60;
-  std::vector<std::vector<char>> out, in;
+  std::vector<std::vector<char> > out, in;
   for (size_t i = 0; i < kCount; ++i) {
     out.emplace_back(sizes[i % 9]);
     fill(&out.back(), static_cast<int>(i));
@@ -315,7 +316,8 @@ TEST_F(VerbsTransport, EagerCreditsAndUnexpectedMessages) {
 // Zero copy: large messages are written straight between registered user buffers, and a buffer
 // used again finds its registration in the cache instead of registering it again.
 TEST_F(VerbsTransport, ZeroCopyUsesTheRegistrationCache) {
-  ScopedEnv env({{"BCCL_IB_ZERO_COPY", "1"}, {"BCCL_IB_ZERO_COPY_BYTES", "65536"},
+  ScopedEnv env({{"BCCL_IB_ZERO_COPY", "1"},
+                 {"BCCL_IB_ZERO_COPY_BYTES", "65536"},
                  {"BCCL_IB_QPS_PER_PEER", "2"}});
   CREATE_RANKS(2);
   ASSERT_NE(conn(0, 1)->describe().find("zero-copy"), std::string::npos);
@@ -346,8 +348,8 @@ TEST_F(VerbsTransport, SizeMismatchIsReportedOnBothSides) {
   struct Case {
     size_t sent, expected;
   };
-  const Case cases[] = {{100, 64}, {64, 100}, {0, 8}, {100, 100000}, {100000, 100},
-                        {300000, 200000}};
+  const Case cases[] = {{100, 64},     {64, 100},     {0, 8},
+                        {100, 100000}, {100000, 100}, {300000, 200000}};
   for (const Case& c : cases) {
     CREATE_RANKS(2);
     std::vector<char> out(c.sent, 'x'), in(c.expected + 16);
@@ -362,8 +364,8 @@ TEST_F(VerbsTransport, SizeMismatchIsReportedOnBothSides) {
       if (sender.isOk()) sender = conn(0, 1)->progress(&done);
       if (receiver.isOk()) receiver = conn(1, 0)->progress(&done);
     }
-    const std::string what = std::to_string(c.sent) + " sent, " + std::to_string(c.expected) +
-                             " expected: ";
+    const std::string what =
+        std::to_string(c.sent) + " sent, " + std::to_string(c.expected) + " expected: ";
     EXPECT_EQ(sender.code(), bcclInvalidUsage) << what << sender.message();
     EXPECT_NE(sender.message().find("rank 1"), std::string::npos) << what << sender.message();
     EXPECT_NE(sender.message().find(std::to_string(c.expected)), std::string::npos)
@@ -430,7 +432,7 @@ TEST_F(VerbsTransport, SeverFailsPendingOperationsBlamingThePeer) {
 TEST_F(VerbsTransport, FourRanksAllPairs) {
   CREATE_RANKS(4);
   const size_t sizes[] = {3, 64 * 1024 + 3, (1 << 20) + 1};
-  std::vector<std::vector<char>> out, in;
+  std::vector<std::vector<char> > out, in;
   for (size_t s : sizes)
     for (int a = 0; a < 4; ++a)
       for (int b = 0; b < 4; ++b) {

@@ -266,8 +266,8 @@ Status VerbsConnection::postRecv(const RecvTarget& target, size_t bytes, uint64_
 Status VerbsConnection::progress(std::vector<uint64_t>* completed) {
   BCCL_RETURN_IF_ERROR(usable());
   if (severed_.load())
-    return fail(remoteError(peerName_ + ": verbs connection severed (fault injection)")
-                    .blaming(peer_));
+    return fail(
+        remoteError(peerName_ + ": verbs connection severed (fault injection)").blaming(peer_));
   Status st = ctx_->pollAsync();
   if (!st.isOk()) return fail(st.withContext(peerName_));
   if (!asyncFailure_.empty()) return fail(remoteError(asyncFailure_).blaming(peer_));
@@ -299,8 +299,8 @@ void VerbsConnection::addToWaitSet(WaitSet* set) const {
 
 void VerbsConnection::onAsyncEvent(uint32_t qpn, const char* event) {
   if (asyncFailure_.empty())
-    asyncFailure_ = peerName_ + ": verbs QP " + std::to_string(qpn) + " on " +
-                    ctx_->port().device + ": asynchronous event " + event;
+    asyncFailure_ = peerName_ + ": verbs QP " + std::to_string(qpn) + " on " + ctx_->port().device +
+                    ": asynchronous event " + event;
 }
 
 void VerbsConnection::sever() {

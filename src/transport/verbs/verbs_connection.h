@@ -66,10 +66,10 @@ class VerbsConnection final : public Connection {
     uint32_t seq;
     size_t postedBytes = 0;  // answered grants (chunks may be served in any order)
     uint32_t chunksPosted = 0;
-    uint32_t inflight = 0;  // writes posted, not completed
-    bool reported = false;  // token returned (may precede `done` when staged in bounce slots)
-    bool done = false;      // every write completed: can be forgotten
-    bool eager = false;     // went into an eager slot: grants for it are cancelled
+    uint32_t inflight = 0;       // writes posted, not completed
+    bool reported = false;       // token returned (may precede `done` when staged in bounce slots)
+    bool done = false;           // every write completed: can be forgotten
+    bool eager = false;          // went into an eager slot: grants for it are cancelled
     std::vector<ibv_mr*> holds;  // cached registrations of the user buffer
   };
   struct RecvOp {
@@ -82,10 +82,10 @@ class VerbsConnection final : public Connection {
     bool granted = false;  // every chunk has been granted (a 0-byte message has one grant)
     size_t receivedBytes = 0;
     uint32_t chunksGranted = 0, chunksReceived = 0;  // received: answered (data or cancel)
-    bool eagerTaken = false;  // its bytes came in an eager slot
-    bool reported = false;    // token returned
-    bool done = false;        // reported and every grant answered: can be forgotten
-    int64_t postedNs = 0;     // when posted: small receives are granted only after a while
+    bool eagerTaken = false;                         // its bytes came in an eager slot
+    bool reported = false;                           // token returned
+    bool done = false;     // reported and every grant answered: can be forgotten
+    int64_t postedNs = 0;  // when posted: small receives are granted only after a while
     ibv_mr* hold = nullptr;
   };
   // A grant we issued, waiting for its chunk.
@@ -183,9 +183,9 @@ class VerbsConnection final : public Connection {
   std::deque<SendOp> sends_;
   std::vector<uint64_t> early_;  // ops finished while posting, reported by the next progress()
   // Eager ring (QP 0): ours receives the peer's small messages, the bounce stages ours.
-  uint32_t eagerSlots_ = 0;   // 0: eager off on this connection
-  uint32_t eagerBytes_ = 0;   // payload per slot
-  size_t eagerStride_ = 0;    // header + payload, cache-line aligned
+  uint32_t eagerSlots_ = 0;  // 0: eager off on this connection
+  uint32_t eagerBytes_ = 0;  // payload per slot
+  size_t eagerStride_ = 0;   // header + payload, cache-line aligned
   char* eagerIn_ = nullptr;
   ibv_mr* eagerInMr_ = nullptr;
   char* eagerOut_ = nullptr;

@@ -17,8 +17,9 @@ namespace {
 
 const IntParam kQpsPerPeer("BCCL_IB_QPS_PER_PEER", 1,
                            "Verbs queue pairs per peer; chunks of a message are spread over them");
-const IntParam kSlots("BCCL_IB_SLOTS", 16,
-                      "Verbs receive-ring slots per queue pair: chunks a sender may have in flight");
+const IntParam kSlots(
+    "BCCL_IB_SLOTS", 16,
+    "Verbs receive-ring slots per queue pair: chunks a sender may have in flight");
 // 16 x 256 KiB: 4 MiB in flight per QP covers a 100 Gb/s link's bandwidth-delay product with
 // room to spare, and matches BCCL_CHUNK_BYTES, so a pipelined message is one grant. Measured on
 // soft-RoCE, a 1 MiB window left a one-way stream at ~60% of ib_write_bw; 4 MiB reached ~85%.
@@ -83,7 +84,8 @@ StatusOr<std::unique_ptr<VerbsContext>> VerbsContext::create() {
   c->port_ = std::move(port.value());
   const std::string& dev = c->port_.device;
   c->pd_ = ibv_alloc_pd(c->port_.context);
-  if (c->pd_ == nullptr) return systemError("verbs: ibv_alloc_pd on " + dev + ": " + strerror(errno));
+  if (c->pd_ == nullptr)
+    return systemError("verbs: ibv_alloc_pd on " + dev + ": " + strerror(errno));
   c->channel_ = ibv_create_comp_channel(c->port_.context);
   if (c->channel_ == nullptr)
     return systemError("verbs: ibv_create_comp_channel on " + dev + ": " + strerror(errno));
@@ -131,10 +133,10 @@ Status VerbsContext::pollAsync(bool force) {
       case IBV_EVENT_DEVICE_FATAL:
         if (t != IBV_EVENT_PORT_ERR || ev.element.port_num == port_.port) {
           if (failure_.isOk())
-            failure_ = systemError("verbs: " + port_.device + " port " +
-                                   std::to_string(port_.port) + ": asynchronous event " +
-                                   eventName(t) +
-                                   (t == IBV_EVENT_PORT_ERR ? " (the link went down)" : ""));
+            failure_ =
+                systemError("verbs: " + port_.device + " port " + std::to_string(port_.port) +
+                            ": asynchronous event " + eventName(t) +
+                            (t == IBV_EVENT_PORT_ERR ? " (the link went down)" : ""));
           BCCL_WARN("%s", failure_.message().c_str());
         }
         break;

@@ -21,14 +21,14 @@ class VerbsConnection;
 class WaitSet;
 
 struct VerbsConfig {
-  uint32_t qps = 1;           // BCCL_IB_QPS_PER_PEER
-  uint32_t slots = 16;        // receive ring slots per QP
-  uint32_t slotBytes = 0;     // bytes per slot (a chunk of a staged message)
-  uint32_t grantSlots = 0;    // grant FIFO entries per QP (credits in flight)
-  uint32_t eagerSlots = 0;    // eager ring slots per connection (0: no eager path)
-  uint32_t eagerBytes = 0;    // largest eager message (at most slotBytes)
-  bool zeroCopy = false;      // register user buffers (see verbs_mr_cache.h)
-  size_t zeroCopyBytes = 0;   // messages from this size go zero-copy
+  uint32_t qps = 1;          // BCCL_IB_QPS_PER_PEER
+  uint32_t slots = 16;       // receive ring slots per QP
+  uint32_t slotBytes = 0;    // bytes per slot (a chunk of a staged message)
+  uint32_t grantSlots = 0;   // grant FIFO entries per QP (credits in flight)
+  uint32_t eagerSlots = 0;   // eager ring slots per connection (0: no eager path)
+  uint32_t eagerBytes = 0;   // largest eager message (at most slotBytes)
+  bool zeroCopy = false;     // register user buffers (see verbs_mr_cache.h)
+  size_t zeroCopyBytes = 0;  // messages from this size go zero-copy
 };
 
 class VerbsContext {

@@ -80,8 +80,8 @@ Status chooseGid(VerbsPort* p, int tableLen, int asked) {
         isZero(e.gid))
       return invalidArgument(where + " has no GID at index " + std::to_string(asked) +
                              " (BCCL_IB_GID_INDEX; its table has " + std::to_string(tableLen) +
-                             " slots: see 'ibv_devinfo -v' or /sys/class/infiniband/" +
-                             p->device + "/ports/" + std::to_string(p->port) + "/gids)");
+                             " slots: see 'ibv_devinfo -v' or /sys/class/infiniband/" + p->device +
+                             "/ports/" + std::to_string(p->port) + "/gids)");
     p->gidIndex = asked;
     p->gid = e.gid;
     p->gidType = gidTypeName(e.gid_type);
@@ -110,8 +110,9 @@ Status chooseGid(VerbsPort* p, int tableLen, int asked) {
     }
   }
   if (best < 0)
-    return invalidArgument(where + " has no valid GID (is its network interface up and "
-                                   "addressed? RoCE needs an IP address on it)");
+    return invalidArgument(where +
+                           " has no valid GID (is its network interface up and "
+                           "addressed? RoCE needs an IP address on it)");
   p->gidIndex = best;
   p->gid = bestEntry.gid;
   p->gidType = gidTypeName(bestEntry.gid_type);
@@ -123,7 +124,8 @@ StatusOr<VerbsPort> tryDevice(ibv_device* dev, int wantPort, int gidIndex) {
   VerbsPort p;
   p.device = ibv_get_device_name(dev);
   if (dev->node_type == IBV_NODE_RNIC)
-    return invalidArgument(p.device + " is an iWARP device, which needs rdma_cm (not used by bccl)");
+    return invalidArgument(p.device +
+                           " is an iWARP device, which needs rdma_cm (not used by bccl)");
   p.context = ibv_open_device(dev);
   if (p.context == nullptr)
     return systemError("cannot open " + p.device + ": " + strerror(errno) +

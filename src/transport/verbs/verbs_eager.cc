@@ -113,8 +113,9 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
   if (h.bytes != op.bytes) {
     // Tell the sender too (its send already completed): it fails at its next progress.
     const uint32_t expected = static_cast<uint32_t>(std::min<size_t>(op.bytes, kVerbsImmIndexMask));
-    if (postImmOnly(0, sendWrId(kWrMismatch, 0, op.seq), makeImm(VerbsImm::kEagerMismatch, expected),
-                    remote_.eagerAddr, remote_.eagerRkey)
+    if (postImmOnly(0, sendWrId(kWrMismatch, 0, op.seq),
+                    makeImm(VerbsImm::kEagerMismatch, expected), remote_.eagerAddr,
+                    remote_.eagerRkey)
             .isOk())
       waitForNotice();
     return invalidUsage(peerName_ + " sent " + std::to_string(h.bytes) + " bytes where " +

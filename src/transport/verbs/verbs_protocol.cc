@@ -13,7 +13,6 @@
 namespace bccl {
 namespace {
 
-
 constexpr int kPollBatch = 32;
 // How long a sender that found a size mismatch waits for its notice to the receiver to leave.
 constexpr int kNoticeWaitMs = 1000;
@@ -41,9 +40,9 @@ const char* hint(ibv_wc_status s) {
 Status VerbsConnection::completionError(const ibv_wc& wc) {
   // wc.opcode is undefined in an error completion: say what failed from the wr_id instead.
   const bool recv = (wc.wr_id >> 56) == 0;
-  static const char* const kWhat[] = {"?",           "grant write",  "data write",
-                                     "size-mismatch notice", "eager write", "grant cancel",
-                                     "credit return"};
+  static const char* const kWhat[] = {
+      "?",           "grant write",  "data write",   "size-mismatch notice",
+      "eager write", "grant cancel", "credit return"};
   const uint64_t kind = wc.wr_id >> 56;
   const char* what = recv ? "receive" : kind < 7 ? kWhat[kind] : "?";
   char vendor[32];
@@ -104,9 +103,10 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
       }
       if (immKind(imm) == VerbsImm::kMismatch) {
         const Issued& is = q.issued[index];
-        return invalidUsage(peerName_ + " sent a message of another size than the " +
-                            std::to_string(is.op != nullptr ? is.op->bytes : 0) +
-                            " bytes this rank expects: mismatched counts or datatypes between ranks");
+        return invalidUsage(
+            peerName_ + " sent a message of another size than the " +
+            std::to_string(is.op != nullptr ? is.op->bytes : 0) +
+            " bytes this rank expects: mismatched counts or datatypes between ranks");
       }
       return internalError(peerName_ + ": verbs: unknown immediate");
   }
@@ -286,8 +286,7 @@ Status VerbsConnection::serveGrants() {
   return Status::ok();
 }
 
-Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t index,
-                                   bool* served) {
+Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t index, bool* served) {
   Qp& q = qps_[qi];
   SendOp* op = sendBySeq(g.seq);
   if (op == nullptr && static_cast<int32_t>(g.seq - sendSeq_) >= 0)

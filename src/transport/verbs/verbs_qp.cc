@@ -51,7 +51,8 @@ StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
   a.pkey_index = 0;
   a.port_num = static_cast<uint8_t>(port.port);
   a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
-  int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+  int rc =
+      ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
   if (rc != 0) {
     Status st = modifyError("INIT", "its peer", qp, rc);
     ibv_destroy_qp(qp);
@@ -64,9 +65,10 @@ Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn, const V
                    const VerbsQpBlob& remoteQp, const std::string& peerName) {
   const bool ethernet = port.linkLayer == IBV_LINK_LAYER_ETHERNET;
   if (remote.linkLayer != port.linkLayer)
-    return invalidArgument("verbs: " + peerName + "'s port is " +
-                           (remote.linkLayer == IBV_LINK_LAYER_ETHERNET ? "Ethernet" : "InfiniBand") +
-                           " but this rank's (" + port.device + ") is not: they cannot connect");
+    return invalidArgument(
+        "verbs: " + peerName + "'s port is " +
+        (remote.linkLayer == IBV_LINK_LAYER_ETHERNET ? "Ethernet" : "InfiniBand") +
+        " but this rank's (" + port.device + ") is not: they cannot connect");
   if (ethernet && (!remote.hasGid || port.gidIndex < 0))
     return invalidArgument("verbs: RoCE needs a GID on both ends (" + peerName + ")");
   ibv_qp_attr a{};

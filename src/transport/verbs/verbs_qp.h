@@ -21,7 +21,8 @@ struct VerbsQpCaps {
 };
 
 // A new RC QP on `cq` (both directions), moved to INIT with remote-write access.
-StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq, const VerbsQpCaps& caps);
+StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
+                             const VerbsQpCaps& caps);
 
 // INIT -> RTR -> RTS towards the peer's QP. `localPsn` is ours (sent to the peer in its blob).
 Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn, const VerbsBlob& remote,

@@ -50,7 +50,7 @@ struct VerbsBlob {
   uint8_t linkLayer = 0;
   uint8_t hasGid = 0;
   uint8_t gid[16] = {};
-  uint32_t flags = 0;  // kVerbsZeroCopy when this side registers user buffers
+  uint32_t flags = 0;       // kVerbsZeroCopy when this side registers user buffers
   uint32_t eagerSlots = 0;  // eager ring (on QP 0): slots of kVerbsEagerHeader + eagerBytes
   uint32_t eagerBytes = 0;
   uint32_t eagerRkey = 0;
@@ -69,23 +69,23 @@ constexpr size_t kVerbsEagerHeader = sizeof(VerbsEagerHeader);
 // Written by the receiver into the sender's grant FIFO. Its index in the FIFO is in the
 // immediate value, and the data write that answers it carries the same index back.
 struct VerbsGrant {
-  uint64_t addr = 0;      // where to write (remote)
+  uint64_t addr = 0;  // where to write (remote)
   uint32_t rkey = 0;
-  uint32_t seq = 0;       // the message's sequence number in this direction
-  uint64_t offset = 0;    // of this chunk within the message
-  uint64_t bytes = 0;     // chunk length
-  uint64_t total = 0;     // the whole message as the receiver expects it
+  uint32_t seq = 0;     // the message's sequence number in this direction
+  uint64_t offset = 0;  // of this chunk within the message
+  uint64_t bytes = 0;   // chunk length
+  uint64_t total = 0;   // the whole message as the receiver expects it
 };
 
 // Immediate values: 3 bits of kind, 29 bits of index (grant entry, eager slot) or, for credits,
 // the receiver's count of freed eager slots modulo 2^29.
 enum class VerbsImm : uint32_t {
-  kData = 0,      // a granted chunk landed (index: the grant)
-  kGrant = 1,     // a grant is in the FIFO (index: its entry)
-  kMismatch = 2,  // the sender's size differs from the grant's (index: the grant)
-  kEager = 3,     // an eager message landed (index: the eager slot)
-  kCancel = 4,    // the grant's message went eagerly: the grant is free again
-  kCredit = 5,    // eager slots freed so far (index: the count)
+  kData = 0,           // a granted chunk landed (index: the grant)
+  kGrant = 1,          // a grant is in the FIFO (index: its entry)
+  kMismatch = 2,       // the sender's size differs from the grant's (index: the grant)
+  kEager = 3,          // an eager message landed (index: the eager slot)
+  kCancel = 4,         // the grant's message went eagerly: the grant is free again
+  kCredit = 5,         // eager slots freed so far (index: the count)
   kEagerMismatch = 6,  // an eager message had another size (index: the size expected)
 };
 constexpr uint32_t kVerbsImmIndexMask = (1u << 29) - 1;
