@@ -3,8 +3,12 @@
 # Safe to run repeatedly; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
+# rdma-core .. perftest: the verbs transport and its comparison; qemu .. cpio: the soft-RoCE VM
+# that tests it on machines without RDMA (tests/verbs/).
 packages=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev
-          libbenchmark-dev libhwloc-dev iproute2 procps libucx-dev ucx-utils debootstrap)
+          libbenchmark-dev libhwloc-dev iproute2 procps libucx-dev ucx-utils debootstrap
+          rdma-core ibverbs-providers libibverbs-dev ibverbs-utils perftest
+          qemu-system-x86 linux-image-amd64 busybox-static cpio kmod)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -12,6 +12,9 @@
 #include "bccl/bccl.h"
 #include "core/params.h"
 #include "topology/topology.h"
+#ifdef BCCL_HAVE_VERBS
+#include "transport/verbs/verbs_device.h"
+#endif
 
 namespace {
 
@@ -27,7 +30,18 @@ void printTransports() {
 #else
   std::printf("  ucx    not built (libucx-dev was not found at build time)\n");
 #endif
-  std::printf("  verbs  not built\n");
+#ifdef BCCL_HAVE_VERBS
+  // What BCCL_IB_HCA / BCCL_IB_GID_INDEX select, then every device and port found.
+  bccl::StatusOr<bccl::VerbsPort> chosen = bccl::openVerbsPort();
+  if (chosen.isOk()) {
+    std::printf("  verbs  built, usable: %s\n", chosen.value().describe().c_str());
+  } else {
+    std::printf("  verbs  built, NOT usable: %s\n", chosen.status().message().c_str());
+  }
+  for (const std::string& d : bccl::describeVerbsDevices()) std::printf("         %s\n", d.c_str());
+#else
+  std::printf("  verbs  not built (libibverbs-dev was not found at build time)\n");
+#endif
 }
 
 void printParams() {
@@ -56,7 +70,7 @@ int printCommunicator() {
       bccl::Connection* conn = c.connection(r);
       std::printf("  %-40s numa %d  %s\n", c.peerName(r).c_str(), c.peer(r).numaNode,
                   r == 0            ? "(self)"
-                  : conn != nullptr ? conn->kind()
+                  : conn != nullptr ? conn->describe().c_str()
                                     : "?");
     }
   }

@@ -413,6 +413,23 @@ void PrintHeader(const Collective& coll, const Options& o, bcclComm_t comm, int 
     all[r].host[sizeof all[r].host - 1] = '\0';
     std::printf("#  Rank %2d Pid %6d on %10s\n", r, static_cast<int>(all[r].pid), all[r].host);
   }
+  // Rank 0's links, one line per distinct kind (with verbs: device, port, GID and MTU), so a
+  // result can be told from one measured over another transport.
+  std::vector<std::pair<std::string, int>> links;
+  for (int r = 1; r < nranks; ++r) {
+    char via[256] = "";
+    if (bcclCommGetPeerTransport(comm, r, via, sizeof via) != bcclSuccess) continue;
+    auto it =
+        std::find_if(links.begin(), links.end(), [&](const auto& l) { return l.first == via; });
+    if (it == links.end()) {
+      links.emplace_back(via, 1);
+    } else {
+      ++it->second;
+    }
+  }
+  for (const auto& [via, peers] : links)
+    std::printf("# Transport: %s (%d peer%s of rank 0)\n", via.c_str(), peers,
+                peers == 1 ? "" : "s");
   PrintTableHeader();
   std::fflush(stdout);
 }

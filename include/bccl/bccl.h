@@ -118,6 +118,10 @@ bcclResult_t bcclCommCount(const bcclComm_t comm, int* count);
 bcclResult_t bcclCommUserRank(const bcclComm_t comm, int* rank);
 /* The communicator's sticky error: the first failure any operation or background thread saw. */
 bcclResult_t bcclCommGetAsyncError(bcclComm_t comm, bcclResult_t* asyncError);
+/* How this rank reaches `peer`, in words, for logs and benchmark headers (the format may
+ * change): "self", "shm", "tcp", "ucx", or e.g. "verbs rxe0:1 gid[1] ::ffff:10.77.0.1
+ * (RoCE v2) mtu 1024, 1 QP(s)". Truncated to `len` bytes, always NUL-terminated. */
+bcclResult_t bcclCommGetPeerTransport(const bcclComm_t comm, int peer, char* buf, size_t len);
 
 /* ---- Failures: detection, isolation, recovery --------------------------------------------
  * A rank that dies or stops responding is noticed by every survivor within milliseconds (see

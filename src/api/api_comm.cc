@@ -2,6 +2,7 @@
 // environment), destroy and abort, queries.
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -218,6 +219,21 @@ bcclResult_t bcclCommCount(const bcclComm_t comm, int* count) {
   return guardedCall("bcclCommCount", nullptr, [&] {
     if (comm == nullptr || count == nullptr) return invalidArgument("comm or count is NULL");
     *count = comm->impl->nranks();
+    return Status::ok();
+  });
+}
+
+bcclResult_t bcclCommGetPeerTransport(const bcclComm_t comm, int peer, char* buf, size_t len) {
+  return guardedCall("bcclCommGetPeerTransport", nullptr, [&] {
+    if (comm == nullptr || buf == nullptr || len == 0)
+      return invalidArgument("comm or buf is NULL, or len is 0");
+    Communicator& c = *comm->impl;
+    if (peer < 0 || peer >= c.nranks())
+      return invalidArgument("peer " + std::to_string(peer) + " is out of range [0, " +
+                             std::to_string(c.nranks()) + ")");
+    Connection* conn = c.connection(peer);
+    const std::string what = peer == c.rank() ? "self" : conn != nullptr ? conn->describe() : "?";
+    snprintf(buf, len, "%s", what.c_str());
     return Status::ok();
   });
 }

@@ -15,6 +15,9 @@
 #ifdef BCCL_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
 #endif
+#ifdef BCCL_HAVE_VERBS
+#include "transport/verbs/verbs_context.h"
+#endif
 
 namespace bccl {
 
@@ -84,6 +87,9 @@ Communicator::~Communicator() {
   connections_.clear();
 #ifdef BCCL_HAVE_UCX
   ucx_.reset();  // after its connections
+#endif
+#ifdef BCCL_HAVE_VERBS
+  verbs_.reset();  // after its connections
 #endif
   closeFd(&listenFd_);
   closeFd(&wakeFd_);

@@ -24,6 +24,7 @@
 namespace bccl {
 
 class UcxEndpointFactory;
+class VerbsContext;
 
 // What a new communicator learns from its rendezvous: its rank and everyone's PeerInfo.
 struct Membership {
@@ -111,6 +112,14 @@ class Communicator final : public ExecContext {
   // order that both ends offer.
   std::string networkTransportFor(int peer) const;
   Status connectUcxPeers(const std::vector<int>& peers);
+  // Opens this rank's RDMA port when verbs is asked for (or may be chosen automatically) and
+  // publishes the offer in `mine` (comm_verbs.cc).
+  Status prepareVerbs(PeerInfo* mine);
+  // Connects the peers whose wants are kVerbsSetup links: QP data out, QP data in, bring-up,
+  // ready. Closes those links and sets their fds to -1.
+  Status connectVerbsPeers(const std::vector<LinkWant>& wants, std::vector<int>* fds);
+  // Both ends offer verbs on the same link layer.
+  bool verbsReaches(int peer) const;
 
   int rank_ = -1;
   int nranks_ = 0;
@@ -136,6 +145,9 @@ class Communicator final : public ExecContext {
   std::unique_ptr<FailureDetector> detector_;
 #ifdef BCCL_HAVE_UCX
   std::unique_ptr<UcxEndpointFactory> ucx_;  // outlives every UCX connection (see destructor)
+#endif
+#ifdef BCCL_HAVE_VERBS
+  std::unique_ptr<VerbsContext> verbs_;  // outlives every verbs connection (see destructor)
 #endif
 
   std::atomic<bool> aborted_{false};

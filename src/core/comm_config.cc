@@ -9,12 +9,15 @@ namespace {
 
 const IntParam kTimeoutMs("BCCL_TIMEOUT_MS", 300000,
                           "Deadline of every wait without progress, in milliseconds");
-const StringParam kTransport("BCCL_TRANSPORT", "",
-                             "Comma list of allowed transports (shm, tcp, ucx), network ones in "
-                             "order of preference; default shm,tcp");
+const StringParam kTransport(
+    "BCCL_TRANSPORT", "",
+    "Comma list of allowed transports (shm, tcp, ucx, verbs), network ones "
+    "in order of preference; default shm,tcp (and verbs between hosts "
+    "with hardware RDMA ports)");
 
 Status parseTransports(const std::string& list, CommConfig* out) {
   out->allowShm = false;
+  out->automatic = false;
   out->network.clear();
   std::stringstream in(list);
   std::string name;
@@ -31,9 +34,14 @@ Status parseTransports(const std::string& list, CommConfig* out) {
           "transport not available: built without UCX (install libucx-dev and rebuild)");
 #endif
     } else if (name == "verbs") {
-      return invalidArgument("transport not available: built without verbs");
+#ifdef BCCL_HAVE_VERBS
+      out->network.push_back(name);
+#else
+      return invalidArgument(
+          "transport not available: built without verbs (install libibverbs-dev and rebuild)");
+#endif
     } else {
-      return invalidArgument("unknown transport '" + name + "' (known: shm, tcp, ucx)");
+      return invalidArgument("unknown transport '" + name + "' (known: shm, tcp, ucx, verbs)");
     }
   }
   if (!out->allowShm && out->network.empty()) return invalidArgument("no transport allowed");

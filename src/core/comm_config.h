@@ -16,6 +16,9 @@ struct CommConfig {
   // Transports between hosts (and between ranks of one host when shm is not allowed), most
   // preferred first: "tcp", "ucx".
   std::vector<std::string> network{"tcp"};
+  // No transport list was given: verbs may be chosen for peers on other hosts when both ends
+  // have a hardware RDMA port (see Communicator::networkTransportFor).
+  bool automatic = true;
 };
 
 StatusOr<CommConfig> resolveConfig(const bcclConfig_t* config);

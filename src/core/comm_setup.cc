@@ -115,6 +115,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   mine.numaNode = topology_.myNumaNode;
 
   BCCL_RETURN_IF_ERROR(prepareUcx(&mine));
+  BCCL_RETURN_IF_ERROR(prepareVerbs(&mine));
   if (config_.allowShm) {
     // Reserve the name before joining: once the membership is settled, every peer's exists.
     ownSegment_ = std::make_unique<ShmSegment>();
@@ -137,7 +138,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   if (!selection.isOk()) return selection.status();
   selection_ = std::move(selection.value());
 
-  std::vector<int> local, remote, viaUcx;
+  std::vector<int> local, remote, viaUcx, viaVerbs;
   for (int r = 0; r < nranks_; ++r) {
     bool sameHost = peers_[r].hostHash == mine.hostHash;
     if (config_.allowShm && sameHost) {
@@ -147,7 +148,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       if (via.empty())
         return invalidArgument("no allowed transport reaches " + peerName(r) +
                                " (another host, and no network transport is allowed)");
-      (via == "ucx" ? viaUcx : remote).push_back(r);
+      (via == "ucx" ? viaUcx : via == "verbs" ? viaVerbs : remote).push_back(r);
     }
   }
   int sameMachine = 0;
@@ -163,6 +164,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   // neighbours (TCP even on one host: the kernel resets them the moment a process dies).
   std::vector<LinkWant> wants;
   for (int q : remote) wants.push_back({q, ConnKind::kData});
+  for (int q : viaVerbs) wants.push_back({q, ConnKind::kVerbsSetup});
   const std::vector<int> neighbours = controlNeighbours(rank_, nranks_);
   for (int q : neighbours) wants.push_back({q, ConnKind::kControl});
   // Multipath TCP: the same links again for each further path (channel), control links too, so
@@ -178,6 +180,12 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       if (f >= 0) close(f);
     return linked;
   }
+  Status verbsUp = connectVerbsPeers(wants, &fds);
+  if (!verbsUp.isOk()) {
+    for (int f : fds)
+      if (f >= 0) close(f);
+    return verbsUp;
+  }
   BCCL_RETURN_IF_ERROR(connectUcxPeers(viaUcx));
   std::vector<FailureDetector::Link> controls;
   std::vector<std::vector<int>> dataFds(static_cast<size_t>(nranks_));
@@ -187,7 +195,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       paths.resize(std::max<size_t>(paths.size(), static_cast<size_t>(wants[i].channel) + 1), -1);
       paths[static_cast<size_t>(wants[i].channel)] = fds[i];
       applySocketBuffers(fds[i]);
-    } else {
+    } else if (wants[i].kind == ConnKind::kControl) {
       controls.push_back({wants[i].peer, fds[i]});
     }
   }
@@ -222,10 +230,10 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       static_cast<int>(kHeartbeatTimeoutMs.get()),
       [this](int rank, const std::string& message) { onPeerFailed(rank, message); });
   BCCL_INFO(
-      "communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, %zu ucx peers, listening "
-      "on %s",
+      "communicator ready: rank %d of %d, %zu shm peers, %zu tcp peers, %zu ucx peers, %zu verbs "
+      "peers, listening on %s",
       rank_, nranks_, local.empty() ? 0 : local.size() - 1, remote.size(), viaUcx.size(),
-      mine.listenAddr.toString().c_str());
+      viaVerbs.size(), mine.listenAddr.toString().c_str());
   return Status::ok();
 }
 
@@ -250,7 +258,9 @@ Status Communicator::prepareUcx(PeerInfo* mine) {
 }
 
 std::string Communicator::networkTransportFor(int peer) const {
+  if (config_.automatic && verbsReaches(peer)) return "verbs";
   for (const std::string& t : config_.network) {
+    if (t == "verbs" && verbsReaches(peer)) return t;
     if (t == "tcp") return t;
     if (t == "ucx" && peers_[peer].ucxAddressBytes > 0 && peers_[rank_].ucxAddressBytes > 0)
       return t;

@@ -28,6 +28,9 @@ struct PeerInfo {
   int32_t numaNode = 0;          // where this rank runs (topology)
   uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX
   char ucxAddress[1024] = {};
+  // What this rank offers the verbs transport (see comm_verbs.cc); QPs are set up per pair.
+  uint8_t verbsOffer = 0;      // 1: an active RDMA port is open for this communicator
+  uint8_t verbsLinkLayer = 0;  // IBV_LINK_LAYER_*: peers on different layers cannot connect
   char hostName[64] = {};
   SockAddr listenAddr;  // where this rank accepts transport and control connections
   // Multipath TCP: the address of each of this rank's paths (listenAddr's port), and the port
@@ -38,7 +41,14 @@ struct PeerInfo {
 };
 
 // Why a connection was opened; sent first on every connection of a communicator.
-enum class ConnKind : uint32_t { kRendezvous = 1, kControl = 2, kData = 3, kChild = 4 };
+// kVerbsSetup: a short-lived link that carries the verbs QP bring-up, then closes.
+enum class ConnKind : uint32_t {
+  kRendezvous = 1,
+  kControl = 2,
+  kData = 3,
+  kChild = 4,
+  kVerbsSetup = 5
+};
 
 struct Hello {
   uint32_t magic = 0;

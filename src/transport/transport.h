@@ -35,6 +35,8 @@ class Connection {
   virtual ~Connection() = default;
   virtual int peer() const = 0;
   virtual const char* kind() const = 0;  // "shm", "tcp": for messages and bccl_info
+  // The kind and, where it matters, what it runs on (a verbs device, port, GID and MTU).
+  virtual std::string describe() const { return kind(); }
 
   // `token` comes back through progress() when the operation completes. The data must stay
   // valid until then.

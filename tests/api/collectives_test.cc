@@ -18,6 +18,9 @@
 
 #include "support/data.h"
 #include "support/thread_ranks.h"
+#ifdef BCCL_TEST_VERBS
+#include "support/verbs_probe.h"
+#endif
 
 namespace bccltest {
 namespace {
@@ -63,6 +66,15 @@ std::vector<MatrixParam> AllParams() {
       }
     }
   }
+#ifdef BCCL_TEST_VERBS
+  // Verbs runs on soft-RoCE in an emulated VM (tests/verbs/): 2 to 4 ranks cover rings, trees
+  // and uneven splits there without costing many minutes.
+  for (int n : {2, 3, 4}) {
+    for (int c = 0; c <= static_cast<int>(Coll::Barrier); ++c) {
+      out.push_back({"verbs", n, static_cast<Coll>(c)});
+    }
+  }
+#endif
   return out;
 }
 
@@ -120,6 +132,10 @@ class ReleaseRanksAtEnd : public ::testing::Environment {
   void TearDown() override { RanksCache::Release(); }
 };
 const auto* const kReleaser = ::testing::AddGlobalTestEnvironment(new ReleaseRanksAtEnd);
+#ifdef BCCL_TEST_VERBS
+// Probes before any rank thread exists (the probe forks).
+const bool kVerbsProbed = (AddVerbsProbeEnvironment(), true);
+#endif
 
 void Expect(RankEnv& e, const std::string& what, const std::string& diff) {
   if (!diff.empty()) e.Fail(what + ": " + diff);
@@ -426,6 +442,9 @@ void CollectivesMatrix::RunBarrier() {
 }
 
 TEST_P(CollectivesMatrix, Run) {
+#ifdef BCCL_TEST_VERBS
+  if (GetParam().transport == "verbs") BCCL_SKIP_UNLESS_VERBS();
+#endif
   switch (GetParam().coll) {
     case Coll::AllReduce:
       RunAllReduce();

@@ -128,6 +128,20 @@ TEST_F(SoloCommTest, CountAndRank) {
   EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclCommGetAsyncError(comm_, nullptr));
 }
 
+TEST_F(SoloCommTest, PeerTransport) {
+  char buf[128] = "unset";
+  EXPECT_EQ(bcclCommGetPeerTransport(comm_, 0, buf, sizeof buf), bcclSuccess);
+  EXPECT_STREQ(buf, "self");
+  char tiny[3] = {'x', 'x', 'x'};
+  EXPECT_EQ(bcclCommGetPeerTransport(comm_, 0, tiny, sizeof tiny), bcclSuccess);
+  EXPECT_STREQ(tiny, "se") << "truncated and terminated";
+  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclCommGetPeerTransport(comm_, 1, buf, sizeof buf));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclCommGetPeerTransport(comm_, -1, buf, sizeof buf));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclCommGetPeerTransport(comm_, 0, nullptr, 8));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclCommGetPeerTransport(comm_, 0, buf, 0));
+  EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclCommGetPeerTransport(nullptr, 0, buf, sizeof buf));
+}
+
 TEST_F(SoloCommTest, NullBuffersWithElements) {
   const bcclDataType_t t = bcclInt32;
   EXPECT_BCCL_FAIL(bcclInvalidArgument, bcclAllReduce(nullptr, b_, 1, t, bcclSum, comm_, nullptr));
@@ -221,6 +235,12 @@ TEST(MultiRank, CountRankAndRangeChecks) {
         e.Fail("bcclRecv" + tag + " did not return bcclInvalidArgument");
       }
       if (std::strlen(bcclGetLastError(nullptr)) == 0) e.Fail("no message" + tag);
+    }
+    char via[128] = "";
+    const int next = (e.rank + 1) % e.nranks;
+    if (e.Ok(bcclCommGetPeerTransport(e.comm, next, via, sizeof via), "bcclCommGetPeerTransport") &&
+        std::string(via) != "shm") {
+      e.Fail("rank " + std::to_string(next) + " is reached via '" + via + "', want shm");
     }
     // The communicator is still healthy after the rejected calls.
     if (e.Ok(bcclAllReduce(&a, &b, 1, bcclInt32, bcclSum, e.comm, nullptr), "bcclAllReduce") &&

@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "support/process_ranks.h"
+#ifdef BCCL_TEST_VERBS
+#include "support/verbs_probe.h"
+#endif
 
 namespace bccltest {
 namespace {
@@ -150,6 +153,9 @@ class RankDeath : public ::testing::TestWithParam<KillParam> {};
 
 TEST_P(RankDeath, SurvivorsFailInTime) {
   const KillParam p = GetParam();
+#ifdef BCCL_TEST_VERBS
+  if (p.transports == "verbs") BCCL_SKIP_UNLESS_VERBS();
+#endif
   ProcessRanks ranks(p.nranks, 60000);
   int looping = 0, failed = 0;
   auto onLine = [&](ProcessRanks& pr, int rank, const std::string& line) {
@@ -209,6 +215,10 @@ std::vector<KillParam> KillParams() {
   }
   out.push_back({"shm", 3, 1, false, 2});  // tiny: over the boards, killed by the parent
   out.push_back({"shm", 4, 3, true, 2});   // tiny: the last rank kills itself
+#ifdef BCCL_TEST_VERBS
+  out.push_back({"verbs", 3, 1, false});
+  out.push_back({"verbs", 3, 2, true});
+#endif
   return out;
 }
 
