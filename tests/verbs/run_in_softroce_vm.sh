@@ -20,9 +20,12 @@ for exe in tests/unit_verbs_transport_test tests/bccl_collectives_test tests/bcc
     exit 1
   fi
 done
-# The shared directory is where the guest may write; the build tree is the natural one.
+# The shared directory is where the guest may write; the build tree is the natural one. The
+# guest sees the host's files read-only except that it mounts its own /tmp, so a source tree
+# under /tmp (a CI clone, say) is hidden there: the in-VM script travels in the build tree.
 cd "$build" || exit 1
-"$here/softroce_vm.sh" --timeout "${SOFTROCE_VM_TIMEOUT:-1500}" -- bash "$here/in_vm_tests.sh" "$build"
+cp "$here/in_vm_tests.sh" "$build/verbs_in_vm_tests.sh" || exit 1
+"$here/softroce_vm.sh" --timeout "${SOFTROCE_VM_TIMEOUT:-1500}" -- bash "$build/verbs_in_vm_tests.sh" "$build"
 rc=$?
 case $rc in
   0) echo "run_in_softroce_vm: all verbs tests passed on soft-RoCE" ;;
