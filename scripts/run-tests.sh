@@ -28,9 +28,10 @@ run_suite release build
 # reports against an unloaded module; the built-in components alone give the same answer here.
 # The schedule simulations sweep 1..9 ranks here (the release run does 1..17).
 # UCX keeps a few allocations past its cleanup: tests/lsan.supp names its libraries (only).
+# The soft-RoCE VM tier (label vm, minutes under emulation) runs once, in the release pass.
 HWLOC_PLUGINS_PATH=/nonexistent BCCL_SIM_MAX_RANKS=9 LSAN_OPTIONS=suppressions=$root/tests/lsan.supp \
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_suite asan+ubsan build-asan -LE "slow|algo"
+  run_suite asan+ubsan build-asan -LE "slow|algo|vm"
 
 # Without UCX: its memory hooks (ucm) crash ThreadSanitizer's runtime at start-up.
 "$root/scripts/build.sh" build-tsan -DBCCL_SANITIZE=thread -DBCCL_BUILD_BENCH=OFF -DBCCL_BUILD_EXAMPLES=OFF \
