@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "support/process_ranks.h"
+#ifdef BCCL_TEST_VERBS
+#include "support/verbs_probe.h"
+#endif
 
 namespace bccltest {
 namespace {
@@ -20,13 +23,22 @@ const char* kNetwork = "ucx";
 const char* kNetwork = "tcp";
 #endif
 
-TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
+void RunMixed(const std::string& network) {
   const int n = 4;
   ProcessRanks ranks(n, 120000);
   ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
     setenv("BCCL_HOST_ID", env.rank < 2 ? "mixed-host-a" : "mixed-host-b", 1);
     bcclComm_t comm = nullptr;
-    if (!env.Ok(env.InitComm(&comm, std::string("shm,") + kNetwork, 30000), "init")) return 1;
+    if (!env.Ok(env.InitComm(&comm, "shm," + network, 30000), "init")) return 1;
+    const int other = (env.rank + 2) % n, mate = env.rank ^ 1;
+    char via[256] = "";
+    if (env.Ok(bcclCommGetPeerTransport(comm, other, via, sizeof via), "peer transport", comm) &&
+        std::string(via).rfind(network, 0) != 0)
+      env.Fail("rank " + std::to_string(other) + " (other host) is reached via '" + via +
+               "', want " + network);
+    if (env.Ok(bcclCommGetPeerTransport(comm, mate, via, sizeof via), "peer transport", comm) &&
+        std::string(via) != "shm")
+      env.Fail("rank " + std::to_string(mate) + " (same host) is reached via '" + via + "'");
     for (size_t count : {1ul, 7ul, 100003ul, 1ul << 20}) {
       std::vector<int32_t> buf(count);
       for (size_t i = 0; i < count; ++i) buf[i] = static_cast<int32_t>(i % 1000) + env.rank;
@@ -48,6 +60,37 @@ TEST(MixedTransports, ShmWithinHostsNetworkBetween) {
           break;
         }
     }
+    bcclCommDestroy(comm);
+    return env.failed() ? 1 : 0;
+  })) << ranks.error();
+  EXPECT_TRUE(ranks.AllPassed()) << ranks.Summary();
+}
+
+TEST(MixedTransports, ShmWithinHostsNetworkBetween) { RunMixed(kNetwork); }
+
+#ifdef BCCL_TEST_VERBS
+TEST(MixedTransports, ShmWithinHostsVerbsBetween) {
+  BCCL_SKIP_UNLESS_VERBS();
+  RunMixed("verbs");
+}
+#endif
+
+// With no transport list, verbs is chosen between hosts only for hardware RDMA ports: here
+// there is none (no device, or soft-RoCE in the test VM), so the hosts talk TCP.
+TEST(MixedTransports, DefaultBetweenHostsIsTcpWithoutHardwareRdma) {
+  ProcessRanks ranks(2, 60000);
+  ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
+    setenv("BCCL_HOST_ID", env.rank == 0 ? "default-host-a" : "default-host-b", 1);
+    bcclComm_t comm = nullptr;
+    if (!env.Ok(env.InitComm(&comm, "", 30000), "init")) return 1;
+    char via[256] = "";
+    if (env.Ok(bcclCommGetPeerTransport(comm, 1 - env.rank, via, sizeof via), "peer", comm) &&
+        std::string(via) != "tcp")
+      env.Fail(std::string("the other host is reached via '") + via + "', want tcp");
+    int x = env.rank + 1;
+    if (env.Ok(bcclAllReduce(&x, &x, 1, bcclInt32, bcclSum, comm, nullptr), "allreduce", comm) &&
+        x != 3)
+      env.Fail("allreduce gave " + std::to_string(x));
     bcclCommDestroy(comm);
     return env.failed() ? 1 : 0;
   })) << ranks.error();

@@ -61,6 +61,10 @@ for n in 2 3 4; do
 done
 step "a rank SIGKILLed mid-collective over verbs" atLeast 2 env "$small_slots" "$build/tests/bccl_process_test" \
   --gtest_brief=1 '--gtest_filter=Kill/RankDeath.*/verbs_*'
+# Shm within feigned hosts and verbs between them; and no transport list: soft-RoCE is not
+# chosen automatically, so the hosts use TCP.
+step "shm + verbs in one communicator; default choice stays TCP on soft-RoCE" atLeast 2 \
+  "$build/tests/bccl_mixed_transport_test" --gtest_brief=1 '--gtest_filter=*Verbs*:*Default*'
 echo "=== summary"
 printf '%s' "$summary"
 exit $status
