@@ -390,7 +390,8 @@ TEST_F(VerbsTransport, DeadPeerIsNamedWithQpAndStatus) {
   // Short retry timers, so the transport gives up in milliseconds rather than half a second.
   ScopedEnv env({{"BCCL_IB_TIMEOUT", "8"}, {"BCCL_IB_RETRY_CNT", "1"}});
   CREATE_RANKS(2);
-  const uint32_t qpn = conn(1, 0)->localBlob().qp[0].qpn;
+  // Grants travel on the control QP: the failing write is there.
+  const uint32_t qpn = conn(1, 0)->localBlob().ctrl.qpn;
   ranks_[0].conns.clear();
   std::vector<char> in(100);
   RecvTarget t;
