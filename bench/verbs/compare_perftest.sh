@@ -7,8 +7,8 @@
 # processes on rxe0, then all_reduce_perf and all_gather_perf for 2 ranks over verbs from 8 B
 # to 16 MiB (small sizes with many iterations, large ones with few: emulated RDMA moves tens
 # of MB/s), then the numbers behind the bars again COMPARE_REPS times (default 3), perftest and
-# ours back to back, reporting the best sample of each (and medians). Raw outputs and summary.txt go to OUT_DIR (default
-# BUILD_DIR/verbs-perf).
+# ours back to back, reporting the best sample of each (and medians). Raw outputs and
+# summary.txt go to OUT_DIR (default BUILD_DIR/verbs-perf).
 # Under TCG emulation these are functional numbers, not hardware ones; the ratios are the point.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
