@@ -14,6 +14,7 @@
 #endif
 
 namespace bccl {
+#ifdef BCCL_HAVE_VERBS
 namespace {
 
 // Each verbs peer pins its rings (megabytes); RDMA clusters lift the memlock limit. Below this
@@ -27,6 +28,7 @@ bool memlockAllowsAuto() {
 }
 
 }  // namespace
+#endif
 
 Status Communicator::prepareVerbs(PeerInfo* mine) {
   const bool asked =
