@@ -1,6 +1,7 @@
 // The verbs part of bringing a communicator up: open the RDMA port, offer it in the rendezvous,
 // and for each peer reached over verbs, exchange QP numbers, PSNs, addresses and the rings'
 // keys over a short-lived bootstrap link (no rdma_cm), then bring the QPs up and close it.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,12 +14,31 @@
 #endif
 
 namespace bccl {
+#ifdef BCCL_HAVE_VERBS
+namespace {
+
+// Each verbs peer pins its rings (megabytes); RDMA clusters lift the memlock limit. Below this
+// the automatic choice stays away, so a default `ulimit -l` cannot turn into a failed init.
+constexpr rlim_t kAutoMinMemlock = rlim_t{1} << 30;
+
+bool memlockAllowsAuto() {
+  rlimit r{};
+  return getrlimit(RLIMIT_MEMLOCK, &r) == 0 &&
+         (r.rlim_cur == RLIM_INFINITY || r.rlim_cur >= kAutoMinMemlock);
+}
+
+}  // namespace
+#endif
 
 Status Communicator::prepareVerbs(PeerInfo* mine) {
   const bool asked =
       std::find(config_.network.begin(), config_.network.end(), "verbs") != config_.network.end();
   if (!asked && !config_.automatic) return Status::ok();
 #ifdef BCCL_HAVE_VERBS
+  if (!asked && !memlockAllowsAuto()) {
+    BCCL_INFO("verbs not offered automatically: 'ulimit -l' is below 1 GiB");
+    return Status::ok();
+  }
   StatusOr<std::unique_ptr<VerbsContext>> ctx = VerbsContext::create();
   if (!ctx.isOk()) {
     if (asked) return ctx.status().withContext("verbs transport");

@@ -11,6 +11,9 @@
 #include <vector>
 
 #include "support/process_ranks.h"
+#ifdef BCCL_TEST_VERBS
+#include "support/verbs_probe.h"
+#endif
 
 namespace bccltest {
 namespace {
@@ -34,18 +37,28 @@ void PrintTo(const Layout& l, std::ostream* os) {
       << " algo '" << l.algo << "' over " << l.network;
 }
 
-class MixedTransports : public ::testing::TestWithParam<Layout> {};
-
-TEST_P(MixedTransports, ShmWithinHostsNetworkBetween) {
-  const Layout layout = GetParam();
+void RunMixed(const Layout& layout) {
   const int n = layout.nranks;
+  auto hostOf = [&](int r) {
+    return layout.interleaved ? r % layout.hosts : r / (n / layout.hosts);
+  };
   ProcessRanks ranks(n, 120000);
   ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
-    const int host = layout.interleaved ? env.rank % layout.hosts : env.rank / (n / layout.hosts);
-    setenv("BCCL_HOST_ID", ("mixed-host-" + std::to_string(host)).c_str(), 1);
+    setenv("BCCL_HOST_ID", ("mixed-host-" + std::to_string(hostOf(env.rank))).c_str(), 1);
     if (*layout.algo != 0) setenv("BCCL_ALGO", layout.algo, 1);
     bcclComm_t comm = nullptr;
-    if (!env.Ok(env.InitComm(&comm, std::string("shm,") + layout.network, 30000), "init")) return 1;
+    const std::string network = layout.network;
+    if (!env.Ok(env.InitComm(&comm, "shm," + network, 30000), "init")) return 1;
+    // Every peer is reached over shm on its own host and over the network transport elsewhere.
+    for (int peer = 0; peer < n; ++peer) {
+      if (peer == env.rank) continue;
+      char via[256] = "";
+      if (!env.Ok(bcclCommGetPeerTransport(comm, peer, via, sizeof via), "peer transport", comm))
+        continue;
+      const std::string want = hostOf(peer) == hostOf(env.rank) ? "shm" : network;
+      if (std::string(via).rfind(want, 0) != 0)
+        env.Fail("rank " + std::to_string(peer) + " is reached via '" + via + "', want " + want);
+    }
     for (size_t count : {1ul, 7ul, 100003ul, 1ul << 20}) {
       std::vector<int32_t> buf(count);
       for (size_t i = 0; i < count; ++i) buf[i] = static_cast<int32_t>(i % 1000) + env.rank;
@@ -73,6 +86,10 @@ TEST_P(MixedTransports, ShmWithinHostsNetworkBetween) {
   EXPECT_TRUE(ranks.AllPassed()) << ranks.Summary();
 }
 
+class MixedTransports : public ::testing::TestWithParam<Layout> {};
+
+TEST_P(MixedTransports, ShmWithinHostsNetworkBetween) { RunMixed(GetParam()); }
+
 INSTANTIATE_TEST_SUITE_P(Layouts, MixedTransports,
                          ::testing::Values(Layout{4, 2, false, "", kNetwork},
                                            Layout{8, 2, false, "hier", "tcp"},
@@ -84,6 +101,35 @@ INSTANTIATE_TEST_SUITE_P(Layouts, MixedTransports,
                                   std::to_string(l.hosts) + (l.interleaved ? "_interleaved" : "") +
                                   "_" + (*l.algo ? l.algo : "model") + "_" + l.network;
                          });
+
+#ifdef BCCL_TEST_VERBS
+TEST(MixedTransports, ShmWithinHostsVerbsBetween) {
+  BCCL_SKIP_UNLESS_VERBS();
+  RunMixed(Layout{4, 2, false, "", "verbs"});
+}
+#endif
+
+// With no transport list, verbs is chosen between hosts only for hardware RDMA ports: here
+// there is none (no device, or soft-RoCE in the test VM), so the hosts talk TCP.
+TEST(MixedTransports, DefaultBetweenHostsIsTcpWithoutHardwareRdma) {
+  ProcessRanks ranks(2, 60000);
+  ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
+    setenv("BCCL_HOST_ID", env.rank == 0 ? "default-host-a" : "default-host-b", 1);
+    bcclComm_t comm = nullptr;
+    if (!env.Ok(env.InitComm(&comm, "", 30000), "init")) return 1;
+    char via[256] = "";
+    if (env.Ok(bcclCommGetPeerTransport(comm, 1 - env.rank, via, sizeof via), "peer", comm) &&
+        std::string(via) != "tcp")
+      env.Fail(std::string("the other host is reached via '") + via + "', want tcp");
+    int x = env.rank + 1;
+    if (env.Ok(bcclAllReduce(&x, &x, 1, bcclInt32, bcclSum, comm, nullptr), "allreduce", comm) &&
+        x != 3)
+      env.Fail("allreduce gave " + std::to_string(x));
+    bcclCommDestroy(comm);
+    return env.failed() ? 1 : 0;
+  })) << ranks.error();
+  EXPECT_TRUE(ranks.AllPassed()) << ranks.Summary();
+}
 
 }  // namespace
 }  // namespace bccltest

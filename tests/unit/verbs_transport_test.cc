@@ -15,6 +15,7 @@ TEST(VerbsTransport, NotBuilt) { GTEST_SKIP() << "bccl was built without verbs (
 #else
 
 #include <infiniband/verbs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -389,7 +390,8 @@ TEST_F(VerbsTransport, DeadPeerIsNamedWithQpAndStatus) {
   // Short retry timers, so the transport gives up in milliseconds rather than half a second.
   ScopedEnv env({{"BCCL_IB_TIMEOUT", "8"}, {"BCCL_IB_RETRY_CNT", "1"}});
   CREATE_RANKS(2);
-  const uint32_t qpn = conn(1, 0)->localBlob().qp[0].qpn;
+  // Grants travel on the control QP: the failing write is there.
+  const uint32_t qpn = conn(1, 0)->localBlob().ctrl.qpn;
   ranks_[0].conns.clear();
   std::vector<char> in(100);
   RecvTarget t;
@@ -411,6 +413,71 @@ TEST_F(VerbsTransport, DeadPeerIsNamedWithQpAndStatus) {
   EXPECT_TRUE(done.empty());
   conn(1, 0)->dropPending();
   EXPECT_FALSE(conn(1, 0)->postSend(in.data(), 1, 2).isOk());
+}
+
+// Misconfiguration is named: a device that is not there (and which ones are), a port it does
+// not have, a GID index without a GID.
+TEST_F(VerbsTransport, DeviceErrorsNameTheDevice) {
+  CREATE_RANKS(1);  // proves a usable device exists (else this skips)
+  const std::string dev = ranks_[0].ctx->port().device;
+  destroyAll(&ranks_);
+  struct Case {
+    const char* hca;
+    const char* gid;
+    std::vector<std::string> want;
+  };
+  const Case cases[] = {
+      {"nosuchdev0", "-1", {"nosuchdev0", "no such device", dev}},
+      {"", "-1", {}},  // placeholder for dev:9 below
+      {"", "4000", {dev, "no GID at index 4000"}},
+  };
+  for (size_t i = 0; i < 3; ++i) {
+    const std::string hca = i == 1 ? dev + ":9" : cases[i].hca;
+    ScopedEnv env({{"BCCL_IB_HCA", hca.c_str()}, {"BCCL_IB_GID_INDEX", cases[i].gid}});
+    StatusOr<std::unique_ptr<VerbsContext> > c = VerbsContext::create();
+    ASSERT_FALSE(c.isOk()) << "BCCL_IB_HCA=" << hca << " BCCL_IB_GID_INDEX=" << cases[i].gid;
+    std::vector<std::string> want = cases[i].want;
+    if (i == 1) want = {dev, "no port 9"};
+    for (const std::string& w : want)
+      EXPECT_NE(c.status().message().find(w), std::string::npos)
+          << "want '" << w << "' in: " << c.status().message();
+  }
+}
+
+// The link under rxe0 goes down: the port error (an asynchronous event) fails the connection's
+// next progress with an error naming the peer and the port. Needs root to take the link down,
+// so only the VM run asks for it (BCCL_TEST_PORT_DOWN=netdev).
+TEST_F(VerbsTransport, PortDownFailsTheConnectionNamingThePeer) {
+  const char* netdev = getenv("BCCL_TEST_PORT_DOWN");
+  if (netdev == nullptr || geteuid() != 0)
+    GTEST_SKIP() << "set BCCL_TEST_PORT_DOWN=<netdev under the RDMA port> and run as root";
+  CREATE_RANKS(2);
+  std::vector<char> in(100);
+  RecvTarget t;
+  t.dst = in.data();
+  ASSERT_TRUE(conn(1, 0)->postRecv(t, in.size(), 1).isOk());
+  const std::string down = std::string("ip link set ") + netdev + " down";
+  const std::string up = std::string("ip link set ") + netdev + " up";
+  ASSERT_EQ(system(down.c_str()), 0) << down;
+  std::vector<uint64_t> done;
+  Status st;
+  const auto start = Clock::now();
+  while (st.isOk() && Clock::now() - start < std::chrono::seconds(20))
+    st = conn(1, 0)->progress(&done);
+  EXPECT_EQ(system(up.c_str()), 0) << up;
+  ASSERT_FALSE(st.isOk()) << "no error 20 s after the link went down";
+  EXPECT_NE(st.message().find("rank 0"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("port"), std::string::npos) << st.message();
+  conn(1, 0)->dropPending();
+  destroyAll(&ranks_);
+  // Wait for the port to come back, so later tests find it active.
+  const auto back = Clock::now() + std::chrono::seconds(20);
+  while (Clock::now() < back) {
+    StatusOr<std::unique_ptr<VerbsContext> > c = VerbsContext::create();
+    if (c.isOk()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ADD_FAILURE() << "the port did not come back after '" << up << "'";
 }
 
 TEST_F(VerbsTransport, SeverFailsPendingOperationsBlamingThePeer) {

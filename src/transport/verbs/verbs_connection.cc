@@ -47,7 +47,10 @@ Status VerbsConnection::allocate() {
   // are the same from the peer's side.
   const uint32_t perQp = 2 * g + cfg_.eagerSlots + 1 + kSpareWr;
   const VerbsQpCaps caps{perQp, perQp};
-  const int cqe = static_cast<int>(cfg_.qps * (caps.sendWr + caps.recvWr));
+  // The control QP carries every data QP's grants (<= g each) and one credit return.
+  const uint32_t perCtrl = cfg_.qps * g + 1 + kSpareWr;
+  const VerbsQpCaps ctrlCaps{perCtrl, perCtrl};
+  const int cqe = static_cast<int>(cfg_.qps * (caps.sendWr + caps.recvWr) + 2 * perCtrl);
   cq_ = ibv_create_cq(ctx_->device(), cqe, this, ctx_->channel(), 0);
   if (cq_ == nullptr)
     return systemError("ibv_create_cq(" + std::to_string(cqe) + ") on " + ctx_->port().device +
@@ -106,7 +109,7 @@ Status VerbsConnection::allocate() {
     q.qp = qp.value();
     ctx_->watch(q.qp->qp_num, this);
     q.psn = randomPsn();
-    BCCL_RETURN_IF_ERROR(postRecvEntries(q, caps.recvWr));
+    BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, i, caps.recvWr));
     local_.qp[i] = VerbsQpBlob{q.qp->qp_num,
                                q.psn,
                                reinterpret_cast<uint64_t>(q.ring),
@@ -114,6 +117,14 @@ Status VerbsConnection::allocate() {
                                q.grantInMr->rkey,
                                reinterpret_cast<uint64_t>(q.grantIn)};
   }
+  StatusOr<ibv_qp*> ctrl = createRcQp(ctx_->port(), ctx_->pd(), cq_, ctrlCaps);
+  if (!ctrl.isOk()) return ctrl.status();
+  ctrl_ = ctrl.value();
+  ctx_->watch(ctrl_->qp_num, this);
+  ctrlPsn_ = randomPsn();
+  BCCL_RETURN_IF_ERROR(postRecvEntries(ctrl_, kCtrlQp, ctrlCaps.recvWr));
+  local_.ctrl.qpn = ctrl_->qp_num;
+  local_.ctrl.psn = ctrlPsn_;
   return Status::ok();
 }
 
@@ -139,6 +150,7 @@ Status VerbsConnection::connect(const VerbsBlob& remote) {
     BCCL_RETURN_IF_ERROR(
         connectRcQp(qps_[i].qp, ctx_->port(), qps_[i].psn, remote, remote.qp[i], peerName_));
   }
+  BCCL_RETURN_IF_ERROR(connectRcQp(ctrl_, ctx_->port(), ctrlPsn_, remote, remote.ctrl, peerName_));
   remote_ = remote;
   zeroCopy_ = cfg_.zeroCopy && (remote.flags & kVerbsZeroCopy) != 0;
   eagerSlots_ = local_.eagerSlots;
@@ -161,6 +173,10 @@ VerbsConnection::~VerbsConnection() {
     if (op.hold != nullptr) ctx_->mrCache().release(op.hold);
   for (SendOp& op : sends_)
     for (ibv_mr* mr : op.holds) ctx_->mrCache().release(mr);
+  if (ctrl_ != nullptr) {
+    ctx_->unwatch(ctrl_->qp_num);
+    ibv_destroy_qp(ctrl_);
+  }
   for (Qp& q : qps_) {
     if (q.qp != nullptr) {
       ctx_->unwatch(q.qp->qp_num);
@@ -189,17 +205,16 @@ std::string VerbsConnection::describe() const {
          (zeroCopy_ ? ", zero-copy" : "");
 }
 
-Status VerbsConnection::postRecvEntries(Qp& q, uint32_t count) {
+Status VerbsConnection::postRecvEntries(ibv_qp* qp, uint32_t qi, uint32_t count) {
   for (uint32_t i = 0; i < count; ++i) {
     // No scatter entry: RDMA WRITE WITH IMM consumes a receive only for its immediate.
     ibv_recv_wr wr{};
-    wr.wr_id = static_cast<uint64_t>(&q - qps_.data());
+    wr.wr_id = qi;
     ibv_recv_wr* bad = nullptr;
-    int rc = ibv_post_recv(q.qp, &wr, &bad);
+    int rc = ibv_post_recv(qp, &wr, &bad);
     if (rc != 0)
       return systemError(peerName_ + ": verbs cannot post a receive on QP " +
-                         std::to_string(q.qp->qp_num) + ": " + strerror(rc));
-    ++q.recvPosted;
+                         std::to_string(qp->qp_num) + ": " + strerror(rc));
   }
   return Status::ok();
 }
@@ -224,6 +239,7 @@ Status VerbsConnection::fail(Status st) {
   // The peer learns at once (its writes and grants fail) instead of waiting on a silent QP.
   for (Qp& q : qps_)
     if (q.qp != nullptr) errorRcQp(q.qp);
+  if (ctrl_ != nullptr) errorRcQp(ctrl_);
   return st;
 }
 
@@ -308,6 +324,7 @@ void VerbsConnection::sever() {
   // Verbs calls are thread-safe: the executor's thread sees flushed completions next.
   for (Qp& q : qps_)
     if (q.qp != nullptr) errorRcQp(q.qp);
+  if (ctrl_ != nullptr) errorRcQp(ctrl_);
 }
 
 void VerbsConnection::dropPending() {

@@ -11,6 +11,9 @@
 //    out on the wire: a grant is only issued when its whole path is reserved;
 //  - chunks are spread over the QPs by the receiver when it grants (pickQp); the sender simply
 //    follows the grants, so a weighted policy (multipath) only has to change pickQp;
+//  - grants and credits travel on their own control QP: a QP executes its work in order, so on
+//    a data QP a grant would wait behind up to a whole window of our own outgoing data, and in
+//    bidirectional traffic (every ring collective) each side would starve the other of credits;
 //  - messages up to the eager size skip the grant when the sender holds an eager credit: one
 //    write of header and payload into the receiver's eager ring (verbs_eager.cc).
 // One thread at a time drives a connection (the executor's); sever() may come from another.
@@ -115,7 +118,6 @@ class VerbsConnection final : public Connection {
     char* bounce = nullptr;
     ibv_mr* bounceMr = nullptr;
     uint32_t bounceHead = 0, bounceUsed = 0;
-    uint32_t recvPosted = 0;
   };
 
   // Work request ids of sends: kind (8 bits) | QP index (8) | bounce flag (1) | message seq (32).
@@ -138,7 +140,7 @@ class VerbsConnection final : public Connection {
 
   VerbsConnection(VerbsContext* ctx, int peer, std::string peerName);
   Status allocate();
-  Status postRecvEntries(Qp& q, uint32_t count);
+  Status postRecvEntries(ibv_qp* qp, uint32_t qi, uint32_t count);
   Status pollCompletions(std::vector<uint64_t>* completed);
   Status onRecvCompletion(uint32_t qi, const ibv_wc& wc, std::vector<uint64_t>* completed);
   Status onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed);
@@ -160,7 +162,8 @@ class VerbsConnection final : public Connection {
   Status takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_t>* completed);
   Status postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq);
   Status maybeReturnCredits(bool force);
-  Status postImmOnly(uint32_t qi, uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
+  Status postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
+  Status onControlCompletion(const ibv_wc& wc);
   void popDone();
   Status completionError(const ibv_wc& wc);
   // After posting a size-mismatch notice: waits (bounded) until it has left, so failing the
@@ -175,6 +178,10 @@ class VerbsConnection final : public Connection {
   std::string peerName_;
   ibv_cq* cq_ = nullptr;
   std::vector<Qp> qps_;
+  // Grants and credits; its receive entries carry kCtrlQp as their wr_id.
+  static constexpr uint32_t kCtrlQp = 255;
+  ibv_qp* ctrl_ = nullptr;
+  uint32_t ctrlPsn_ = 0;
   VerbsBlob local_;
   VerbsBlob remote_;
   bool connected_ = false;

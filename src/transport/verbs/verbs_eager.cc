@@ -23,7 +23,7 @@ bool VerbsConnection::grantDue(const RecvOp& op, int64_t now) const {
   return now - op.postedNs >= kLazyGrantNs;
 }
 
-Status VerbsConnection::postImmOnly(uint32_t qi, uint64_t wrId, uint32_t imm, uint64_t addr,
+Status VerbsConnection::postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uint64_t addr,
                                     uint32_t rkey) {
   // A zero-length write: no data, only the immediate (and a receive entry consumed there).
   ibv_send_wr wr{};
@@ -34,10 +34,10 @@ Status VerbsConnection::postImmOnly(uint32_t qi, uint64_t wrId, uint32_t imm, ui
   wr.wr.rdma.remote_addr = addr;
   wr.wr.rdma.rkey = rkey;
   ibv_send_wr* bad = nullptr;
-  int rc = ibv_post_send(qps_[qi].qp, &wr, &bad);
+  int rc = ibv_post_send(qp, &wr, &bad);
   if (rc != 0)
     return systemError(peerName_ + ": verbs cannot post a notice on QP " +
-                       std::to_string(qps_[qi].qp->qp_num) + ": " + strerror(rc));
+                       std::to_string(qp->qp_num) + ": " + strerror(rc));
   return Status::ok();
 }
 
@@ -113,7 +113,7 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
   if (h.bytes != op.bytes) {
     // Tell the sender too (its send already completed): it fails at its next progress.
     const uint32_t expected = static_cast<uint32_t>(std::min<size_t>(op.bytes, kVerbsImmIndexMask));
-    if (postImmOnly(0, sendWrId(kWrMismatch, 0, op.seq),
+    if (postImmOnly(qps_[0].qp, sendWrId(kWrMismatch, 0, op.seq),
                     makeImm(VerbsImm::kEagerMismatch, expected), remote_.eagerAddr,
                     remote_.eagerRkey)
             .isOk())
@@ -132,8 +132,9 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
 }
 
 Status VerbsConnection::postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq) {
-  return postImmOnly(qi, sendWrId(kWrCancel, qi, seq), makeImm(VerbsImm::kCancel, grantIndex),
-                     remote_.qp[qi].ringAddr, remote_.qp[qi].ringRkey);
+  return postImmOnly(qps_[qi].qp, sendWrId(kWrCancel, qi, seq),
+                     makeImm(VerbsImm::kCancel, grantIndex), remote_.qp[qi].ringAddr,
+                     remote_.qp[qi].ringRkey);
 }
 
 Status VerbsConnection::maybeReturnCredits(bool force) {
@@ -142,7 +143,7 @@ Status VerbsConnection::maybeReturnCredits(bool force) {
   // In batches: one credit immediate per half ring, unless a small receive is starving.
   if (unannounced == 0 || (!force && unannounced < std::max(1u, eagerSlots_ / 2)))
     return Status::ok();
-  BCCL_RETURN_IF_ERROR(postImmOnly(0, sendWrId(kWrCredit, 0, 0),
+  BCCL_RETURN_IF_ERROR(postImmOnly(ctrl_, sendWrId(kWrCredit, 0, 0),
                                    makeImm(VerbsImm::kCredit, eagerFreed_), remote_.eagerAddr,
                                    remote_.eagerRkey));
   eagerAnnounced_ = eagerFreed_;

@@ -70,13 +70,31 @@ Status VerbsConnection::pollCompletions(std::vector<uint64_t>* completed) {
   }
 }
 
+Status VerbsConnection::onControlCompletion(const ibv_wc& wc) {
+  BCCL_RETURN_IF_ERROR(postRecvEntries(ctrl_, kCtrlQp, 1));
+  const uint32_t imm = ntohl(wc.imm_data);
+  const uint32_t index = immIndex(imm);
+  if (immKind(imm) == VerbsImm::kCredit) {
+    eagerPeerFreed_ = index;
+    return Status::ok();
+  }
+  const uint32_t qi = index >> 16, entry = index & 0xffff;
+  if (immKind(imm) != VerbsImm::kGrant || qi >= qps_.size() || entry >= cfg_.grantSlots)
+    return internalError(peerName_ + ": verbs: unexpected immediate on the control QP");
+  // Copied out at once: the FIFO entry may be rewritten once its chunk has landed.
+  Qp& q = qps_[qi];
+  q.pending.push_back(q.grantIn[entry]);
+  q.pendingIndex.push_back(entry);
+  return Status::ok();
+}
+
 Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
                                          std::vector<uint64_t>* completed) {
-  if (qi >= qps_.size() || !(wc.wc_flags & IBV_WC_WITH_IMM))
+  if (!(wc.wc_flags & IBV_WC_WITH_IMM) || (qi >= qps_.size() && qi != kCtrlQp))
     return internalError(peerName_ + ": verbs: unexpected receive completion");
+  if (qi == kCtrlQp) return onControlCompletion(wc);
   Qp& q = qps_[qi];
-  --q.recvPosted;
-  BCCL_RETURN_IF_ERROR(postRecvEntries(q, 1));
+  BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, qi, 1));
   const uint32_t imm = ntohl(wc.imm_data);
   const uint32_t index = immIndex(imm);
   const uint32_t g = cfg_.grantSlots;
@@ -86,21 +104,12 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
       break;
     case VerbsImm::kEager:
       return onEager(index, completed);
-    case VerbsImm::kCredit:
-      eagerPeerFreed_ = index;
-      return Status::ok();
     case VerbsImm::kEagerMismatch:
       return invalidUsage(peerName_ + " expects " + std::to_string(index) +
                           " bytes, but this rank sent a message of another size: mismatched "
                           "counts or datatypes between ranks");
     default:
       if (index >= g) return internalError(peerName_ + ": verbs: immediate out of range");
-      if (immKind(imm) == VerbsImm::kGrant) {
-        // Copied out at once: the FIFO entry may be rewritten once its chunk has landed.
-        q.pending.push_back(q.grantIn[index]);
-        q.pendingIndex.push_back(index);
-        return Status::ok();
-      }
       if (immKind(imm) == VerbsImm::kMismatch) {
         const Issued& is = q.issued[index];
         return invalidUsage(
@@ -249,14 +258,15 @@ Status VerbsConnection::issueGrants() {
       wr.num_sge = 1;
       wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
       wr.send_flags = IBV_SEND_SIGNALED;
-      wr.imm_data = htonl(makeImm(VerbsImm::kGrant, index));
+      // On the control QP, naming the data QP whose FIFO it lands in (and whose ring it grants).
+      wr.imm_data = htonl(makeImm(VerbsImm::kGrant, (static_cast<uint32_t>(qi) << 16) | index));
       wr.wr.rdma.remote_addr = remote_.qp[qi].grantAddr + index * sizeof(VerbsGrant);
       wr.wr.rdma.rkey = remote_.qp[qi].grantRkey;
       ibv_send_wr* bad = nullptr;
-      int rc = ibv_post_send(q.qp, &wr, &bad);
+      int rc = ibv_post_send(ctrl_, &wr, &bad);
       if (rc != 0)
         return systemError(peerName_ + ": verbs cannot post a grant on QP " +
-                           std::to_string(q.qp->qp_num) + ": " + strerror(rc));
+                           std::to_string(ctrl_->qp_num) + ": " + strerror(rc));
       ++q.grantOutBusy;
       op.grantedBytes += chunk;
       ++op.chunksGranted;

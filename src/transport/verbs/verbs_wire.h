@@ -55,6 +55,7 @@ struct VerbsBlob {
   uint32_t eagerBytes = 0;
   uint32_t eagerRkey = 0;
   uint64_t eagerAddr = 0;
+  VerbsQpBlob ctrl;  // the control QP (grants, credits): only qpn and psn are used
   VerbsQpBlob qp[kVerbsMaxQps];
 };
 
@@ -78,7 +79,8 @@ struct VerbsGrant {
 };
 
 // Immediate values: 3 bits of kind, 29 bits of index (grant entry, eager slot) or, for credits,
-// the receiver's count of freed eager slots modulo 2^29.
+// the receiver's count of freed eager slots modulo 2^29. Grants travel on the control QP, so
+// theirs also names the data QP whose FIFO they went to: (qp << 16) | entry.
 enum class VerbsImm : uint32_t {
   kData = 0,           // a granted chunk landed (index: the grant)
   kGrant = 1,          // a grant is in the FIFO (index: its entry)
