@@ -20,21 +20,14 @@ readonly PREFIX=bmp-h SUBNET=10.78
 readonly STATE=${BCCL_MULTIPATH_STATE:-/run/bccl-multipath}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly HERE
-
-skip() {
-  echo "SKIP: $*" >&2
-  exit 77
-}
+# shellcheck source=netns_lib.sh
+source "$HERE/netns_lib.sh"
 
 check() {
   # The same requirements as the other namespace tests (root, iproute2, netns), plus tbf.
   "$HERE/netns_env.sh" check
-  local probe=bmp-probe-$$ ok=1
-  ip netns add "$probe"
-  ip -n "$probe" link add p0 type veth peer name p1
-  tc -n "$probe" qdisc add dev p0 root tbf rate 100mbit burst 256kb latency 100ms 2>/dev/null && ok=0
-  ip netns del "$probe"
-  [[ $ok -eq 0 ]] || skip "this kernel has no tbf qdisc (sch_tbf) to shape the paths"
+  qdisc_works tbf rate 100mbit burst 256kb latency 100ms ||
+    skip "this kernel has no tbf qdisc (sch_tbf) to shape the paths"
 }
 
 down() {
@@ -53,15 +46,6 @@ down() {
   for ns in $(ip netns list | awk '{print $1}' | grep -E "^${PREFIX}[01]$" || true); do
     ip netns del "$ns"
   done
-}
-
-have_netem() {
-  local probe=bmp-probe-$$ ok=1
-  ip netns add "$probe"
-  ip -n "$probe" link add p0 type veth peer name p1
-  tc -n "$probe" qdisc add dev p0 root netem delay 1ms 2>/dev/null && ok=0
-  ip netns del "$probe"
-  return $ok
 }
 
 # shape NS DEV RATE [DELAY]: the egress qdisc of one end.

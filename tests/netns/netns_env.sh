@@ -15,11 +15,8 @@ readonly PREFIX=bccl-h SWITCH_NS=bccl-sw IFNAME=bccl0 SUBNET=10.77.0
 readonly STATE=${BCCL_NETNS_STATE:-/run/bccl-netns}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly HERE
-
-skip() {
-  echo "SKIP: $*" >&2
-  exit 77
-}
+# shellcheck source=netns_lib.sh
+source "$HERE/netns_lib.sh"
 
 check() {
   [[ $(id -u) -eq 0 ]] || skip "needs root (creates network namespaces)"
@@ -50,16 +47,6 @@ down() {
 }
 
 addr() { echo "$SUBNET.$(($1 + 1))"; }
-
-# Whether this kernel has netem: try it on a throwaway veth pair inside a probe namespace.
-have_netem() {
-  local probe=bccl-probe-$$ ok=1
-  ip netns add "$probe"
-  ip -n "$probe" link add p0 type veth peer name p1
-  tc -n "$probe" qdisc add dev p0 root netem delay 1ms 2>/dev/null && ok=0
-  ip netns del "$probe"
-  return $ok
-}
 
 up() {
   local n=${1:-}
