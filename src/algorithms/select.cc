@@ -199,6 +199,37 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowD
   return choice;
 }
 
+namespace {
+
+// Builds this rank's schedule with `algorithm` (already chosen; "" for single-algorithm kinds).
+StatusOr<Schedule> buildScheduleFor(const OpArgs& a, int rank, const SelectionContext& ctx,
+                                    const std::string& algorithm) {
+  CollectiveShape shape;
+  shape.rank = rank;
+  shape.nranks = ctx.nranks;
+  shape.count = a.count;
+  shape.dtype = a.dtype;
+  shape.op = a.op;
+  shape.root = a.root;
+  shape.chunkBytes = ctx.chunkBytes;
+  shape.inPlace = inPlaceOf(a, rank);
+  if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
+  if (Builder build = builderFor(a.kind, algorithm)) return build(shape);
+  switch (a.kind) {
+    case CollKind::kAllToAll:
+      return buildPairwiseAllToAll(shape);
+    case CollKind::kBarrier:
+      return buildDisseminationBarrier(shape);
+    case CollKind::kSend:
+    case CollKind::kRecv:
+      return buildPointToPointSchedule({a}, rank, ctx.nranks);
+    default:
+      return internalError(std::string("no algorithm for ") + collName(a.kind));
+  }
+}
+
+}  // namespace
+
 StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArgs& a, int rank,
                                                                      const SelectionContext& ctx,
                                                                      ScheduleCache* cache,
@@ -223,7 +254,7 @@ StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArg
     if (cache != nullptr) cache->insert(key, direct);
     return std::shared_ptr<const CompiledSchedule>(std::move(direct));
   }
-  StatusOr<Schedule> built = buildCollectiveSchedule(a, rank, ctx);
+  StatusOr<Schedule> built = buildScheduleFor(a, rank, ctx, choice.algorithm);
   if (!built.isOk()) return built.status();
   std::shared_ptr<const CompiledSchedule> compiled = compileSchedule(std::move(built.value()));
   if (cache != nullptr) cache->insert(key, compiled);
@@ -231,29 +262,7 @@ StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArg
 }
 
 StatusOr<Schedule> buildCollectiveSchedule(const OpArgs& a, int rank, const SelectionContext& ctx) {
-  CollectiveShape shape;
-  shape.rank = rank;
-  shape.nranks = ctx.nranks;
-  shape.count = a.count;
-  shape.dtype = a.dtype;
-  shape.op = a.op;
-  shape.root = a.root;
-  shape.chunkBytes = ctx.chunkBytes;
-  shape.inPlace = inPlaceOf(a, rank);
-  const std::string algorithm = chooseAlgorithm(a, ctx, /*allowDirect=*/false).algorithm;
-  if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
-  if (Builder build = builderFor(a.kind, algorithm)) return build(shape);
-  switch (a.kind) {
-    case CollKind::kAllToAll:
-      return buildPairwiseAllToAll(shape);
-    case CollKind::kBarrier:
-      return buildDisseminationBarrier(shape);
-    case CollKind::kSend:
-    case CollKind::kRecv:
-      return buildPointToPointSchedule({a}, rank, ctx.nranks);
-    default:
-      return internalError(std::string("no algorithm for ") + collName(a.kind));
-  }
+  return buildScheduleFor(a, rank, ctx, chooseAlgorithm(a, ctx, /*allowDirect=*/false).algorithm);
 }
 
 StatusOr<Schedule> buildPointToPointSchedule(const std::vector<OpArgs>& ops, int rank, int nranks) {
