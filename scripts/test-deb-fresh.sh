@@ -59,12 +59,15 @@ in_root apt-get update -qq
 in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ./debs/*.deb' | tail -3
 status=0
 echo "== bccl_info"
-in_root bccl_info | head -15 || status=1
+# Captured first: piping straight into head would let head's early exit kill bccl_info with
+# SIGPIPE, which pipefail turns into a spurious failure.
+info="$(in_root bccl_info)" || { echo "FAIL: bccl_info exited with an error"; status=1; }
+head -15 <<<"$info"
 for tool in all_reduce_perf all_gather_perf; do
   echo "== bcclrun -n 2 $tool (installed)"
-  out="$(in_root bcclrun -n 2 --timeout 120 "$tool" -b 8 -e 4M -f 64 -c 1 2>&1)" || status=1
-  echo "$out" | grep -E "^\[0\] +[0-9]+ " || true
-  echo "$out" | grep -q "Out of bounds values : 0 OK" || { echo "FAIL: $tool results"; status=1; }
+  out="$(in_root bcclrun -n 2 --timeout 120 "$tool" -b 8 -e 4M -f 64 -c 1 2>&1)" || { echo "FAIL: $tool exited with an error"; status=1; }
+  grep -E "^\[0\] +[0-9]+ " <<<"$out" || true
+  grep -q "Out of bounds values : 0 OK" <<<"$out" || { echo "FAIL: $tool results"; status=1; }
 done
 echo "== a C program built with pkg-config against the installed package, run on 2 ranks"
 in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev pkg-config' | tail -1
@@ -76,7 +79,7 @@ else
 fi
 if [ "$with_torch" -eq 1 ]; then
   echo "== import bccl_torch"
-  in_root python3 -c 'import torch, bccl_torch; print("bccl_torch imported, torch", torch.__version__)' || status=1
+  in_root python3 -c 'import torch, bccl_torch; print("bccl_torch imported, torch", torch.__version__)' || { echo "FAIL: bccl_torch does not import"; status=1; }
 fi
 [ $status -eq 0 ] && echo "PASS: the .deb installs on fresh Debian 12 and works" || echo "FAIL"
 exit $status
