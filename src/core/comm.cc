@@ -73,6 +73,13 @@ void Communicator::dropConnections() {
   wake();
 }
 
+int Communicator::failOnePathEach() {
+  int broken = 0;
+  for (auto& c : connections_)
+    if (c != nullptr && c->failOnePath()) ++broken;
+  return broken;
+}
+
 void Communicator::markFailed(int rank, const std::string& why) {
   if (detector_ != nullptr) detector_->report(rank, why);
 }

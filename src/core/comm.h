@@ -84,6 +84,9 @@ class Communicator final : public ExecContext {
   void revoke();
   // Closes every socket abruptly, as if this host's network went away (fault injection).
   void dropConnections();
+  // Breaks one path of each connection that has several (fault injection: a failing QP or
+  // link); the connections carry on over the rest. Returns how many lost one.
+  int failOnePathEach();
   // Numbers the operations issued on this communicator (for fault injection).
   uint64_t countOperation() { return opsIssued_++; }
   std::vector<int> failedRanks() const;

@@ -15,7 +15,7 @@ namespace bccl {
 namespace {
 
 const StringParam kFaultInject("BCCL_FAULT_INJECT", "",
-                               "Inject failures: 'rank=R,op=N,action=kill|exit|stop|drop', "
+                               "Inject failures: 'rank=R,op=N,action=kill|exit|stop|drop|path', "
                                "several separated by ';'");
 
 struct FaultSpec {
@@ -61,6 +61,8 @@ void maybeInjectFault(Communicator& comm, uint64_t opIndex) {
     if (s.action == "exit") _exit(1);
     if (s.action == "stop") raise(SIGSTOP);
     if (s.action == "drop") comm.dropConnections();
+    if (s.action == "path" && comm.failOnePathEach() == 0)
+      BCCL_WARN("fault injection: no connection has a second path to lose");
   }
 }
 

@@ -2,7 +2,8 @@
 // killed, stops, or drops its connections when it issues its Nth operation on a communicator.
 //   BCCL_FAULT_INJECT="rank=2,op=50,action=kill"   (several specs separated by ';')
 //   actions: kill (SIGKILL itself), exit (_exit(1)), stop (SIGSTOP itself), drop (close every
-//   connection, as if its network went away)
+//   connection, as if its network went away), path (break one path of every connection that
+//   has several: a verbs QP forced into the error state; the operation must still succeed)
 #pragma once
 
 #include <cstdint>

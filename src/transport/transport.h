@@ -55,6 +55,9 @@ class Connection {
   virtual void setFailureCause(int rank) { (void)rank; }
   // Cuts the link as a network failure would (fault injection); the object stays valid.
   virtual void sever() {}
+  // Breaks one of several paths to the peer (fault injection), as a failing link or QP would;
+  // the connection is expected to carry on over the rest. False: no path it could lose.
+  virtual bool failOnePath() { return false; }
 };
 
 }  // namespace bccl

@@ -247,6 +247,105 @@ TEST_F(VerbsTransport, SeveralQpsPerPeerKeepOrder) {
   exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
 }
 
+// Traffic both ways over 4 QPs (plain copies and a float sum, so a chunk landing twice or not
+// at all shows), a QP forced into the error state while chunks are in flight: everything still
+// arrives right, both ends drop to 3 QPs, and the connection goes on working. Each side's QP
+// is broken in turn (the sender's end and the grantor's end fail differently), staged and
+// zero-copy, and then QPs are broken down to the last, which fault injection will not take.
+struct FailoverCase {
+  int side;  // whose end of the QP is forced into error
+  bool zeroCopy;
+};
+
+void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsConnection* c10,
+                          int breakSide, int roundsBeforeBreak) {
+  VerbsConnection* c[2] = {c01, c10};
+  const size_t kBytes = 300 * 1024 + 3, kFloats = 50003;
+  std::vector<char> out[2], in[2];
+  std::vector<float> addend[2], acc[2];
+  for (int side = 0; side < 2; ++side) {
+    out[side].resize(kBytes);
+    fill(&out[side], 7 + side);
+    in[side].assign(kBytes, '\x5a');
+    addend[side].resize(kFloats);
+    acc[side].resize(kFloats);
+    for (size_t i = 0; i < kFloats; ++i) {
+      addend[side][i] = static_cast<float>((i + side) % 89);
+      acc[side][i] = static_cast<float>(i % 97);
+    }
+  }
+  for (int side = 0; side < 2; ++side) {
+    RecvTarget copy;
+    copy.dst = in[side].data();
+    ASSERT_TRUE(c[side]->postRecv(copy, kBytes, 10).isOk());
+    RecvTarget sum;
+    sum.dst = reinterpret_cast<char*>(acc[side].data());
+    sum.operand = reinterpret_cast<const char*>(acc[side].data());
+    sum.dtype = bcclFloat32;
+    sum.op = bcclSum;
+    sum.elemSize = sizeof(float);
+    ASSERT_TRUE(c[side]->postRecv(sum, kFloats * 4, 11).isOk());
+    ASSERT_TRUE(c[side]->postSend(out[side].data(), kBytes, 12).isOk());
+    ASSERT_TRUE(c[side]->postSend(addend[side].data(), kFloats * 4, 13).isOk());
+  }
+  std::vector<uint64_t> done;
+  for (int round = 0; round < roundsBeforeBreak; ++round)
+    for (VerbsConnection* x : c) ASSERT_TRUE(x->progress(&done).isOk());
+  const uint32_t before = c[breakSide]->liveQps();
+  ASSERT_TRUE(c[breakSide]->failOnePath());
+  Status st = runUntil(ranks, 8, 120000, &done);
+  ASSERT_TRUE(st.isOk()) << st.message();
+  for (int side = 0; side < 2; ++side) {
+    EXPECT_TRUE(in[side] == out[1 - side]) << "side " << side;
+    for (size_t i = 0; i < kFloats; ++i)
+      ASSERT_EQ(acc[side][i], static_cast<float>(i % 97) + static_cast<float>((i + 1 - side) % 89))
+          << "side " << side << " element " << i;
+  }
+  EXPECT_TRUE(settles(ranks));
+  // Both ends learn of it (the other one through the Down notice, which may still be on its
+  // way when the traffic did not need the broken QP).
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while ((c[0]->liveQps() != before - 1 || c[1]->liveQps() != before - 1) &&
+         Clock::now() < deadline)
+    for (VerbsConnection* x : c) ASSERT_TRUE(x->progress(&done).isOk());
+  EXPECT_EQ(c[0]->liveQps(), before - 1);
+  EXPECT_EQ(c[1]->liveQps(), before - 1);
+  EXPECT_EQ(done.size(), 8u) << "no operation completes twice";
+}
+
+class VerbsFailover : public VerbsTransport, public ::testing::WithParamInterface<FailoverCase> {};
+
+TEST_P(VerbsFailover, QpForcedIntoErrorFailsOverToTheOthers) {
+  ScopedEnv env({{"BCCL_IB_QPS_PER_PEER", "4"},
+                 {"BCCL_IB_SLOTS", "4"},
+                 {"BCCL_IB_SLOT_BYTES", "8192"},
+                 {"BCCL_IB_ZERO_COPY", GetParam().zeroCopy ? "1" : "0"},
+                 {"BCCL_IB_ZERO_COPY_BYTES", "65536"}});
+  CREATE_RANKS(2);
+  const int side = GetParam().side;
+  // A few rounds in, so grants and writes are out on every QP when one breaks.
+  trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), side, 3);
+  if (HasFatalFailure()) return;
+  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  if (HasFatalFailure()) return;
+  // Down to the last QP, alternating sides and breaking before any progress.
+  trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), 1 - side, 0);
+  if (HasFatalFailure()) return;
+  trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), side, 1);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(conn(0, 1)->liveQps(), 1u);
+  EXPECT_FALSE(conn(0, 1)->failOnePath()) << "the last QP is not offered to fault injection";
+  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, VerbsFailover,
+                         ::testing::Values(FailoverCase{0, false}, FailoverCase{1, false},
+                                           FailoverCase{0, true}, FailoverCase{1, true}),
+                         [](const ::testing::TestParamInfo<FailoverCase>& info) {
+                           return std::string(info.param.side == 0 ? "RankZeroEnd" : "RankOneEnd") +
+                                  (info.param.zeroCopy ? "ZeroCopy" : "Staged");
+                         });
+
 TEST_F(VerbsTransport, RecvReduceFloatSumAcrossChunks) {
   ScopedEnv env({{"BCCL_IB_SLOTS", "3"}, {"BCCL_IB_SLOT_BYTES", "4096"}});
   CREATE_RANKS(2);

@@ -10,7 +10,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:?usage: run_in_softroce_vm.sh BUILD_DIR}" && pwd)
 for exe in tests/unit_verbs_transport_test tests/bccl_collectives_test tests/bccl_process_test \
-           tests/bccl_mixed_transport_test tests/unit_reduce_test bccl_info; do
+           tests/bccl_mixed_transport_test tests/unit_reduce_test bccl_info bcclrun \
+           all_reduce_perf all_gather_perf; do
   if [ ! -x "$build/$exe" ]; then
     if [ "$exe" = tests/unit_verbs_transport_test ]; then
       echo "run_in_softroce_vm: SKIP: $build was configured without verbs (no libibverbs-dev)"

@@ -47,8 +47,9 @@ Status VerbsConnection::allocate() {
   // are the same from the peer's side.
   const uint32_t perQp = 2 * g + cfg_.eagerSlots + 1 + kSpareWr;
   const VerbsQpCaps caps{perQp, perQp};
-  // The control QP carries every data QP's grants (<= g each) and one credit return.
-  const uint32_t perCtrl = cfg_.qps * g + 1 + kSpareWr;
+  // The control QP carries every data QP's grants (<= g each), one credit return, the eager
+  // writes, an eager size-mismatch notice and two failover notices per data QP.
+  const uint32_t perCtrl = cfg_.qps * g + cfg_.eagerSlots + 2 * cfg_.qps + 2 + kSpareWr;
   const VerbsQpCaps ctrlCaps{perCtrl, perCtrl};
   const int cqe = static_cast<int>(cfg_.qps * (caps.sendWr + caps.recvWr) + 2 * perCtrl);
   cq_ = ibv_create_cq(ctx_->device(), cqe, this, ctx_->channel(), 0);
@@ -215,14 +216,15 @@ Status VerbsConnection::postRecvEntries(ibv_qp* qp, uint32_t qi, uint32_t count)
     if (rc != 0)
       return systemError(peerName_ + ": verbs cannot post a receive on QP " +
                          std::to_string(qp->qp_num) + ": " + strerror(rc));
+    if (qi < qps_.size()) ++qps_[qi].recvOutstanding;
   }
   return Status::ok();
 }
 
 bool VerbsConnection::hasPending() const {
-  if (!sends_.empty() || !recvs_.empty()) return true;
+  if (!sends_.empty() || !recvs_.empty() || !regrants_.empty()) return true;
   for (const Qp& q : qps_)
-    if (!q.pending.empty()) return true;
+    if (!q.pending.empty() || (q.dead && !q.closedSent)) return true;
   return false;
 }
 
@@ -288,7 +290,10 @@ Status VerbsConnection::progress(std::vector<uint64_t>* completed) {
   if (!st.isOk()) return fail(st.withContext(peerName_));
   if (!asyncFailure_.empty()) return fail(remoteError(asyncFailure_).blaming(peer_));
   st = pollCompletions(completed);
+  if (st.isOk()) st = checkSuspectQps();
+  if (st.isOk()) st = recoverDeadQps();
   if (st.isOk()) st = issueGrants();
+  if (st.isOk()) st = closeRecoveredQps();
   if (st.isOk()) st = serveGrants();
   // Credits in batches, but at once when a small receive waits long enough to be granted:
   // its sender may be the one out of credits.
@@ -314,6 +319,12 @@ void VerbsConnection::addToWaitSet(WaitSet* set) const {
 }
 
 void VerbsConnection::onAsyncEvent(uint32_t qpn, const char* event) {
+  // A data QP's event is a failover (checkSuspectQps), if another QP is left to take over.
+  const int qi = dataQpIndex(qpn);
+  if (qi >= 0) {
+    asyncDeadQps_.emplace_back(static_cast<uint32_t>(qi), event);
+    return;
+  }
   if (asyncFailure_.empty())
     asyncFailure_ = peerName_ + ": verbs QP " + std::to_string(qpn) + " on " + ctx_->port().device +
                     ": asynchronous event " + event;
@@ -343,7 +354,9 @@ void VerbsConnection::dropPending() {
     for (Issued& is : q.issued) is = Issued{};
     q.pending.clear();
     q.pendingIndex.clear();
+    q.flights.clear();
   }
+  regrants_.clear();
   unexpected_.clear();
   recvs_.clear();
   sends_.clear();

@@ -9,13 +9,18 @@
 //    receiver copies or reduces each chunk out of its slot, then grants the slot again. Ring
 //    slots, grant entries and posted receive entries are all sized so that no credit can run
 //    out on the wire: a grant is only issued when its whole path is reserved;
-//  - chunks are spread over the QPs by the receiver when it grants (pickQp); the sender simply
-//    follows the grants, so a weighted policy (multipath) only has to change pickQp;
+//  - chunks are spread over the QPs by the receiver when it grants (pickQp: the QP with the
+//    fewest grants outstanding, so a slower QP, whose grants come back later, gets fewer); the
+//    sender simply follows the grants;
+//  - a data QP that fails (an error completion, a fatal event, or found in the error state)
+//    is cut out and its work moves to the others, without an error to the caller
+//    (verbs_failover.cc); only losing the control QP or the last data QP fails the connection;
 //  - grants and credits travel on their own control QP: a QP executes its work in order, so on
 //    a data QP a grant would wait behind up to a whole window of our own outgoing data, and in
 //    bidirectional traffic (every ring collective) each side would starve the other of credits;
 //  - messages up to the eager size skip the grant when the sender holds an eager credit: one
-//    write of header and payload into the receiver's eager ring (verbs_eager.cc).
+//    write of header and payload into the receiver's eager ring (verbs_eager.cc), on the
+//    control QP, so a data QP's failure cannot lose an eager message.
 // One thread at a time drives a connection (the executor's); sever() may come from another.
 #pragma once
 
@@ -57,6 +62,11 @@ class VerbsConnection final : public Connection {
   void dropPending() override;
   void setFailureCause(int rank) override { failureCause_ = rank; }
   void sever() override;
+  // Fault injection: forces the highest live data QP into the error state (another thread may
+  // call it); the connection finds it and fails over like after a real QP failure.
+  bool failOnePath() override;
+  // Data QPs still in use (for tests and messages).
+  uint32_t liveQps() const;
 
   // From the context: an asynchronous event hit one of our QPs.
   void onAsyncEvent(uint32_t qpn, const char* event);
@@ -74,6 +84,15 @@ class VerbsConnection final : public Connection {
     bool done = false;           // every write completed: can be forgotten
     bool eager = false;          // went into an eager slot: grants for it are cancelled
     std::vector<ibv_mr*> holds;  // cached registrations of the user buffer
+    // Chunks written on a QP that failed before confirming them: the receiver either grants
+    // them again or, closing that QP, says they had landed (verbs_failover.cc).
+    struct Lost {
+      uint64_t offset;
+      uint64_t bytes;
+      const char* staged;  // its copy in the dead QP's bounce slot, or null (from `data`)
+      uint32_t qp;
+    };
+    std::vector<Lost> lost;
   };
   struct RecvOp {
     RecvTarget target;
@@ -86,6 +105,7 @@ class VerbsConnection final : public Connection {
     size_t receivedBytes = 0;
     uint32_t chunksGranted = 0, chunksReceived = 0;  // received: answered (data or cancel)
     bool eagerTaken = false;                         // its bytes came in an eager slot
+    uint32_t lostChunks = 0;  // grants on a failed QP, waiting to be granted again
     bool reported = false;                           // token returned
     bool done = false;     // reported and every grant answered: can be forgotten
     int64_t postedNs = 0;  // when posted: small receives are granted only after a while
@@ -98,9 +118,31 @@ class VerbsConnection final : public Connection {
     uint64_t bytes = 0;
     int slot = -1;  // ring slot, or -1 for a zero-copy grant
   };
+  // A data write on its way: completions come in posting order, so the front is the oldest.
+  struct Flight {
+    uint32_t seq;
+    uint64_t offset;
+    uint64_t bytes;
+    const char* staged;  // bounce slot, or null when written from the user buffer
+  };
+  // A chunk whose grant went down with its QP, to be granted on another.
+  struct Regrant {
+    RecvOp* op;
+    uint64_t offset;
+    uint64_t bytes;
+    uint32_t fromQp;
+  };
   struct Qp {
     ibv_qp* qp = nullptr;
     uint32_t psn = 0;
+    // Failover state (verbs_failover.cc).
+    bool dead = false;
+    bool recovered = false;     // its unanswered grants are queued to be granted again
+    bool closedSent = false;    // the peer was told they all were
+    int64_t deadNs = 0;
+    uint32_t recvOutstanding = 0;  // receive entries posted and not yet completed
+    uint32_t regrantsLeft = 0;     // of its grants, not yet granted again elsewhere
+    std::deque<Flight> flights;
     // Receive side: ring slots and grant entries, both used and freed in order.
     char* ring = nullptr;
     ibv_mr* ringMr = nullptr;
@@ -127,7 +169,8 @@ class VerbsConnection final : public Connection {
     kWrMismatch = 3,
     kWrEager = 4,
     kWrCancel = 5,
-    kWrCredit = 6
+    kWrCredit = 6,
+    kWrQpNotice = 7
   };
   static constexpr uint64_t kWrBounce = 1ull << 40;
   static uint64_t sendWrId(WrKind kind, uint32_t qi, uint32_t seq, bool bounce = false) {
@@ -145,6 +188,7 @@ class VerbsConnection final : public Connection {
   Status onRecvCompletion(uint32_t qi, const ibv_wc& wc, std::vector<uint64_t>* completed);
   Status onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed);
   Status issueGrants();
+  Status postGrant(RecvOp& op, uint64_t offset, size_t chunk, bool needSlot, uint32_t qi);
   Status serveGrants();
   Status serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t index, bool* served);
   int pickQp(bool needSlot) const;
@@ -163,9 +207,26 @@ class VerbsConnection final : public Connection {
   Status postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq);
   Status maybeReturnCredits(bool force);
   Status postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
-  Status onControlCompletion(const ibv_wc& wc);
+  Status onControlCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed);
   void popDone();
   Status completionError(const ibv_wc& wc);
+  // Failover (verbs_failover.cc).
+  int dataQpIndex(uint32_t qpNum) const;
+  // An unsuccessful completion: a data QP fails over; anything else fails the connection.
+  Status onFailedCompletion(const ibv_wc& wc);
+  // Cuts data QP `qi` out. `why` goes into the WARN; `fromPeer`: the peer told us (no notice).
+  Status retireQp(uint32_t qi, const std::string& why, bool fromPeer);
+  // QPs found in the error state (fault injection, or a failure without a completion).
+  Status checkSuspectQps();
+  // Grantor side: once a dead QP's landed chunks are all processed, grants the rest again.
+  Status recoverDeadQps();
+  // ... and once all of them are granted, tells the sender with a Closed notice.
+  Status closeRecoveredQps();
+  Status onQpNotice(uint32_t kind, uint32_t qi);
+  // Sender side: the peer has granted again everything of QP `qi` that did not land.
+  void onQpClosed(uint32_t qi);
+  static int lostChunkAt(const SendOp& op, uint64_t offset);
+  Status postQpNotice(uint32_t kind, uint32_t qi);
   // After posting a size-mismatch notice: waits (bounded) until it has left, so failing the
   // connection right after cannot flush it unsent.
   void waitForNotice();
@@ -189,7 +250,7 @@ class VerbsConnection final : public Connection {
   uint32_t peerSlotBytes_ = 0;
   std::deque<SendOp> sends_;
   std::vector<uint64_t> early_;  // ops finished while posting, reported by the next progress()
-  // Eager ring (QP 0): ours receives the peer's small messages, the bounce stages ours.
+  // Eager ring (written over the control QP): ours receives the peer's small messages, the bounce stages ours.
   uint32_t eagerSlots_ = 0;  // 0: eager off on this connection
   uint32_t eagerBytes_ = 0;  // payload per slot
   size_t eagerStride_ = 0;   // header + payload, cache-line aligned
@@ -213,6 +274,11 @@ class VerbsConnection final : public Connection {
   Status brokenStatus_;
   std::string asyncFailure_;
   std::atomic<bool> severed_{false};
+  std::deque<Regrant> regrants_;
+  std::vector<std::pair<uint32_t, std::string>> asyncDeadQps_;  // data QPs hit by a fatal event
+  std::atomic<uint32_t> suspectQps_{0};  // bit per data QP: check its state
+  std::atomic<uint32_t> deadMask_{0};    // bit per data QP cut out (read by failOnePath)
+  int64_t lastStateCheckNs_ = 0;
 };
 
 }  // namespace bccl

@@ -68,10 +68,11 @@ Status VerbsConnection::trySendEager(SendOp& op) {
   wr.wr.rdma.remote_addr = remote_.eagerAddr + slot * eagerStride_;
   wr.wr.rdma.rkey = remote_.eagerRkey;
   ibv_send_wr* bad = nullptr;
-  int rc = ibv_post_send(qps_[0].qp, &wr, &bad);
+  // On the control QP: it is never failed over, so an eager message cannot be lost with a QP.
+  int rc = ibv_post_send(ctrl_, &wr, &bad);
   if (rc != 0)
     return systemError(peerName_ + ": verbs cannot post an eager write on QP " +
-                       std::to_string(qps_[0].qp->qp_num) + ": " + strerror(rc));
+                       std::to_string(ctrl_->qp_num) + ": " + strerror(rc));
   eagerOutHead_ = (eagerOutHead_ + 1) % eagerSlots_;
   eagerSent_ = (eagerSent_ + 1) & kVerbsImmIndexMask;
   ++eagerOutBusy_;
@@ -113,7 +114,7 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
   if (h.bytes != op.bytes) {
     // Tell the sender too (its send already completed): it fails at its next progress.
     const uint32_t expected = static_cast<uint32_t>(std::min<size_t>(op.bytes, kVerbsImmIndexMask));
-    if (postImmOnly(qps_[0].qp, sendWrId(kWrMismatch, 0, op.seq),
+    if (postImmOnly(ctrl_, sendWrId(kWrMismatch, 0, op.seq),
                     makeImm(VerbsImm::kEagerMismatch, expected), remote_.eagerAddr,
                     remote_.eagerRkey)
             .isOk())

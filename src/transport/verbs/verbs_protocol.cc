@@ -60,7 +60,10 @@ Status VerbsConnection::pollCompletions(std::vector<uint64_t>* completed) {
     int n = ibv_poll_cq(cq_, kPollBatch, wc);
     if (n < 0) return systemError(peerName_ + ": verbs ibv_poll_cq failed");
     for (int i = 0; i < n; ++i) {
-      if (wc[i].status != IBV_WC_SUCCESS) return completionError(wc[i]);
+      if (wc[i].status != IBV_WC_SUCCESS) {
+        BCCL_RETURN_IF_ERROR(onFailedCompletion(wc[i]));
+        continue;
+      }
       Status st = (wc[i].wr_id >> 56) == 0
                       ? onRecvCompletion(static_cast<uint32_t>(wc[i].wr_id), wc[i], completed)
                       : onSendCompletion(wc[i], completed);
@@ -70,17 +73,30 @@ Status VerbsConnection::pollCompletions(std::vector<uint64_t>* completed) {
   }
 }
 
-Status VerbsConnection::onControlCompletion(const ibv_wc& wc) {
+Status VerbsConnection::onControlCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed) {
   BCCL_RETURN_IF_ERROR(postRecvEntries(ctrl_, kCtrlQp, 1));
   const uint32_t imm = ntohl(wc.imm_data);
   const uint32_t index = immIndex(imm);
-  if (immKind(imm) == VerbsImm::kCredit) {
-    eagerPeerFreed_ = index;
-    return Status::ok();
+  switch (immKind(imm)) {
+    case VerbsImm::kCredit:
+      eagerPeerFreed_ = index;
+      return Status::ok();
+    case VerbsImm::kEager:
+      return onEager(index, completed);
+    case VerbsImm::kEagerMismatch:
+      return invalidUsage(peerName_ + " expects " + std::to_string(index) +
+                          " bytes, but this rank sent a message of another size: mismatched "
+                          "counts or datatypes between ranks");
+    case VerbsImm::kQpNotice:
+      return onQpNotice(index >> 8, index & 0xff);
+    default:
+      break;
   }
   const uint32_t qi = index >> 16, entry = index & 0xffff;
   if (immKind(imm) != VerbsImm::kGrant || qi >= qps_.size() || entry >= cfg_.grantSlots)
     return internalError(peerName_ + ": verbs: unexpected immediate on the control QP");
+  // A grant issued before the peer learnt the QP had failed: it grants the chunk again.
+  if (qps_[qi].dead) return Status::ok();
   // Copied out at once: the FIFO entry may be rewritten once its chunk has landed.
   Qp& q = qps_[qi];
   q.pending.push_back(q.grantIn[entry]);
@@ -92,9 +108,11 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
                                          std::vector<uint64_t>* completed) {
   if (!(wc.wc_flags & IBV_WC_WITH_IMM) || (qi >= qps_.size() && qi != kCtrlQp))
     return internalError(peerName_ + ": verbs: unexpected receive completion");
-  if (qi == kCtrlQp) return onControlCompletion(wc);
+  if (qi == kCtrlQp) return onControlCompletion(wc, completed);
   Qp& q = qps_[qi];
-  BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, qi, 1));
+  --q.recvOutstanding;
+  // A dead QP's landed chunks are still taken (that is what its recovery waits for).
+  if (!q.dead) BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, qi, 1));
   const uint32_t imm = ntohl(wc.imm_data);
   const uint32_t index = immIndex(imm);
   const uint32_t g = cfg_.grantSlots;
@@ -102,12 +120,6 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
     case VerbsImm::kData:
     case VerbsImm::kCancel:
       break;
-    case VerbsImm::kEager:
-      return onEager(index, completed);
-    case VerbsImm::kEagerMismatch:
-      return invalidUsage(peerName_ + " expects " + std::to_string(index) +
-                          " bytes, but this rank sent a message of another size: mismatched "
-                          "counts or datatypes between ranks");
     default:
       if (index >= g) return internalError(peerName_ + ": verbs: immediate out of range");
       if (immKind(imm) == VerbsImm::kMismatch) {
@@ -140,7 +152,7 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
   if (data) op.receivedBytes += is.bytes;
   ++op.chunksReceived;
   is = Issued{};
-  if (data && op.granted && op.chunksReceived == op.chunksGranted) {
+  if (data && op.granted && op.chunksReceived == op.chunksGranted && op.lostChunks == 0) {
     finishRecv(op, completed);
   } else {
     retireRecv(op);
@@ -149,6 +161,11 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
 }
 
 Status VerbsConnection::onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed) {
+  // Whatever a dead QP still confirms was accounted for when it died (its writes became
+  // `lost`, settled by the receiver's grants or its closing notice).
+  const int posted = dataQpIndex(wc.qp_num);
+  if (posted >= 0 && qps_[static_cast<size_t>(posted)].dead) return Status::ok();
+  if (wrKind(wc.wr_id) == kWrQpNotice) return Status::ok();
   const uint32_t qi = wrQp(wc.wr_id);
   if (qi >= qps_.size()) return internalError(peerName_ + ": verbs: unexpected send completion");
   Qp& q = qps_[qi];
@@ -167,6 +184,9 @@ Status VerbsConnection::onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>
       break;
     case kWrData:
       if (wc.wr_id & kWrBounce) --q.bounceUsed;
+      if (!q.flights.empty()) q.flights.pop_front();
+      break;
+    default:
       break;
   }
   SendOp* op = sendBySeq(wrSeq(wc.wr_id));
@@ -179,20 +199,36 @@ Status VerbsConnection::onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>
 }
 
 int VerbsConnection::pickQp(bool needSlot) const {
-  // Round robin over the QPs with room. Multipath (issue 8) weights links here: the sender
-  // follows whatever QP a grant arrives on, so this is the only place a policy lives.
+  // The live QP with room and the fewest grants outstanding (ties in turn): a QP that delivers
+  // more slowly keeps its grants longer and so is offered fewer chunks, which spreads the
+  // traffic in proportion to what each QP delivers. The sender follows whatever QP a grant
+  // names, so this is the only place a policy lives.
   const uint32_t n = static_cast<uint32_t>(qps_.size());
+  int best = -1;
   for (uint32_t k = 0; k < n; ++k) {
     const uint32_t i = (nextQp_ + k) % n;
     const Qp& q = qps_[i];
-    if (q.grantsOut < cfg_.grantSlots && q.grantOutBusy < cfg_.grantSlots &&
-        (!needSlot || q.ringUsed < cfg_.slots))
-      return static_cast<int>(i);
+    if (q.dead || q.grantsOut >= cfg_.grantSlots || q.grantOutBusy >= cfg_.grantSlots ||
+        (needSlot && q.ringUsed >= cfg_.slots))
+      continue;
+    if (best < 0 || q.grantsOut < qps_[static_cast<size_t>(best)].grantsOut)
+      best = static_cast<int>(i);
   }
-  return -1;
+  return best;
 }
 
 Status VerbsConnection::issueGrants() {
+  // Chunks whose grants went down with a failed QP go first: theirs are the oldest messages.
+  while (!regrants_.empty()) {
+    const Regrant r = regrants_.front();
+    const bool needSlot = !r.op->direct && r.bytes > 0;
+    const int qi = pickQp(needSlot);
+    if (qi < 0) return Status::ok();  // out of credits: more when chunks land
+    BCCL_RETURN_IF_ERROR(postGrant(*r.op, r.offset, r.bytes, needSlot, static_cast<uint32_t>(qi)));
+    regrants_.pop_front();
+    --r.op->lostChunks;
+    --qps_[r.fromQp].regrantsLeft;
+  }
   int64_t now = -1;
   for (RecvOp& op : recvs_) {
     if (op.granted) continue;
@@ -212,67 +248,75 @@ Status VerbsConnection::issueGrants() {
       }
       size_t chunk = cfg_.slotBytes;
       if (op.direct) {
-        chunk = (op.bytes + cfg_.qps - 1) / cfg_.qps;
+        const size_t live = liveQps();
+        chunk = (op.bytes + live - 1) / live;
         chunk = (chunk + kDirectChunkAlign - 1) / kDirectChunkAlign * kDirectChunkAlign;
       }
       chunk = std::min(chunk, op.bytes - op.grantedBytes);
       const bool needSlot = !op.direct && chunk > 0;
       const int qi = pickQp(needSlot);
       if (qi < 0) return Status::ok();  // out of credits: more when chunks land
-      nextQp_ = static_cast<uint32_t>(qi) + 1;
-      Qp& q = qps_[static_cast<size_t>(qi)];
-      Issued is;
-      is.op = &op;
-      is.offset = op.grantedBytes;
-      is.bytes = chunk;
-      VerbsGrant grant;
-      grant.seq = op.seq;
-      grant.offset = op.grantedBytes;
-      grant.bytes = chunk;
-      grant.total = op.bytes;
-      if (op.direct) {
-        grant.addr = reinterpret_cast<uint64_t>(op.target.dst) + op.grantedBytes;
-        grant.rkey = op.hold->rkey;
-      } else {
-        // A 0-byte message still gets a grant (its write-with-immediate is the message).
-        grant.addr = reinterpret_cast<uint64_t>(q.ring);
-        grant.rkey = q.ringMr->rkey;
-        if (needSlot) {
-          is.slot = static_cast<int>(q.ringHead);
-          grant.addr += static_cast<uint64_t>(q.ringHead) * cfg_.slotBytes;
-          q.ringHead = (q.ringHead + 1) % cfg_.slots;
-          ++q.ringUsed;
-        }
-      }
-      const uint32_t index = q.grantHead;
-      q.grantHead = (q.grantHead + 1) % cfg_.grantSlots;
-      ++q.grantsOut;
-      q.issued[index] = is;
-      // The entry's previous grant has come back as data, so the peer is done reading it.
-      q.grantOut[index] = grant;
-      ibv_sge sge{reinterpret_cast<uint64_t>(&q.grantOut[index]), sizeof(VerbsGrant),
-                  q.grantOutMr->lkey};
-      ibv_send_wr wr{};
-      wr.wr_id = sendWrId(kWrGrant, static_cast<uint32_t>(qi), op.seq);
-      wr.sg_list = &sge;
-      wr.num_sge = 1;
-      wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-      wr.send_flags = IBV_SEND_SIGNALED;
-      // On the control QP, naming the data QP whose FIFO it lands in (and whose ring it grants).
-      wr.imm_data = htonl(makeImm(VerbsImm::kGrant, (static_cast<uint32_t>(qi) << 16) | index));
-      wr.wr.rdma.remote_addr = remote_.qp[qi].grantAddr + index * sizeof(VerbsGrant);
-      wr.wr.rdma.rkey = remote_.qp[qi].grantRkey;
-      ibv_send_wr* bad = nullptr;
-      int rc = ibv_post_send(ctrl_, &wr, &bad);
-      if (rc != 0)
-        return systemError(peerName_ + ": verbs cannot post a grant on QP " +
-                           std::to_string(ctrl_->qp_num) + ": " + strerror(rc));
-      ++q.grantOutBusy;
+      BCCL_RETURN_IF_ERROR(
+          postGrant(op, op.grantedBytes, chunk, needSlot, static_cast<uint32_t>(qi)));
       op.grantedBytes += chunk;
-      ++op.chunksGranted;
       op.granted = op.grantedBytes == op.bytes;
     }
   }
+  return Status::ok();
+}
+
+Status VerbsConnection::postGrant(RecvOp& op, uint64_t offset, size_t chunk, bool needSlot,
+                                  uint32_t qi) {
+  nextQp_ = qi + 1;
+  Qp& q = qps_[qi];
+  Issued is;
+  is.op = &op;
+  is.offset = offset;
+  is.bytes = chunk;
+  VerbsGrant grant;
+  grant.seq = op.seq;
+  grant.offset = offset;
+  grant.bytes = chunk;
+  grant.total = op.bytes;
+  if (op.direct) {
+    grant.addr = reinterpret_cast<uint64_t>(op.target.dst) + offset;
+    grant.rkey = op.hold->rkey;
+  } else {
+    // A 0-byte message still gets a grant (its write-with-immediate is the message).
+    grant.addr = reinterpret_cast<uint64_t>(q.ring);
+    grant.rkey = q.ringMr->rkey;
+    if (needSlot) {
+      is.slot = static_cast<int>(q.ringHead);
+      grant.addr += static_cast<uint64_t>(q.ringHead) * cfg_.slotBytes;
+      q.ringHead = (q.ringHead + 1) % cfg_.slots;
+      ++q.ringUsed;
+    }
+  }
+  const uint32_t index = q.grantHead;
+  q.grantHead = (q.grantHead + 1) % cfg_.grantSlots;
+  ++q.grantsOut;
+  q.issued[index] = is;
+  // The entry's previous grant has come back as data, so the peer is done reading it.
+  q.grantOut[index] = grant;
+  ibv_sge sge{reinterpret_cast<uint64_t>(&q.grantOut[index]), sizeof(VerbsGrant),
+              q.grantOutMr->lkey};
+  ibv_send_wr wr{};
+  wr.wr_id = sendWrId(kWrGrant, qi, op.seq);
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  // On the control QP, naming the data QP whose FIFO it lands in (and whose ring it grants).
+  wr.imm_data = htonl(makeImm(VerbsImm::kGrant, (qi << 16) | index));
+  wr.wr.rdma.remote_addr = remote_.qp[qi].grantAddr + index * sizeof(VerbsGrant);
+  wr.wr.rdma.rkey = remote_.qp[qi].grantRkey;
+  ibv_send_wr* bad = nullptr;
+  int rc = ibv_post_send(ctrl_, &wr, &bad);
+  if (rc != 0)
+    return systemError(peerName_ + ": verbs cannot post a grant on QP " +
+                       std::to_string(ctrl_->qp_num) + ": " + strerror(rc));
+  ++q.grantOutBusy;
+  ++op.chunksGranted;
   return Status::ok();
 }
 
@@ -327,8 +371,16 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
   if (g.offset + g.bytes > op->bytes || op->postedBytes + g.bytes > op->bytes)
     return internalError(peerName_ + ": verbs: grant out of step with the message");
   bool bounce = false;
+  const char* staged = nullptr;
+  // A chunk granted again after its QP failed comes from our own copy of it when it had been
+  // staged: the caller may have its buffer back already.
+  const int lost = lostChunkAt(*op, g.offset);
+  const char* src = lost >= 0 && op->lost[static_cast<size_t>(lost)].staged != nullptr
+                        ? op->lost[static_cast<size_t>(lost)].staged
+                        : op->data + g.offset;
+  if (lost < 0 && op->reported && op->holds.empty() && g.bytes > 0)
+    return internalError(peerName_ + ": verbs: a grant for a chunk no longer held");
   if (g.bytes > 0) {
-    const char* src = op->data + g.offset;
     if (zeroCopy_ && op->bytes >= cfg_.zeroCopyBytes) {
       if (op->holds.empty()) {
         StatusOr<ibv_mr*> mr = ctx_->mrCache().acquire(op->data, op->bytes, IBV_ACCESS_LOCAL_WRITE);
@@ -343,6 +395,7 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
       if (q.bounceUsed == cfg_.slots) return Status::ok();  // wait for a write to complete
       char* slot = q.bounce + static_cast<size_t>(q.bounceHead) * cfg_.slotBytes;
       memcpy(slot, src, g.bytes);
+      staged = slot;
       sge = ibv_sge{reinterpret_cast<uint64_t>(slot), static_cast<uint32_t>(g.bytes),
                     q.bounceMr->lkey};
       q.bounceHead = (q.bounceHead + 1) % cfg_.slots;
@@ -361,6 +414,8 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
   op->postedBytes += g.bytes;
   ++op->chunksPosted;
   ++op->inflight;
+  q.flights.push_back(Flight{g.seq, g.offset, g.bytes, staged});
+  if (lost >= 0) op->lost.erase(op->lost.begin() + lost);
   *served = true;
   // Staged in bounce slots, the whole message no longer needs the caller's buffer: report it
   // done now, not one acknowledgement later (the slots are freed by the completions).
@@ -401,7 +456,7 @@ void VerbsConnection::finishRecv(RecvOp& op, std::vector<uint64_t>* completed) {
 
 void VerbsConnection::retireRecv(RecvOp& op) {
   // A receive taken eagerly may still have a grant out, whose cancel is yet to come.
-  op.done = op.reported && op.granted && op.chunksReceived == op.chunksGranted;
+  op.done = op.reported && op.granted && op.chunksReceived == op.chunksGranted && op.lostChunks == 0;
 }
 
 VerbsConnection::RecvOp* VerbsConnection::recvBySeq(uint32_t seq) {

@@ -51,7 +51,7 @@ struct VerbsBlob {
   uint8_t hasGid = 0;
   uint8_t gid[16] = {};
   uint32_t flags = 0;       // kVerbsZeroCopy when this side registers user buffers
-  uint32_t eagerSlots = 0;  // eager ring (on QP 0): slots of kVerbsEagerHeader + eagerBytes
+  uint32_t eagerSlots = 0;  // eager ring (written over the control QP): slots of kVerbsEagerHeader + eagerBytes
   uint32_t eagerBytes = 0;
   uint32_t eagerRkey = 0;
   uint64_t eagerAddr = 0;
@@ -89,7 +89,12 @@ enum class VerbsImm : uint32_t {
   kCancel = 4,         // the grant's message went eagerly: the grant is free again
   kCredit = 5,         // eager slots freed so far (index: the count)
   kEagerMismatch = 6,  // an eager message had another size (index: the size expected)
+  kQpNotice = 7,       // about a data QP (index: (notice << 8) | qp), on the control QP
 };
+// Notices of kQpNotice. Down: the sender's copy of that QP failed, stop using it. Closed: every
+// grant that QP left unanswered has been granted again (so any other chunk on it had landed).
+constexpr uint32_t kQpDown = 1;
+constexpr uint32_t kQpClosed = 2;
 constexpr uint32_t kVerbsImmIndexMask = (1u << 29) - 1;
 inline uint32_t makeImm(VerbsImm kind, uint32_t index) {
   return (static_cast<uint32_t>(kind) << 29) | (index & kVerbsImmIndexMask);
