@@ -41,7 +41,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=5, help="steps left out of the time per step")
     p.add_argument("--worlds", default="4,2", help="rank counts to run, comma-separated (default 4,2)")
     p.add_argument("--batch", type=int, default=8, help="samples per rank per step (small: communication-bound)")
+    p.add_argument("--model", choices=["mlp", "embedding"], default="mlp",
+                   help="mlp: dense layers (compute grows with the batch); embedding: an EmbeddingBag "
+                        "with dense gradients and a linear head, as in recommendation models, where the "
+                        "gradient allreduce dominates the step")
     p.add_argument("--width", type=int, default=1024, help="MLP width (default 1024: 3.4M parameters)")
+    p.add_argument("--vocab", type=int, default=50000, help="embedding rows (default 50000 x 64: 3.2M parameters)")
     p.add_argument("--depth", type=int, default=4, help="hidden layers")
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=1234)
@@ -54,8 +59,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+class EmbeddingRegressor(torch.nn.Module):
+    """A bag of ids -> mean of their embeddings -> linear head. Dense gradients (sparse=False):
+    every step allreduces the whole table, while the arithmetic per step stays tiny."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.table = torch.nn.EmbeddingBag(vocab, 64, mode="mean")
+        self.head = torch.nn.Linear(64, 16)
+
+    def forward(self, ids):
+        return self.head(self.table(ids))
+
+
 def make_model(args):
     torch.manual_seed(args.seed)
+    if args.model == "embedding":
+        return EmbeddingRegressor(args.vocab)
     layers, width_in = [], 256
     for _ in range(args.depth):
         layers += [torch.nn.Linear(width_in, args.width), torch.nn.Tanh()]
@@ -66,18 +86,27 @@ def make_model(args):
 
 def train(args, group, rank):
     """Trains a fresh model with DDP over `group`; returns (rank 0's losses, seconds per step)."""
-    model = torch.nn.parallel.DistributedDataParallel(make_model(args), process_group=group)
+    # Gradients live in the allreduce buckets (no copy in and out of them), as large jobs set it.
+    model = torch.nn.parallel.DistributedDataParallel(make_model(args), process_group=group,
+                                                      gradient_as_bucket_view=True)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr)
     data = torch.Generator().manual_seed(args.seed * 1000 + rank)  # same stream for both backends
     teacher = torch.Generator().manual_seed(args.seed)
-    w_true = torch.randn(256, 16, generator=teacher) / 16
+    if args.model == "embedding":
+        t_true = torch.randn(args.vocab, 16, generator=teacher)
+    else:
+        w_true = torch.randn(256, 16, generator=teacher) / 16
     losses, times = [], []
     dist.barrier(group=group)
     for step in range(args.steps):
         start = time.perf_counter()
-        x = torch.randn(args.batch, 256, generator=data)
-        y = torch.tanh(x @ w_true)
-        opt.zero_grad(set_to_none=True)
+        if args.model == "embedding":
+            x = torch.randint(0, args.vocab, (args.batch, 16), generator=data)
+            y = torch.tanh(t_true[x].mean(1))
+        else:
+            x = torch.randn(args.batch, 256, generator=data)
+            y = torch.tanh(x @ w_true)
+        opt.zero_grad(set_to_none=False)  # bucket views stay (set_to_none would drop them)
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()  # DDP allreduces the gradient buckets here
         opt.step()
@@ -134,7 +163,7 @@ def worker(rank, world, port, args, out_path):
 
 def report(args, r):
     world, bccl, gloo = r["world"], r["bccl"], r["gloo"]
-    print(f"\n=== {world} ranks: DDP, {r['params'] / 1e6:.2f}M parameters, batch {args.batch}/rank, "
+    print(f"\n=== {world} ranks: DDP, {args.model}, {r['params'] / 1e6:.2f}M parameters, batch {args.batch}/rank, "
           f"{args.steps} steps")
     print(f"{'step':>6} {'loss (bccl)':>16} {'loss (gloo)':>16} {'difference':>12}")
     worst = 0.0
