@@ -498,9 +498,12 @@ TEST(MultipathConnection, CutPathMidTransferIsResentOverTheOthersAndComesBack) {
   FakeReconnector ra, rb;
   MultipathConnection x(1, "rank 1", p.a, testOptions(), &ra);
   MultipathConnection y(0, "rank 0", p.b, testOptions(), &rb);
-  // Cut path 1 (both ends see it fail) once some of the 16 MB is under way.
+  // Cut path 1 (both ends see it fail) once some of the 16 MB is under way, the way fault
+  // injection does (the highest open path).
   exchange(x, y, 4 * 1000 * 1000, [&](size_t round) {
-    if (round == 20) shutdown(p.a[1], SHUT_RDWR);
+    if (round == 20) {
+      EXPECT_TRUE(x.failOnePath());
+    }
   });
   EXPECT_FALSE(x.pathUp(1));
   EXPECT_FALSE(y.pathUp(1));

@@ -258,7 +258,7 @@ struct FailoverCase {
 };
 
 void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsConnection* c10,
-                          int breakSide, int roundsBeforeBreak) {
+                          int breakSide, int roundsBeforeBreak, bool countsDown = true) {
   VerbsConnection* c[2] = {c01, c10};
   const size_t kBytes = 300 * 1024 + 3, kFloats = 50003;
   std::vector<char> out[2], in[2];
@@ -302,6 +302,7 @@ void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsC
           << "side " << side << " element " << i;
   }
   EXPECT_TRUE(settles(ranks));
+  if (!countsDown) return;  // the QP may be back already
   // Both ends learn of it (the other one through the Down notice, which may still be on its
   // way when the traffic did not need the broken QP).
   const auto deadline = Clock::now() + std::chrono::seconds(5);
@@ -316,7 +317,9 @@ void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsC
 class VerbsFailover : public VerbsTransport, public ::testing::WithParamInterface<FailoverCase> {};
 
 TEST_P(VerbsFailover, QpForcedIntoErrorFailsOverToTheOthers) {
-  ScopedEnv env({{"BCCL_IB_QPS_PER_PEER", "4"},
+  // Counted down to the last QP: none is put back meanwhile.
+  ScopedEnv env({{"BCCL_IB_QP_RETRY_MS", "0"},
+                 {"BCCL_IB_QPS_PER_PEER", "4"},
                  {"BCCL_IB_SLOTS", "4"},
                  {"BCCL_IB_SLOT_BYTES", "8192"},
                  {"BCCL_IB_ZERO_COPY", GetParam().zeroCopy ? "1" : "0"},
@@ -336,6 +339,36 @@ TEST_P(VerbsFailover, QpForcedIntoErrorFailsOverToTheOthers) {
   EXPECT_EQ(conn(0, 1)->liveQps(), 1u);
   EXPECT_FALSE(conn(0, 1)->failOnePath()) << "the last QP is not offered to fault injection";
   exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+}
+
+// A QP cut out is reset after BCCL_IB_QP_RETRY_MS once both ends have settled its failure, is
+// live again at both ends, and is granted chunks again.
+TEST_F(VerbsTransport, AFailedQpIsPutBackAndCarriesTrafficAgain) {
+  ScopedEnv env({{"BCCL_IB_QP_RETRY_MS", "50"},
+                 {"BCCL_IB_QPS_PER_PEER", "3"},
+                 {"BCCL_IB_SLOTS", "4"},
+                 {"BCCL_IB_SLOT_BYTES", "8192"}});
+  CREATE_RANKS(2);
+  for (int round = 0; round < 2; ++round) {  // the same QP fails and comes back twice
+    trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), round, 2, false);
+    if (HasFatalFailure()) return;
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    std::vector<uint64_t> none;
+    while ((conn(0, 1)->liveQps() < 3 || conn(1, 0)->liveQps() < 3) && Clock::now() < deadline) {
+      ASSERT_TRUE(conn(0, 1)->progress(&none).isOk());
+      ASSERT_TRUE(conn(1, 0)->progress(&none).isOk());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(conn(0, 1)->liveQps(), 3u) << "not put back at rank 0";
+    ASSERT_EQ(conn(1, 0)->liveQps(), 3u) << "not put back at rank 1";
+    EXPECT_TRUE(none.empty());
+    // The QP fault injection broke (the highest) is granted chunks again, in both directions.
+    const uint64_t before01 = conn(0, 1)->grantsIssuedOn(2), before10 = conn(1, 0)->grantsIssuedOn(2);
+    exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+    if (HasFatalFailure()) return;
+    EXPECT_GT(conn(0, 1)->grantsIssuedOn(2), before01 + 10);
+    EXPECT_GT(conn(1, 0)->grantsIssuedOn(2), before10 + 10);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, VerbsFailover,

@@ -681,6 +681,24 @@ void MultipathConnection::dropPending() {
   broken_ = true;  // a frame may have been cut mid-way: the streams are unusable
 }
 
+bool MultipathConnection::failOnePath() {
+  // Another thread, like sever(): only the sockets are touched, under fdMu_. The progress thread
+  // then sees the highest open path fail as after a reset and fails it over; PathManager
+  // reconnects it.
+  std::lock_guard<std::mutex> lock(fdMu_);
+  int open = 0;
+  Path* victim = nullptr;
+  for (auto& p : paths_)
+    if (p->fd >= 0) {
+      ++open;
+      victim = p.get();
+    }
+  if (open < 2) return false;
+  BCCL_WARN("fault injection: shutting down %s to %s", victim->name.c_str(), peerName_.c_str());
+  shutdown(victim->fd, SHUT_RDWR);
+  return true;
+}
+
 void MultipathConnection::sever() {
   severRequested_.store(true);
   std::lock_guard<std::mutex> lock(fdMu_);

@@ -58,6 +58,8 @@ class MultipathConnection final : public Connection {
   void addToWaitSet(WaitSet* set) const override;
   void dropPending() override;
   void sever() override;
+  // Fault injection: shuts down the highest open path's socket (fails over, then reconnects).
+  bool failOnePath() override;
 
   // A new socket for `path` (from the path manager's thread): adopted by the next progress()
   // if `generation` is newer than the path's current one, else closed.

@@ -47,6 +47,7 @@ Status VerbsConnection::allocate() {
   // are the same from the peer's side.
   const uint32_t perQp = 2 * g + cfg_.eagerSlots + 1 + kSpareWr;
   const VerbsQpCaps caps{perQp, perQp};
+  dataRecvWr_ = caps.recvWr;
   // The control QP carries every data QP's grants (<= g each), one credit return, the eager
   // writes, an eager size-mismatch notice and two failover notices per data QP.
   const uint32_t perCtrl = cfg_.qps * g + cfg_.eagerSlots + 2 * cfg_.qps + 2 + kSpareWr;
@@ -294,6 +295,7 @@ Status VerbsConnection::progress(std::vector<uint64_t>* completed) {
   if (st.isOk()) st = recoverDeadQps();
   if (st.isOk()) st = issueGrants();
   if (st.isOk()) st = closeRecoveredQps();
+  if (st.isOk()) st = reviveDeadQps();
   if (st.isOk()) st = serveGrants();
   // Credits in batches, but at once when a small receive waits long enough to be granted:
   // its sender may be the one out of credits.

@@ -67,6 +67,7 @@ class VerbsConnection final : public Connection {
   bool failOnePath() override;
   // Data QPs still in use (for tests and messages).
   uint32_t liveQps() const;
+  uint64_t grantsIssuedOn(uint32_t qi) const { return qps_[qi].grantsIssued; }
 
   // From the context: an asynchronous event hit one of our QPs.
   void onAsyncEvent(uint32_t qpn, const char* event);
@@ -139,8 +140,16 @@ class VerbsConnection final : public Connection {
     bool dead = false;
     bool recovered = false;     // its unanswered grants are queued to be granted again
     bool closedSent = false;    // the peer was told they all were
+    bool peerClosed = false;    // the peer's Closed came: our lost chunks are settled
+    bool reset = false;         // our end is connected again, waiting for the peer's Up
+    uint32_t incarnation = 0;   // times it has been reset and connected again
+    uint32_t peerUp = 0;        // incarnation named by the peer's last Up notice
+    uint32_t failures = 0;      // deaths so far: the backoff before the next reset
     int64_t deadNs = 0;
+    int64_t retryNs = 0;           // not reset before this
+    uint64_t grantsIssued = 0;     // over its whole life (tests see a QP put back carry data)
     uint32_t recvOutstanding = 0;  // receive entries posted and not yet completed
+    uint32_t sendOutstanding = 0;  // work requests posted on it and not yet completed
     uint32_t regrantsLeft = 0;     // of its grants, not yet granted again elsewhere
     std::deque<Flight> flights;
     // Receive side: ring slots and grant entries, both used and freed in order.
@@ -222,11 +231,14 @@ class VerbsConnection final : public Connection {
   Status recoverDeadQps();
   // ... and once all of them are granted, tells the sender with a Closed notice.
   Status closeRecoveredQps();
-  Status onQpNotice(uint32_t kind, uint32_t qi);
+  Status onQpNotice(uint32_t index);
+  // Resets a dead QP whose failure both ends have settled, and puts it back once both are up.
+  Status reviveDeadQps();
   // Sender side: the peer has granted again everything of QP `qi` that did not land.
   void onQpClosed(uint32_t qi);
   static int lostChunkAt(const SendOp& op, uint64_t offset);
   Status postQpNotice(uint32_t kind, uint32_t qi);
+  Status postDataWr(uint32_t qi, ibv_send_wr* wr);
   // After posting a size-mismatch notice: waits (bounded) until it has left, so failing the
   // connection right after cannot flush it unsent.
   void waitForNotice();
@@ -238,6 +250,7 @@ class VerbsConnection final : public Connection {
   int peer_;
   std::string peerName_;
   ibv_cq* cq_ = nullptr;
+  uint32_t dataRecvWr_ = 0;  // receive entries each data QP keeps posted
   std::vector<Qp> qps_;
   // Grants and credits; its receive entries carry kCtrlQp as their wr_id.
   static constexpr uint32_t kCtrlQp = 255;

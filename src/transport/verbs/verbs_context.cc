@@ -40,6 +40,9 @@ const IntParam kZeroCopy(
 const IntParam kZeroCopyBytes("BCCL_IB_ZERO_COPY_BYTES", 256 * 1024,
                               "With BCCL_IB_ZERO_COPY=1, messages from this many bytes go "
                               "zero-copy; smaller ones are staged (cheaper than a lookup)");
+const IntParam kQpRetryMs("BCCL_IB_QP_RETRY_MS", 1000,
+                          "A verbs QP cut out after a failure is reset and put back in use after "
+                          "this long (doubling after each further failure, up to 16x); 0: never");
 const IntParam kRegCacheMb("BCCL_IB_REG_CACHE_MB", 4096,
                            "Most user memory (MiB) the verbs registration cache keeps registered");
 
@@ -69,6 +72,7 @@ Status readConfig(VerbsConfig* c) {
   c->eagerSlots = eagerBytes > 0 ? static_cast<uint32_t>(eagerSlots) : 0;
   c->zeroCopy = kZeroCopy.get() != 0;
   c->zeroCopyBytes = static_cast<size_t>(std::max<int64_t>(1, kZeroCopyBytes.get()));
+  c->qpRetryMs = static_cast<uint32_t>(std::max<int64_t>(0, kQpRetryMs.get()));
   return Status::ok();
 }
 

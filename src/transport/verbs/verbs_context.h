@@ -29,6 +29,7 @@ struct VerbsConfig {
   uint32_t eagerBytes = 0;   // largest eager message (at most slotBytes)
   bool zeroCopy = false;     // register user buffers (see verbs_mr_cache.h)
   size_t zeroCopyBytes = 0;  // messages from this size go zero-copy
+  uint32_t qpRetryMs = 0;    // BCCL_IB_QP_RETRY_MS: put a failed QP back after this (0: never)
 };
 
 class VerbsContext {

@@ -133,9 +133,14 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
 }
 
 Status VerbsConnection::postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq) {
-  return postImmOnly(qps_[qi].qp, sendWrId(kWrCancel, qi, seq),
-                     makeImm(VerbsImm::kCancel, grantIndex), remote_.qp[qi].ringAddr,
-                     remote_.qp[qi].ringRkey);
+  ibv_send_wr wr{};
+  wr.wr_id = sendWrId(kWrCancel, qi, seq);
+  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.imm_data = htonl(makeImm(VerbsImm::kCancel, grantIndex));
+  wr.wr.rdma.remote_addr = remote_.qp[qi].ringAddr;
+  wr.wr.rdma.rkey = remote_.qp[qi].ringRkey;
+  return postDataWr(qi, &wr);
 }
 
 Status VerbsConnection::maybeReturnCredits(bool force) {

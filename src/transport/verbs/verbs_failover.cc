@@ -14,7 +14,16 @@
 // a lost chunk granted again is written again from its copy; one not granted again had landed
 // and counts as written. A chunk therefore lands exactly once, which keeps reductions right.
 // Losing the control QP or the last data QP fails the connection as before.
+//
+// Putting a QP back: once both ends have settled its failure (Closed sent and received) and it
+// has no work left (every entry completed or flushed), each end resets it (RESET -> INIT -> RTR
+// -> RTS, with packet sequence numbers moved on by its incarnation, so nothing of the old one is
+// taken for new) after BCCL_IB_QP_RETRY_MS, doubling with each failure, and sends Up. It is
+// used again when both ends are up; if the cause persists it fails again and waits longer.
 #include <infiniband/verbs.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "core/deadline.h"
 #include "core/logging.h"
@@ -29,6 +38,14 @@ namespace {
 constexpr int64_t kDrainNs = 10 * 1000 * 1000;
 // How often idle QPs are checked for having entered the error state unnoticed.
 constexpr int64_t kStateCheckNs = 100 * 1000 * 1000;
+// The retry delay doubles with each failure of a QP, up to this many times.
+constexpr uint32_t kMaxBackoffShift = 4;
+// Packet sequence numbers of incarnation k start this far on from the first ones.
+constexpr uint32_t kPsnStepPerIncarnation = 0x10000;
+
+uint32_t psnOf(uint32_t first, uint32_t incarnation) {
+  return (first + incarnation * kPsnStepPerIncarnation) & 0xFFFFFFu;
+}
 
 }  // namespace
 
@@ -74,7 +91,11 @@ Status VerbsConnection::onFailedCompletion(const ibv_wc& wc) {
   // The control QP carries every grant and notice: without it the connection cannot go on.
   if (qi < 0 || severed_.load()) return completionError(wc);
   Qp& q = qps_[static_cast<size_t>(qi)];
-  if ((wc.wr_id >> 56) == 0) --q.recvOutstanding;
+  if ((wc.wr_id >> 56) == 0) {
+    --q.recvOutstanding;
+  } else {
+    --q.sendOutstanding;
+  }
   if (q.dead) return Status::ok();  // the flush of a QP already cut out
   return retireQp(static_cast<uint32_t>(qi), completionError(wc).message(), false);
 }
@@ -86,6 +107,9 @@ Status VerbsConnection::retireQp(uint32_t qi, const std::string& why, bool fromP
     return remoteError(peerName_ + ": verbs: the last data QP failed: " + why).blaming(peer_);
   q.dead = true;
   q.deadNs = nowNs();
+  q.retryNs = q.deadNs + (static_cast<int64_t>(cfg_.qpRetryMs) * 1000000
+                          << std::min(q.failures, kMaxBackoffShift));
+  ++q.failures;
   deadMask_.fetch_or(1u << qi);
   errorRcQp(q.qp);
   BCCL_WARN("%s: verbs QP %u (%s) cut out: %s; its traffic moves to the other %u QP(s)",
@@ -162,11 +186,61 @@ Status VerbsConnection::closeRecoveredQps() {
   return Status::ok();
 }
 
-Status VerbsConnection::onQpNotice(uint32_t kind, uint32_t qi) {
-  if (qi >= qps_.size() || (kind != kQpDown && kind != kQpClosed))
+Status VerbsConnection::onQpNotice(uint32_t index) {
+  const uint32_t qi = index & 0xff, kind = (index >> 8) & 0xf, incarnation = index >> 12;
+  if (qi >= qps_.size() || kind < kQpDown || kind > kQpUp)
     return internalError(peerName_ + ": verbs: malformed QP notice");
-  if (kind == kQpDown) return retireQp(qi, "its other end failed on " + peerName_, true);
-  onQpClosed(qi);
+  Qp& q = qps_[qi];
+  switch (kind) {
+    case kQpDown:
+      return retireQp(qi, "its other end failed on " + peerName_, true);
+    case kQpClosed:
+      onQpClosed(qi);
+      q.peerClosed = true;
+      return Status::ok();
+    default:
+      q.peerUp = incarnation;
+      return Status::ok();
+  }
+}
+
+Status VerbsConnection::reviveDeadQps() {
+  if (cfg_.qpRetryMs == 0) return Status::ok();
+  const int64_t now = nowNs();
+  for (uint32_t qi = 0; qi < qps_.size(); ++qi) {
+    Qp& q = qps_[qi];
+    if (!q.dead) continue;
+    if (!q.reset) {
+      if (!q.closedSent || !q.peerClosed || q.recvOutstanding > 0 || q.sendOutstanding > 0 ||
+          now < q.retryNs)
+        continue;
+      const uint32_t next = q.incarnation + 1;
+      VerbsQpBlob remoteQp = remote_.qp[qi];
+      remoteQp.psn = psnOf(remoteQp.psn, next);
+      Status st = resetRcQp(q.qp, ctx_->port(), peerName_);
+      if (st.isOk()) st = connectRcQp(q.qp, ctx_->port(), psnOf(q.psn, next), remote_, remoteQp,
+                                      peerName_);
+      if (!st.isOk()) {
+        // Not this time: back to the error state, and try again later.
+        errorRcQp(q.qp);
+        q.retryNs = now + (static_cast<int64_t>(cfg_.qpRetryMs) * 1000000
+                           << std::min(q.failures++, kMaxBackoffShift));
+        BCCL_WARN("%s: verbs QP %u cannot be put back yet: %s", peerName_.c_str(), q.qp->qp_num,
+                  st.message().c_str());
+        continue;
+      }
+      q.incarnation = next;
+      q.reset = true;
+      q.bounceUsed = 0;
+      BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, qi, dataRecvWr_));
+      BCCL_RETURN_IF_ERROR(postQpNotice(kQpUp, qi));
+    }
+    if (q.peerUp != q.incarnation) continue;  // the peer's end is not up yet
+    q.dead = q.recovered = q.closedSent = q.peerClosed = q.reset = false;
+    deadMask_.fetch_and(~(1u << qi));
+    BCCL_WARN("%s: verbs QP %u (%s) is back in use after a reset (%u QP(s) live)",
+              peerName_.c_str(), q.qp->qp_num, ctx_->port().device.c_str(), liveQps());
+  }
   return Status::ok();
 }
 
@@ -203,8 +277,19 @@ void VerbsConnection::onQpClosed(uint32_t qi) {
 Status VerbsConnection::postQpNotice(uint32_t kind, uint32_t qi) {
   // A zero-length write: only the immediate travels. The address just has to be a valid one.
   return postImmOnly(ctrl_, sendWrId(kWrQpNotice, 0, 0),
-                     makeImm(VerbsImm::kQpNotice, (kind << 8) | qi), remote_.qp[0].grantAddr,
-                     remote_.qp[0].grantRkey);
+                     makeImm(VerbsImm::kQpNotice, qpNoticeIndex(kind, qi, qps_[qi].incarnation)),
+                     remote_.qp[0].grantAddr, remote_.qp[0].grantRkey);
+}
+
+Status VerbsConnection::postDataWr(uint32_t qi, ibv_send_wr* wr) {
+  Qp& q = qps_[qi];
+  ibv_send_wr* bad = nullptr;
+  int rc = ibv_post_send(q.qp, wr, &bad);
+  if (rc != 0)
+    return systemError(peerName_ + ": verbs cannot post a write on QP " +
+                       std::to_string(q.qp->qp_num) + ": " + strerror(rc));
+  ++q.sendOutstanding;  // counted to its completion: a QP is reset only when none is left
+  return Status::ok();
 }
 
 }  // namespace bccl

@@ -88,7 +88,7 @@ Status VerbsConnection::onControlCompletion(const ibv_wc& wc, std::vector<uint64
                           " bytes, but this rank sent a message of another size: mismatched "
                           "counts or datatypes between ranks");
     case VerbsImm::kQpNotice:
-      return onQpNotice(index >> 8, index & 0xff);
+      return onQpNotice(index);
     default:
       break;
   }
@@ -164,7 +164,11 @@ Status VerbsConnection::onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>
   // Whatever a dead QP still confirms was accounted for when it died (its writes became
   // `lost`, settled by the receiver's grants or its closing notice).
   const int posted = dataQpIndex(wc.qp_num);
-  if (posted >= 0 && qps_[static_cast<size_t>(posted)].dead) return Status::ok();
+  if (posted >= 0) {
+    Qp& on = qps_[static_cast<size_t>(posted)];
+    --on.sendOutstanding;
+    if (on.dead) return Status::ok();
+  }
   if (wrKind(wc.wr_id) == kWrQpNotice) return Status::ok();
   const uint32_t qi = wrQp(wc.wr_id);
   if (qi >= qps_.size()) return internalError(peerName_ + ": verbs: unexpected send completion");
@@ -316,6 +320,7 @@ Status VerbsConnection::postGrant(RecvOp& op, uint64_t offset, size_t chunk, boo
     return systemError(peerName_ + ": verbs cannot post a grant on QP " +
                        std::to_string(ctrl_->qp_num) + ": " + strerror(rc));
   ++q.grantOutBusy;
+  ++q.grantsIssued;
   ++op.chunksGranted;
   return Status::ok();
 }
@@ -358,12 +363,11 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
   wr.wr.rdma.rkey = g.rkey;
   wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
   wr.send_flags = IBV_SEND_SIGNALED;
-  ibv_send_wr* bad = nullptr;
   if (g.total != op->bytes) {
     // Tell the receiver before failing here, so both sides report it instead of one waiting.
     wr.wr_id = sendWrId(kWrMismatch, qi, g.seq);
     wr.imm_data = htonl(makeImm(VerbsImm::kMismatch, index));
-    if (ibv_post_send(q.qp, &wr, &bad) == 0) waitForNotice();
+    if (postDataWr(qi, &wr).isOk()) waitForNotice();
     return invalidUsage(peerName_ + " expects " + std::to_string(g.total) +
                         " bytes where this rank sends " + std::to_string(op->bytes) +
                         ": mismatched counts or datatypes between ranks");
@@ -407,10 +411,7 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
   }
   wr.wr_id = sendWrId(kWrData, qi, g.seq, bounce);
   wr.imm_data = htonl(makeImm(VerbsImm::kData, index));
-  int rc = ibv_post_send(q.qp, &wr, &bad);
-  if (rc != 0)
-    return systemError(peerName_ + ": verbs cannot post a write on QP " +
-                       std::to_string(q.qp->qp_num) + ": " + strerror(rc));
+  BCCL_RETURN_IF_ERROR(postDataWr(qi, &wr));
   op->postedBytes += g.bytes;
   ++op->chunksPosted;
   ++op->inflight;

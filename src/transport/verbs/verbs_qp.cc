@@ -30,6 +30,20 @@ uint32_t randomPsn() {
   return gen() & 0xFFFFFFu;
 }
 
+namespace {
+
+// RESET -> INIT with remote-write access on the port.
+int initRcQp(ibv_qp* qp, const VerbsPort& port) {
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_INIT;
+  a.pkey_index = 0;
+  a.port_num = static_cast<uint8_t>(port.port);
+  a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
+  return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+}
+
+}  // namespace
+
 StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
                              const VerbsQpCaps& caps) {
   ibv_qp_init_attr init{};
@@ -46,13 +60,7 @@ StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
     return systemError("verbs: cannot create a QP on " + port.device + " (" + strerror(errno) +
                        "; " + std::to_string(caps.sendWr) + " send / " +
                        std::to_string(caps.recvWr) + " receive entries)");
-  ibv_qp_attr a{};
-  a.qp_state = IBV_QPS_INIT;
-  a.pkey_index = 0;
-  a.port_num = static_cast<uint8_t>(port.port);
-  a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
-  int rc =
-      ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+  int rc = initRcQp(qp, port);
   if (rc != 0) {
     Status st = modifyError("INIT", "its peer", qp, rc);
     ibv_destroy_qp(qp);
@@ -104,6 +112,16 @@ Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn, const V
                      IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
                          IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
   if (rc != 0) return modifyError("RTS", peerName, qp, rc);
+  return Status::ok();
+}
+
+Status resetRcQp(ibv_qp* qp, const VerbsPort& port, const std::string& peerName) {
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_RESET;
+  int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE);
+  if (rc != 0) return modifyError("RESET", peerName, qp, rc);
+  rc = initRcQp(qp, port);
+  if (rc != 0) return modifyError("INIT", peerName, qp, rc);
   return Status::ok();
 }
 

@@ -28,6 +28,10 @@ StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
 Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn, const VerbsBlob& remote,
                    const VerbsQpBlob& remoteQp, const std::string& peerName);
 
+// Takes a failed QP back to INIT (through RESET, which discards its queues), ready for
+// connectRcQp again.
+Status resetRcQp(ibv_qp* qp, const VerbsPort& port, const std::string& peerName);
+
 // Moves a QP to the error state: outstanding work is flushed and the QP accepts nothing more.
 void errorRcQp(ibv_qp* qp);
 

@@ -89,12 +89,17 @@ enum class VerbsImm : uint32_t {
   kCancel = 4,         // the grant's message went eagerly: the grant is free again
   kCredit = 5,         // eager slots freed so far (index: the count)
   kEagerMismatch = 6,  // an eager message had another size (index: the size expected)
-  kQpNotice = 7,       // about a data QP (index: (notice << 8) | qp), on the control QP
+  kQpNotice = 7,       // about a data QP, on the control QP (index: see qpNoticeIndex)
 };
 // Notices of kQpNotice. Down: the sender's copy of that QP failed, stop using it. Closed: every
 // grant that QP left unanswered has been granted again (so any other chunk on it had landed).
+// Up: the sender's end of the QP is reset and connected again, for the incarnation given.
 constexpr uint32_t kQpDown = 1;
 constexpr uint32_t kQpClosed = 2;
+constexpr uint32_t kQpUp = 3;
+inline uint32_t qpNoticeIndex(uint32_t notice, uint32_t qp, uint32_t incarnation) {
+  return ((incarnation & 0xffff) << 12) | ((notice & 0xf) << 8) | (qp & 0xff);
+}
 constexpr uint32_t kVerbsImmIndexMask = (1u << 29) - 1;
 inline uint32_t makeImm(VerbsImm kind, uint32_t index) {
   return (static_cast<uint32_t>(kind) << 29) | (index & kVerbsImmIndexMask);
