@@ -32,9 +32,12 @@ void printTransports() {
 #endif
 #ifdef BCCL_HAVE_VERBS
   // What BCCL_IB_HCA / BCCL_IB_GID_INDEX select, then every device and port found.
-  bccl::StatusOr<bccl::VerbsPort> chosen = bccl::openVerbsPort();
+  bccl::StatusOr<std::vector<bccl::VerbsPort>> chosen = bccl::openVerbsPorts();
   if (chosen.isOk()) {
-    std::printf("  verbs  built, usable: %s\n", chosen.value().describe().c_str());
+    std::string ports;
+    for (const bccl::VerbsPort& p : chosen.value())
+      ports += (ports.empty() ? "" : " + ") + p.describe();
+    std::printf("  verbs  built, usable: %s\n", ports.c_str());
   } else {
     std::printf("  verbs  built, NOT usable: %s\n", chosen.status().message().c_str());
   }

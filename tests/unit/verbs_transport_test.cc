@@ -21,6 +21,7 @@ TEST(VerbsTransport, NotBuilt) { GTEST_SKIP() << "bccl was built without verbs (
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -257,8 +258,10 @@ struct FailoverCase {
   bool zeroCopy;
 };
 
+// `breakIt` breaks `lost` QPs (default: fault injection on side `breakSide`, one QP).
 void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsConnection* c10,
-                          int breakSide, int roundsBeforeBreak, bool countsDown = true) {
+                          int breakSide, int roundsBeforeBreak, bool countsDown = true,
+                          const std::function<void()>& breakIt = nullptr, uint32_t lost = 1) {
   VerbsConnection* c[2] = {c01, c10};
   const size_t kBytes = 300 * 1024 + 3, kFloats = 50003;
   std::vector<char> out[2], in[2];
@@ -292,7 +295,11 @@ void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsC
   for (int round = 0; round < roundsBeforeBreak; ++round)
     for (VerbsConnection* x : c) ASSERT_TRUE(x->progress(&done).isOk());
   const uint32_t before = c[breakSide]->liveQps();
-  ASSERT_TRUE(c[breakSide]->failOnePath());
+  if (breakIt) {
+    breakIt();
+  } else {
+    ASSERT_TRUE(c[breakSide]->failOnePath());
+  }
   Status st = runUntil(ranks, 8, 120000, &done);
   ASSERT_TRUE(st.isOk()) << st.message();
   for (int side = 0; side < 2; ++side) {
@@ -306,11 +313,11 @@ void trafficWithQpFailure(std::vector<Rank>& ranks, VerbsConnection* c01, VerbsC
   // Both ends learn of it (the other one through the Down notice, which may still be on its
   // way when the traffic did not need the broken QP).
   const auto deadline = Clock::now() + std::chrono::seconds(5);
-  while ((c[0]->liveQps() != before - 1 || c[1]->liveQps() != before - 1) &&
+  while ((c[0]->liveQps() != before - lost || c[1]->liveQps() != before - lost) &&
          Clock::now() < deadline)
     for (VerbsConnection* x : c) ASSERT_TRUE(x->progress(&done).isOk());
-  EXPECT_EQ(c[0]->liveQps(), before - 1);
-  EXPECT_EQ(c[1]->liveQps(), before - 1);
+  EXPECT_EQ(c[0]->liveQps(), before - lost);
+  EXPECT_EQ(c[1]->liveQps(), before - lost);
   EXPECT_EQ(done.size(), 8u) << "no operation completes twice";
 }
 
@@ -363,12 +370,58 @@ TEST_F(VerbsTransport, AFailedQpIsPutBackAndCarriesTrafficAgain) {
     ASSERT_EQ(conn(1, 0)->liveQps(), 3u) << "not put back at rank 1";
     EXPECT_TRUE(none.empty());
     // The QP fault injection broke (the highest) is granted chunks again, in both directions.
-    const uint64_t before01 = conn(0, 1)->grantsIssuedOn(2), before10 = conn(1, 0)->grantsIssuedOn(2);
+    const uint64_t before01 = conn(0, 1)->grantsIssuedOn(2),
+                   before10 = conn(1, 0)->grantsIssuedOn(2);
     exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
     if (HasFatalFailure()) return;
     EXPECT_GT(conn(0, 1)->grantsIssuedOn(2), before01 + 10);
     EXPECT_GT(conn(1, 0)->grantsIssuedOn(2), before10 + 10);
   }
+}
+
+// Two devices (the soft-RoCE VM has rxe1 on a veth pair of its own): QPs alternate between them
+// and both carry chunks. The second device's link goes down mid-traffic: its QPs are cut out at
+// both ends and the traffic finishes on the first; once the link is back they are put back and
+// carry chunks again.
+TEST_F(VerbsTransport, TwoDevicesAndTheSecondLosesItsLink) {
+  const char* dev1 = getenv("SOFTROCE_DEV");
+  const char* dev2 = getenv("SOFTROCE_DEV2");
+  const char* netdev2 = getenv("SOFTROCE_NETDEV2");
+  if (dev1 == nullptr || dev2 == nullptr || netdev2 == nullptr || geteuid() != 0)
+    GTEST_SKIP() << "needs two RDMA devices and root: run in tests/verbs/softroce_vm.sh";
+  const std::string hca = std::string(dev1) + "," + dev2;
+  ScopedEnv env({{"BCCL_IB_HCA", hca.c_str()},
+                 {"BCCL_IB_QPS_PER_PEER", "4"},
+                 {"BCCL_IB_SLOTS", "4"},
+                 {"BCCL_IB_SLOT_BYTES", "8192"},
+                 {"BCCL_IB_QP_RETRY_MS", "100"}});
+  CREATE_RANKS(2);
+  ASSERT_EQ(ranks_[0].ctx->rails(), 2u);
+  EXPECT_NE(conn(0, 1)->describe().find(dev2), std::string::npos) << conn(0, 1)->describe();
+  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  if (HasFatalFailure()) return;
+  for (uint32_t qi = 0; qi < 4; ++qi)  // QPs 1 and 3 are on the second device
+    EXPECT_GT(conn(0, 1)->grantsIssuedOn(qi), 0u) << "QP " << qi;
+  const std::string down = std::string("ip link set ") + netdev2 + " down";
+  const std::string up = std::string("ip link set ") + netdev2 + " up";
+  trafficWithQpFailure(
+      ranks_, conn(0, 1), conn(1, 0), 0, 2, true,
+      [&] { ASSERT_EQ(system(down.c_str()), 0) << down; }, 2);
+  const bool broke = HasFatalFailure();
+  EXPECT_EQ(system(up.c_str()), 0) << up;
+  if (broke) return;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  std::vector<uint64_t> none;
+  while ((conn(0, 1)->liveQps() < 4 || conn(1, 0)->liveQps() < 4) && Clock::now() < deadline) {
+    ASSERT_TRUE(conn(0, 1)->progress(&none).isOk());
+    ASSERT_TRUE(conn(1, 0)->progress(&none).isOk());
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_EQ(conn(0, 1)->liveQps(), 4u) << "the second device's QPs were not put back";
+  ASSERT_EQ(conn(1, 0)->liveQps(), 4u);
+  const uint64_t before = conn(0, 1)->grantsIssuedOn(1);
+  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  EXPECT_GT(conn(0, 1)->grantsIssuedOn(1), before) << "QP 1 (second device) carries nothing";
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, VerbsFailover,
@@ -602,7 +655,10 @@ TEST_F(VerbsTransport, PortDownFailsTheConnectionNamingThePeer) {
   EXPECT_NE(st.message().find("port"), std::string::npos) << st.message();
   conn(1, 0)->dropPending();
   destroyAll(&ranks_);
-  // Wait for the port to come back, so later tests find it active.
+  // Wait for the port to come back, so later tests find it active (that very device: another
+  // one may be up all along).
+  const char* dev = getenv("SOFTROCE_DEV");
+  ScopedEnv only({{"BCCL_IB_HCA", dev != nullptr ? dev : ""}});
   const auto back = Clock::now() + std::chrono::seconds(20);
   while (Clock::now() < back) {
     StatusOr<std::unique_ptr<VerbsContext> > c = VerbsContext::create();

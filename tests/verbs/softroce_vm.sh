@@ -7,10 +7,10 @@
 # what the project's tests need): the guest boots Debian's kernel with a busybox initramfs,
 # mounts the host's root read-only over virtio-9p with a tmpfs overlay (so host-built binaries
 # and host-installed libibverbs/librxe run unchanged), shares the current directory read-write,
-# creates veth0/veth1 with rxe0 on veth0, and runs COMMAND as the caller in the current
+# creates veth0/veth1 with rxe0 on veth0 and veth2/veth3 with rxe1 on veth2, and runs COMMAND as the caller in the current
 # directory with the caller's exported environment, RLIMIT_MEMLOCK unlimited and
 # /dev/infiniband world-accessible. Exported to COMMAND: SOFTROCE_DEV=rxe0, SOFTROCE_IP,
-# SOFTROCE_GID_INDEX (the IPv4-mapped RoCE v2 GID).
+# SOFTROCE_GID_INDEX (the IPv4-mapped RoCE v2 GID), SOFTROCE_DEV2=rxe1, SOFTROCE_NETDEV2=veth2.
 #
 # Exit status: COMMAND's; 124 on timeout; 125 when the VM failed before COMMAND reported;
 # 77 when this machine cannot run the VM at all (the reason is printed).
@@ -143,24 +143,36 @@ for m in rdma_rxe ib_uverbs veth; do modprobe "$m" || fail "modprobe $m"; done
 ip link add veth0 type veth peer name veth1 && ip addr add 10.77.0.1/24 dev veth0 &&
   ip addr add 10.77.0.2/24 dev veth1 && ip link set veth0 up && ip link set veth1 up ||
   fail "veth pair"
+# A second device on a pair of its own: several devices per rank (BCCL_IB_HCA=rxe0,rxe1), one of
+# which can lose its link (veth2) while rxe0 carries on (the ends of one pair go down together).
+ip link add veth2 type veth peer name veth3 && ip addr add 10.77.1.1/24 dev veth2 &&
+  ip addr add 10.77.1.2/24 dev veth3 && ip link set veth2 up && ip link set veth3 up ||
+  fail "second veth pair"
 rdma link add rxe0 type rxe netdev veth0 || fail "rdma link add rxe0"
+rdma link add rxe1 type rxe netdev veth2 || fail "rdma link add rxe1"
 chmod 666 /dev/infiniband/* 2>/dev/null
-# Wait briefly for the IPv4-mapped RoCE v2 GID (builtins only: each fork costs ~0.1 s here).
-g=/sys/class/infiniband/rxe0/ports/1 gidx=""
-for _ in $(seq 50); do
-  for n in 0 1 2 3; do
-    read -r v < $g/gids/$n 2>/dev/null || continue
-    t=""; read -r t < $g/gid_attrs/types/$n 2>/dev/null
-    case $v in 0000:0000:0000:0000:0000:ffff:*) [ "$t" = "RoCE v2" ] && gidx=$n ;; esac
+# Waits briefly for DEVICE's IPv4-mapped RoCE v2 GID and sets gidx to its index (builtins only:
+# each fork costs ~0.1 s here).
+wait_gid() {
+  g=/sys/class/infiniband/$1/ports/1 gidx=""
+  for _ in $(seq 50); do
+    for n in 0 1 2 3; do
+      read -r v < $g/gids/$n 2>/dev/null || continue
+      t=""; read -r t < $g/gid_attrs/types/$n 2>/dev/null
+      case $v in 0000:0000:0000:0000:0000:ffff:*) [ "$t" = "RoCE v2" ] && gidx=$n ;; esac
+      [ -n "$gidx" ] && break
+    done
     [ -n "$gidx" ] && break
+    sleep 0.1
   done
-  [ -n "$gidx" ] && break
-  sleep 0.1
-done
-[ -n "$gidx" ] || fail "rxe0 has no IPv4 RoCE v2 GID"
+  [ -n "$gidx" ] || fail "$1 has no IPv4 RoCE v2 GID"
+}
+wait_gid rxe1
+wait_gid rxe0
 echo "softroce-vm: $(rdma link | head -n1); GID $gidx $(cat $g/gids/$gidx)"
 set -a; . /run/vm/env; set +a
-export SOFTROCE_DEV=rxe0 SOFTROCE_IP=10.77.0.1 SOFTROCE_GID_INDEX=$gidx HOSTNAME=softroce-vm
+export SOFTROCE_DEV=rxe0 SOFTROCE_IP=10.77.0.1 SOFTROCE_GID_INDEX=$gidx HOSTNAME=softroce-vm \
+  SOFTROCE_DEV2=rxe1 SOFTROCE_NETDEV2=veth2
 ulimit -l unlimited
 eval "set -- $(cat /run/vm/cmd)"
 cd "$CWD" || fail "cd $CWD"

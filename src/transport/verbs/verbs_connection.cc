@@ -53,10 +53,14 @@ Status VerbsConnection::allocate() {
   const uint32_t perCtrl = cfg_.qps * g + cfg_.eagerSlots + 2 * cfg_.qps + 2 + kSpareWr;
   const VerbsQpCaps ctrlCaps{perCtrl, perCtrl};
   const int cqe = static_cast<int>(cfg_.qps * (caps.sendWr + caps.recvWr) + 2 * perCtrl);
-  cq_ = ibv_create_cq(ctx_->device(), cqe, this, ctx_->channel(), 0);
-  if (cq_ == nullptr)
-    return systemError("ibv_create_cq(" + std::to_string(cqe) + ") on " + ctx_->port().device +
-                       ": " + strerror(errno));
+  const uint32_t rails = ctx_->rails();
+  for (uint32_t r = 0; r < rails; ++r) {
+    ibv_cq* cq = ibv_create_cq(ctx_->device(r), cqe, this, ctx_->channel(r), 0);
+    if (cq == nullptr)
+      return systemError("ibv_create_cq(" + std::to_string(cqe) + ") on " + ctx_->port(r).device +
+                         ": " + strerror(errno));
+    cqs_.push_back(cq);
+  }
   const size_t ringBytes = static_cast<size_t>(cfg_.slots) * cfg_.slotBytes;
   const size_t grantBytes = static_cast<size_t>(g) * sizeof(VerbsGrant);
   const int remote = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
@@ -65,11 +69,7 @@ Status VerbsConnection::allocate() {
   local_.slots = cfg_.slots;
   local_.slotBytes = cfg_.slotBytes;
   local_.grantSlots = g;
-  local_.mtu = static_cast<uint32_t>(ctx_->port().activeMtu);
-  local_.lid = ctx_->port().lid;
-  local_.linkLayer = ctx_->port().linkLayer;
-  local_.hasGid = ctx_->port().gidIndex >= 0 ? 1 : 0;
-  memcpy(local_.gid, ctx_->port().gid.raw, sizeof(local_.gid));
+  local_.rails = rails;
   local_.flags = cfg_.zeroCopy ? kVerbsZeroCopy : 0;
   if (cfg_.eagerSlots > 0) {
     eagerBytes_ = cfg_.eagerBytes;
@@ -91,14 +91,16 @@ Status VerbsConnection::allocate() {
   }
   for (uint32_t i = 0; i < cfg_.qps; ++i) {
     Qp& q = qps_[i];
+    q.rail = i % rails;
     q.ring = allocBuffer(ringBytes);
     q.bounce = allocBuffer(ringBytes);
     q.grantIn = reinterpret_cast<VerbsGrant*>(allocBuffer(grantBytes));
     q.grantOut = reinterpret_cast<VerbsGrant*>(allocBuffer(grantBytes));
     if (q.ring == nullptr || q.bounce == nullptr || q.grantIn == nullptr || q.grantOut == nullptr)
       return systemError("cannot allocate " + std::to_string(2 * ringBytes) + " bytes of buffers");
-    q.ringMr = ibv_reg_mr(ctx_->pd(), q.ring, ringBytes, remote);
-    q.bounceMr = ibv_reg_mr(ctx_->pd(), q.bounce, ringBytes, IBV_ACCESS_LOCAL_WRITE);
+    // Data moves on the QP's own device; grants on the control QP's (the primary).
+    q.ringMr = ibv_reg_mr(ctx_->pd(q.rail), q.ring, ringBytes, remote);
+    q.bounceMr = ibv_reg_mr(ctx_->pd(q.rail), q.bounce, ringBytes, IBV_ACCESS_LOCAL_WRITE);
     q.grantInMr = ibv_reg_mr(ctx_->pd(), q.grantIn, grantBytes, remote);
     q.grantOutMr = ibv_reg_mr(ctx_->pd(), q.grantOut, grantBytes, IBV_ACCESS_LOCAL_WRITE);
     if (q.ringMr == nullptr || q.bounceMr == nullptr || q.grantInMr == nullptr ||
@@ -106,25 +108,28 @@ Status VerbsConnection::allocate() {
       return systemError("ibv_reg_mr of the rings on " + ctx_->port().device + ": " +
                          strerror(errno) + " (is 'ulimit -l' large enough?)");
     q.issued.resize(g);
-    StatusOr<ibv_qp*> qp = createRcQp(ctx_->port(), ctx_->pd(), cq_, caps);
+    StatusOr<ibv_qp*> qp = createRcQp(ctx_->port(q.rail), ctx_->pd(q.rail), cqs_[q.rail], caps);
     if (!qp.isOk()) return qp.status();
     q.qp = qp.value();
-    ctx_->watch(q.qp->qp_num, this);
+    ctx_->watch(q.rail, q.qp->qp_num, this);
     q.psn = randomPsn();
     BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, i, caps.recvWr));
-    local_.qp[i] = VerbsQpBlob{q.qp->qp_num,
-                               q.psn,
-                               reinterpret_cast<uint64_t>(q.ring),
-                               q.ringMr->rkey,
-                               q.grantInMr->rkey,
-                               reinterpret_cast<uint64_t>(q.grantIn)};
+    VerbsQpBlob& b = local_.qp[i];
+    b.addr = addressOf(ctx_->port(q.rail));
+    b.qpn = q.qp->qp_num;
+    b.psn = q.psn;
+    b.ringAddr = reinterpret_cast<uint64_t>(q.ring);
+    b.ringRkey = q.ringMr->rkey;
+    b.grantRkey = q.grantInMr->rkey;
+    b.grantAddr = reinterpret_cast<uint64_t>(q.grantIn);
   }
-  StatusOr<ibv_qp*> ctrl = createRcQp(ctx_->port(), ctx_->pd(), cq_, ctrlCaps);
+  StatusOr<ibv_qp*> ctrl = createRcQp(ctx_->port(), ctx_->pd(), cqs_[0], ctrlCaps);
   if (!ctrl.isOk()) return ctrl.status();
   ctrl_ = ctrl.value();
-  ctx_->watch(ctrl_->qp_num, this);
+  ctx_->watch(0, ctrl_->qp_num, this);
   ctrlPsn_ = randomPsn();
   BCCL_RETURN_IF_ERROR(postRecvEntries(ctrl_, kCtrlQp, ctrlCaps.recvWr));
+  local_.ctrl.addr = addressOf(ctx_->port());
   local_.ctrl.qpn = ctrl_->qp_num;
   local_.ctrl.psn = ctrlPsn_;
   return Status::ok();
@@ -139,6 +144,8 @@ Status VerbsConnection::connect(const VerbsBlob& remote) {
   if (remote.magic != kVerbsBlobMagic)
     return internalError("verbs: malformed connection data from " + peerName_);
   if (remote.qps != local_.qps) return differs("BCCL_IB_QPS_PER_PEER", local_.qps, remote.qps);
+  if (remote.rails != local_.rails)
+    return differs("the number of usable devices in BCCL_IB_HCA", local_.rails, remote.rails);
   if (remote.slots != local_.slots) return differs("BCCL_IB_SLOTS", local_.slots, remote.slots);
   if (remote.slotBytes != local_.slotBytes)
     return differs("BCCL_IB_SLOT_BYTES", local_.slotBytes, remote.slotBytes);
@@ -150,9 +157,9 @@ Status VerbsConnection::connect(const VerbsBlob& remote) {
     return differs("BCCL_IB_EAGER_BYTES", local_.eagerBytes, remote.eagerBytes);
   for (uint32_t i = 0; i < cfg_.qps; ++i) {
     BCCL_RETURN_IF_ERROR(
-        connectRcQp(qps_[i].qp, ctx_->port(), qps_[i].psn, remote, remote.qp[i], peerName_));
+        connectRcQp(qps_[i].qp, ctx_->port(qps_[i].rail), qps_[i].psn, remote.qp[i], peerName_));
   }
-  BCCL_RETURN_IF_ERROR(connectRcQp(ctrl_, ctx_->port(), ctrlPsn_, remote, remote.ctrl, peerName_));
+  BCCL_RETURN_IF_ERROR(connectRcQp(ctrl_, ctx_->port(), ctrlPsn_, remote.ctrl, peerName_));
   remote_ = remote;
   zeroCopy_ = cfg_.zeroCopy && (remote.flags & kVerbsZeroCopy) != 0;
   eagerSlots_ = local_.eagerSlots;
@@ -176,12 +183,12 @@ VerbsConnection::~VerbsConnection() {
   for (SendOp& op : sends_)
     for (ibv_mr* mr : op.holds) ctx_->mrCache().release(mr);
   if (ctrl_ != nullptr) {
-    ctx_->unwatch(ctrl_->qp_num);
+    ctx_->unwatch(0, ctrl_->qp_num);
     ibv_destroy_qp(ctrl_);
   }
   for (Qp& q : qps_) {
     if (q.qp != nullptr) {
-      ctx_->unwatch(q.qp->qp_num);
+      ctx_->unwatch(q.rail, q.qp->qp_num);
       ibv_destroy_qp(q.qp);
     }
     for (ibv_mr* mr : {q.ringMr, q.bounceMr, q.grantInMr, q.grantOutMr})
@@ -195,14 +202,14 @@ VerbsConnection::~VerbsConnection() {
     if (mr != nullptr) ibv_dereg_mr(mr);
   free(eagerIn_);
   free(eagerOut_);
-  if (cq_ != nullptr) {
-    ctx_->drainCompletionEvents();
-    ibv_destroy_cq(cq_);
-  }
+  ctx_->drainCompletionEvents();
+  for (ibv_cq* cq : cqs_) ibv_destroy_cq(cq);
 }
 
 std::string VerbsConnection::describe() const {
-  return "verbs " + ctx_->port().describe() + ", " + std::to_string(cfg_.qps) + " QP(s)" +
+  std::string ports = ctx_->port().describe();
+  for (uint32_t r = 1; r < ctx_->rails(); ++r) ports += " + " + ctx_->port(r).describe();
+  return "verbs " + ports + ", " + std::to_string(cfg_.qps) + " QP(s)" +
          (eagerEnabled() ? ", eager up to " + std::to_string(eagerBytes_) + " B" : "") +
          (zeroCopy_ ? ", zero-copy" : "");
 }
@@ -316,20 +323,20 @@ void VerbsConnection::addToWaitSet(WaitSet* set) const {
   // Arm, then the executor re-checks before sleeping: a completion that arrived before the
   // arming is found by that re-check, one after it makes the channel fd readable.
   ctx_->drainCompletionEvents();
-  ibv_req_notify_cq(cq_, 0);
+  for (ibv_cq* cq : cqs_) ibv_req_notify_cq(cq, 0);
   ctx_->addToWaitSet(set);
 }
 
-void VerbsConnection::onAsyncEvent(uint32_t qpn, const char* event) {
+void VerbsConnection::onAsyncEvent(uint32_t rail, uint32_t qpn, const char* event) {
   // A data QP's event is a failover (checkSuspectQps), if another QP is left to take over.
-  const int qi = dataQpIndex(qpn);
+  const int qi = dataQpIndex(rail, qpn);
   if (qi >= 0) {
     asyncDeadQps_.emplace_back(static_cast<uint32_t>(qi), event);
     return;
   }
   if (asyncFailure_.empty())
-    asyncFailure_ = peerName_ + ": verbs QP " + std::to_string(qpn) + " on " + ctx_->port().device +
-                    ": asynchronous event " + event;
+    asyncFailure_ = peerName_ + ": verbs QP " + std::to_string(qpn) + " on " +
+                    ctx_->port(rail).device + ": asynchronous event " + event;
 }
 
 void VerbsConnection::sever() {

@@ -70,7 +70,7 @@ class VerbsConnection final : public Connection {
   uint64_t grantsIssuedOn(uint32_t qi) const { return qps_[qi].grantsIssued; }
 
   // From the context: an asynchronous event hit one of our QPs.
-  void onAsyncEvent(uint32_t qpn, const char* event);
+  void onAsyncEvent(uint32_t rail, uint32_t qpn, const char* event);
 
  private:
   struct SendOp {
@@ -107,9 +107,9 @@ class VerbsConnection final : public Connection {
     uint32_t chunksGranted = 0, chunksReceived = 0;  // received: answered (data or cancel)
     bool eagerTaken = false;                         // its bytes came in an eager slot
     uint32_t lostChunks = 0;  // grants on a failed QP, waiting to be granted again
-    bool reported = false;                           // token returned
-    bool done = false;     // reported and every grant answered: can be forgotten
-    int64_t postedNs = 0;  // when posted: small receives are granted only after a while
+    bool reported = false;    // token returned
+    bool done = false;        // reported and every grant answered: can be forgotten
+    int64_t postedNs = 0;     // when posted: small receives are granted only after a while
     ibv_mr* hold = nullptr;
   };
   // A grant we issued, waiting for its chunk.
@@ -136,15 +136,16 @@ class VerbsConnection final : public Connection {
   struct Qp {
     ibv_qp* qp = nullptr;
     uint32_t psn = 0;
+    uint32_t rail = 0;  // the device it lives on: QP i on rail i % rails (so is the peer's)
     // Failover state (verbs_failover.cc).
     bool dead = false;
-    bool recovered = false;     // its unanswered grants are queued to be granted again
-    bool closedSent = false;    // the peer was told they all were
-    bool peerClosed = false;    // the peer's Closed came: our lost chunks are settled
-    bool reset = false;         // our end is connected again, waiting for the peer's Up
-    uint32_t incarnation = 0;   // times it has been reset and connected again
-    uint32_t peerUp = 0;        // incarnation named by the peer's last Up notice
-    uint32_t failures = 0;      // deaths so far: the backoff before the next reset
+    bool recovered = false;    // its unanswered grants are queued to be granted again
+    bool closedSent = false;   // the peer was told they all were
+    bool peerClosed = false;   // the peer's Closed came: our lost chunks are settled
+    bool reset = false;        // our end is connected again, waiting for the peer's Up
+    uint32_t incarnation = 0;  // times it has been reset and connected again
+    uint32_t peerUp = 0;       // incarnation named by the peer's last Up notice
+    uint32_t failures = 0;     // deaths so far: the backoff before the next reset
     int64_t deadNs = 0;
     int64_t retryNs = 0;           // not reset before this
     uint64_t grantsIssued = 0;     // over its whole life (tests see a QP put back carry data)
@@ -195,7 +196,7 @@ class VerbsConnection final : public Connection {
   Status postRecvEntries(ibv_qp* qp, uint32_t qi, uint32_t count);
   Status pollCompletions(std::vector<uint64_t>* completed);
   Status onRecvCompletion(uint32_t qi, const ibv_wc& wc, std::vector<uint64_t>* completed);
-  Status onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed);
+  Status onSendCompletion(const ibv_wc& wc, uint32_t rail, std::vector<uint64_t>* completed);
   Status issueGrants();
   Status postGrant(RecvOp& op, uint64_t offset, size_t chunk, bool needSlot, uint32_t qi);
   Status serveGrants();
@@ -218,11 +219,11 @@ class VerbsConnection final : public Connection {
   Status postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
   Status onControlCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed);
   void popDone();
-  Status completionError(const ibv_wc& wc);
+  Status completionError(const ibv_wc& wc, uint32_t rail);
   // Failover (verbs_failover.cc).
-  int dataQpIndex(uint32_t qpNum) const;
+  int dataQpIndex(uint32_t rail, uint32_t qpNum) const;
   // An unsuccessful completion: a data QP fails over; anything else fails the connection.
-  Status onFailedCompletion(const ibv_wc& wc);
+  Status onFailedCompletion(const ibv_wc& wc, uint32_t rail);
   // Cuts data QP `qi` out. `why` goes into the WARN; `fromPeer`: the peer told us (no notice).
   Status retireQp(uint32_t qi, const std::string& why, bool fromPeer);
   // QPs found in the error state (fault injection, or a failure without a completion).
@@ -249,8 +250,8 @@ class VerbsConnection final : public Connection {
   const VerbsConfig cfg_;
   int peer_;
   std::string peerName_;
-  ibv_cq* cq_ = nullptr;
-  uint32_t dataRecvWr_ = 0;  // receive entries each data QP keeps posted
+  std::vector<ibv_cq*> cqs_;  // one per rail (a CQ belongs to one device)
+  uint32_t dataRecvWr_ = 0;   // receive entries each data QP keeps posted
   std::vector<Qp> qps_;
   // Grants and credits; its receive entries carry kCtrlQp as their wr_id.
   static constexpr uint32_t kCtrlQp = 255;
@@ -263,7 +264,8 @@ class VerbsConnection final : public Connection {
   uint32_t peerSlotBytes_ = 0;
   std::deque<SendOp> sends_;
   std::vector<uint64_t> early_;  // ops finished while posting, reported by the next progress()
-  // Eager ring (written over the control QP): ours receives the peer's small messages, the bounce stages ours.
+  // Eager ring (written over the control QP): ours receives the peer's small messages, the bounce
+  // stages ours.
   uint32_t eagerSlots_ = 0;  // 0: eager off on this connection
   uint32_t eagerBytes_ = 0;  // payload per slot
   size_t eagerStride_ = 0;   // header + payload, cache-line aligned
@@ -289,8 +291,8 @@ class VerbsConnection final : public Connection {
   std::atomic<bool> severed_{false};
   std::deque<Regrant> regrants_;
   std::vector<std::pair<uint32_t, std::string>> asyncDeadQps_;  // data QPs hit by a fatal event
-  std::atomic<uint32_t> suspectQps_{0};  // bit per data QP: check its state
-  std::atomic<uint32_t> deadMask_{0};    // bit per data QP cut out (read by failOnePath)
+  std::atomic<uint32_t> suspectQps_{0};                         // bit per data QP: check its state
+  std::atomic<uint32_t> deadMask_{0};  // bit per data QP cut out (read by failOnePath)
   int64_t lastStateCheckNs_ = 0;
 };
 

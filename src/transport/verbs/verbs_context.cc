@@ -83,26 +83,37 @@ const char* eventName(ibv_event_type t) { return ibv_event_type_str(t); }
 StatusOr<std::unique_ptr<VerbsContext>> VerbsContext::create() {
   std::unique_ptr<VerbsContext> c(new VerbsContext());
   BCCL_RETURN_IF_ERROR(readConfig(&c->config_));
-  StatusOr<VerbsPort> port = openVerbsPort();
-  if (!port.isOk()) return port.status();
-  c->port_ = std::move(port.value());
-  const std::string& dev = c->port_.device;
-  c->pd_ = ibv_alloc_pd(c->port_.context);
-  if (c->pd_ == nullptr)
-    return systemError("verbs: ibv_alloc_pd on " + dev + ": " + strerror(errno));
-  c->channel_ = ibv_create_comp_channel(c->port_.context);
-  if (c->channel_ == nullptr)
-    return systemError("verbs: ibv_create_comp_channel on " + dev + ": " + strerror(errno));
-  // Both fds are read without blocking: the executor polls, and sleeps in poll() instead.
-  for (int fd : {c->channel_->fd, c->port_.context->async_fd}) {
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
-      return systemError("verbs: cannot make an event fd of " + dev + " non-blocking");
+  StatusOr<std::vector<VerbsPort>> ports = openVerbsPorts();
+  if (!ports.isOk()) return ports.status();
+  std::string names;
+  for (VerbsPort& port : ports.value()) {
+    auto rail = std::make_unique<Rail>();
+    rail->port = std::move(port);
+    const std::string& dev = rail->port.device;
+    rail->pd = ibv_alloc_pd(rail->port.context);
+    if (rail->pd == nullptr)
+      return systemError("verbs: ibv_alloc_pd on " + dev + ": " + strerror(errno));
+    rail->channel = ibv_create_comp_channel(rail->port.context);
+    if (rail->channel == nullptr)
+      return systemError("verbs: ibv_create_comp_channel on " + dev + ": " + strerror(errno));
+    // Both fds are read without blocking: the executor polls, and sleeps in poll() instead.
+    for (int fd : {rail->channel->fd, rail->port.context->async_fd}) {
+      int flags = fcntl(fd, F_GETFL);
+      if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+        return systemError("verbs: cannot make an event fd of " + dev + " non-blocking");
+    }
+    names += (names.empty() ? "" : " + ") + rail->port.describe();
+    c->rails_.push_back(std::move(rail));
+  }
+  // User buffers are registered with one protection domain: zero copy stays on one rail.
+  if (c->rails_.size() > 1 && c->config_.zeroCopy) {
+    BCCL_WARN("verbs: BCCL_IB_ZERO_COPY is ignored with several devices in BCCL_IB_HCA");
+    c->config_.zeroCopy = false;
   }
   c->mrCache_ = std::make_unique<VerbsMrCache>(
-      c->pd_, static_cast<size_t>(std::max<int64_t>(1, kRegCacheMb.get())) << 20);
-  BCCL_INFO("verbs: using %s, %u QP(s) per peer, %u x %u-byte slots per QP%s",
-            c->port_.describe().c_str(), c->config_.qps, c->config_.slots, c->config_.slotBytes,
+      c->rails_[0]->pd, static_cast<size_t>(std::max<int64_t>(1, kRegCacheMb.get())) << 20);
+  BCCL_INFO("verbs: using %s, %u QP(s) per peer, %u x %u-byte slots per QP%s", names.c_str(),
+            c->config_.qps, c->config_.slots, c->config_.slotBytes,
             c->config_.zeroCopy ? ", zero-copy from BCCL_IB_ZERO_COPY_BYTES" : "");
   return c;
 }
@@ -111,59 +122,83 @@ VerbsContext::~VerbsContext() {
   if (!watched_.empty()) BCCL_WARN("verbs: context destroyed before %zu QP(s)", watched_.size());
   drainCompletionEvents();
   mrCache_.reset();
-  if (channel_ != nullptr) ibv_destroy_comp_channel(channel_);
-  if (pd_ != nullptr) ibv_dealloc_pd(pd_);
-  // port_ closes the device last.
+  for (auto& rail : rails_) {
+    if (rail->channel != nullptr) ibv_destroy_comp_channel(rail->channel);
+    if (rail->pd != nullptr) ibv_dealloc_pd(rail->pd);
+    // rail->port closes the device last.
+  }
 }
 
 Status VerbsContext::pollAsync(bool force) {
   const int64_t now = nowNs();
   if (!force && now - lastAsyncPollNs_ < kAsyncPollPeriodNs) return failure_;
   lastAsyncPollNs_ = now;
+  for (uint32_t r = 0; r < rails_.size(); ++r) pollRailEvents(r);
+  return failure_;
+}
+
+void VerbsContext::pollRailEvents(uint32_t r) {
+  Rail& rail = *rails_[r];
   ibv_async_event ev;
-  while (ibv_get_async_event(port_.context, &ev) == 0) {
+  while (ibv_get_async_event(rail.port.context, &ev) == 0) {
     const ibv_event_type t = ev.event_type;
     switch (t) {
       case IBV_EVENT_QP_FATAL:
       case IBV_EVENT_QP_REQ_ERR:
       case IBV_EVENT_QP_ACCESS_ERR:
       case IBV_EVENT_PATH_MIG_ERR: {
-        auto it = watched_.find(ev.element.qp->qp_num);
-        if (it != watched_.end()) it->second->onAsyncEvent(ev.element.qp->qp_num, eventName(t));
+        auto it = watched_.find(key(r, ev.element.qp->qp_num));
+        if (it != watched_.end()) it->second->onAsyncEvent(r, ev.element.qp->qp_num, eventName(t));
         break;
       }
       case IBV_EVENT_CQ_ERR:
       case IBV_EVENT_PORT_ERR:
-      case IBV_EVENT_DEVICE_FATAL:
-        if (t != IBV_EVENT_PORT_ERR || ev.element.port_num == port_.port) {
-          if (failure_.isOk())
-            failure_ =
-                systemError("verbs: " + port_.device + " port " + std::to_string(port_.port) +
-                            ": asynchronous event " + eventName(t) +
-                            (t == IBV_EVENT_PORT_ERR ? " (the link went down)" : ""));
+      case IBV_EVENT_DEVICE_FATAL: {
+        if (t == IBV_EVENT_PORT_ERR && ev.element.port_num != rail.port.port) break;
+        const std::string what = "verbs: " + rail.port.device + " port " +
+                                 std::to_string(rail.port.port) + ": asynchronous event " +
+                                 eventName(t) +
+                                 (t == IBV_EVENT_PORT_ERR ? " (the link went down)" : "");
+        if (r > 0) {
+          // A secondary rail: its QPs fail over to the others (the primary's carry control).
+          rail.down = true;
+          BCCL_WARN("%s; its QPs are cut out", what.c_str());
+        } else if (failure_.isOk()) {
+          failure_ = systemError(what);
           BCCL_WARN("%s", failure_.message().c_str());
         }
         break;
+      }
+      case IBV_EVENT_PORT_ACTIVE:
+        if (r > 0 && ev.element.port_num == rail.port.port && rail.down) {
+          rail.down = false;
+          BCCL_WARN("verbs: %s port %d is active again; its QPs will be put back",
+                    rail.port.device.c_str(), rail.port.port);
+        }
+        break;
       default:
-        BCCL_INFO("verbs: %s: asynchronous event %s", port_.device.c_str(), eventName(t));
+        BCCL_INFO("verbs: %s: asynchronous event %s", rail.port.device.c_str(), eventName(t));
     }
     ibv_ack_async_event(&ev);
   }
-  return failure_;
 }
 
 void VerbsContext::drainCompletionEvents() {
-  if (channel_ == nullptr) return;
-  ibv_cq* cq = nullptr;
-  void* cqContext = nullptr;
-  // Acknowledged one by one and at once: ibv_destroy_cq waits for every event it delivered to
-  // be acknowledged.
-  while (ibv_get_cq_event(channel_, &cq, &cqContext) == 0) ibv_ack_cq_events(cq, 1);
+  for (auto& rail : rails_) {
+    if (rail->channel == nullptr) continue;
+    ibv_cq* cq = nullptr;
+    void* cqContext = nullptr;
+    // Acknowledged one by one and at once: ibv_destroy_cq waits for every event it delivered
+    // to be acknowledged.
+    while (ibv_get_cq_event(rail->channel, &cq, &cqContext) == 0) ibv_ack_cq_events(cq, 1);
+  }
 }
 
 void VerbsContext::addToWaitSet(WaitSet* set) const {
-  set->addFd(channel_->fd, POLLIN);
-  set->addFd(port_.context->async_fd, POLLIN);
+  for (const auto& rail : rails_) {
+    set->addFd(rail->channel->fd, POLLIN);
+    set->addFd(rail->port.context->async_fd, POLLIN);
+  }
 }
 
 }  // namespace bccl

@@ -1,7 +1,8 @@
-// One RDMA context per communicator: the opened port, a protection domain, the completion channel
-// every connection's CQ reports to (one fd for a sleeping executor to wait on), the asynchronous
-// event stream (port down, QP fatal), the registration cache, and the transport's settings. It
-// outlives every VerbsConnection made with it.
+// One RDMA context per communicator: the opened ports ("rails": one per device BCCL_IB_HCA
+// lists, the first the primary), each with a protection domain, the completion channel its
+// connections' CQs report to (fds for a sleeping executor to wait on) and its asynchronous event
+// stream (port down and up, QP fatal); the registration cache (primary rail); the transport's
+// settings. It outlives every VerbsConnection made with it.
 #pragma once
 
 #include <infiniband/verbs.h>
@@ -40,33 +41,46 @@ class VerbsContext {
   VerbsContext(const VerbsContext&) = delete;
   VerbsContext& operator=(const VerbsContext&) = delete;
 
-  const VerbsPort& port() const { return port_; }
-  ibv_context* device() const { return port_.context; }
-  ibv_pd* pd() const { return pd_; }
-  ibv_comp_channel* channel() const { return channel_; }
+  uint32_t rails() const { return static_cast<uint32_t>(rails_.size()); }
+  const VerbsPort& port(uint32_t rail = 0) const { return rails_[rail]->port; }
+  ibv_context* device(uint32_t rail = 0) const { return rails_[rail]->port.context; }
+  ibv_pd* pd(uint32_t rail = 0) const { return rails_[rail]->pd; }
+  ibv_comp_channel* channel(uint32_t rail = 0) const { return rails_[rail]->channel; }
+  // A secondary rail whose port went down (and has not come back): connections cut out its QPs
+  // and do not put them back meanwhile. The primary's going down fails the context instead.
+  bool railDown(uint32_t rail) const { return rails_[rail]->down; }
   VerbsMrCache& mrCache() { return *mrCache_; }
   const VerbsConfig& config() const { return config_; }
 
-  // Connections register their QPs so asynchronous events reach them.
-  void watch(uint32_t qpn, VerbsConnection* conn) { watched_[qpn] = conn; }
-  void unwatch(uint32_t qpn) { watched_.erase(qpn); }
+  // Connections register their QPs so asynchronous events reach them (QP numbers are per device).
+  void watch(uint32_t rail, uint32_t qpn, VerbsConnection* conn) {
+    watched_[key(rail, qpn)] = conn;
+  }
+  void unwatch(uint32_t rail, uint32_t qpn) { watched_.erase(key(rail, qpn)); }
   // Reads pending asynchronous events (at most every millisecond unless `force`): QP events go
-  // to their connection; a port or device failure is returned, and sticks.
+  // to their connection; a failure of the primary port or device is returned, and sticks; a
+  // secondary port's going down or up sets railDown().
   Status pollAsync(bool force = false);
   // Consumes completion-channel events, so the channel fd reflects only events to come.
   void drainCompletionEvents();
-  // The channel fd and the async event fd.
+  // Every rail's channel fd and async event fd.
   void addToWaitSet(WaitSet* set) const;
 
  private:
+  struct Rail {
+    VerbsPort port;
+    ibv_pd* pd = nullptr;
+    ibv_comp_channel* channel = nullptr;
+    bool down = false;
+  };
   VerbsContext() = default;
+  static uint64_t key(uint32_t rail, uint32_t qpn) { return (uint64_t{rail} << 32) | qpn; }
+  void pollRailEvents(uint32_t rail);
 
-  VerbsPort port_;
-  ibv_pd* pd_ = nullptr;
-  ibv_comp_channel* channel_ = nullptr;
+  std::vector<std::unique_ptr<Rail>> rails_;
   std::unique_ptr<VerbsMrCache> mrCache_;
   VerbsConfig config_;
-  std::map<uint32_t, VerbsConnection*> watched_;
+  std::map<uint64_t, VerbsConnection*> watched_;
   Status failure_;
   int64_t lastAsyncPollNs_ = 0;
 };

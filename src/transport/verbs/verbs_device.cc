@@ -6,14 +6,16 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/logging.h"
 #include "core/params.h"
 
 namespace bccl {
 namespace {
 
 const StringParam kIbHca("BCCL_IB_HCA", "",
-                         "RDMA devices for the verbs transport: comma list of name[:port], the "
-                         "first usable one wins; default: the first device with an active port");
+                         "RDMA devices for the verbs transport: comma list of name[:port]; every "
+                         "usable one carries QPs (QP i on the i-th, in turn), the first also the "
+                         "control QP; default: the first device with an active port");
 const IntParam kIbGidIndex("BCCL_IB_GID_INDEX", -1,
                            "GID index on the verbs port; -1: the RoCE v2 IPv4-mapped GID when the "
                            "port has one (else another RoCE v2 GID, else the first valid one); "
@@ -214,7 +216,7 @@ std::string VerbsPort::describe() const {
   return s;
 }
 
-StatusOr<VerbsPort> openVerbsPort() {
+StatusOr<std::vector<VerbsPort>> openVerbsPorts() {
   StatusOr<std::vector<HcaWant>> wants = parseHcaList(kIbHca.get());
   if (!wants.isOk()) return wants.status();
   const int gidIndex = static_cast<int>(kIbGidIndex.get());
@@ -227,10 +229,14 @@ StatusOr<VerbsPort> openVerbsPort() {
   std::string present, tried;
   for (int i = 0; i < devs.count; ++i)
     present += std::string(present.empty() ? "" : ", ") + ibv_get_device_name(devs.list[i]);
+  std::vector<VerbsPort> opened;
   if (wants.value().empty()) {
     for (int i = 0; i < devs.count; ++i) {
       StatusOr<VerbsPort> p = tryDevice(devs.list[i], 0, gidIndex);
-      if (p.isOk()) return p;
+      if (p.isOk()) {
+        opened.push_back(std::move(p.value()));
+        return opened;
+      }
       tried += "\n  " + p.status().message();
     }
     return invalidArgument("no usable RDMA device:" + tried);
@@ -244,10 +250,18 @@ StatusOr<VerbsPort> openVerbsPort() {
       continue;
     }
     StatusOr<VerbsPort> p = tryDevice(dev, w.port, gidIndex);
-    if (p.isOk()) return p;
-    tried += "\n  " + p.status().message();
+    if (p.isOk()) {
+      opened.push_back(std::move(p.value()));
+    } else {
+      tried += "\n  " + p.status().message();
+    }
   }
-  return invalidArgument("no usable RDMA device in BCCL_IB_HCA=" + kIbHca.get() + ":" + tried);
+  if (opened.empty())
+    return invalidArgument("no usable RDMA device in BCCL_IB_HCA=" + kIbHca.get() + ":" + tried);
+  if (!tried.empty())
+    BCCL_WARN("verbs: BCCL_IB_HCA=%s: skipping what is not usable:%s", kIbHca.get().c_str(),
+              tried.c_str());
+  return opened;
 }
 
 std::vector<std::string> describeVerbsDevices() {

@@ -1,5 +1,6 @@
-// Which RDMA device, port and GID this rank uses, and why. Everything about choosing them lives
-// here: BCCL_IB_HCA (a comma list of device[:port], first usable wins), BCCL_IB_GID_INDEX (or the
+// Which RDMA devices, ports and GIDs this rank uses, and why. Everything about choosing them
+// lives here: BCCL_IB_HCA (a comma list of device[:port]: every usable one is used, the first
+// is the primary), BCCL_IB_GID_INDEX (or the
 // RoCE v2 IPv4-mapped GID by default), the link layer and the port's active MTU. Errors name the
 // device and say what is wrong with it (absent, port down, no such GID), so a misconfigured node
 // is diagnosed from one message.
@@ -39,9 +40,11 @@ struct VerbsPort {
   std::string describe() const;
 };
 
-// Opens the device and port chosen by BCCL_IB_HCA / BCCL_IB_GID_INDEX (or the first active port
-// of any device). The error names every device tried and what was wrong with each.
-StatusOr<VerbsPort> openVerbsPort();
+// Opens the devices and ports listed in BCCL_IB_HCA (each usable one, in order; those that are
+// not are skipped with a WARN saying why) with BCCL_IB_GID_INDEX, or without a list the first
+// active port of any device. The error, when none is usable, names every device tried and what
+// was wrong with each.
+StatusOr<std::vector<VerbsPort>> openVerbsPorts();
 
 // One line per device and port, whether usable and why not, for bccl_info.
 std::vector<std::string> describeVerbsDevices();

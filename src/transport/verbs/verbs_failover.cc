@@ -55,9 +55,10 @@ uint32_t VerbsConnection::liveQps() const {
   return n;
 }
 
-int VerbsConnection::dataQpIndex(uint32_t qpNum) const {
+int VerbsConnection::dataQpIndex(uint32_t rail, uint32_t qpNum) const {
   for (size_t i = 0; i < qps_.size(); ++i)
-    if (qps_[i].qp != nullptr && qps_[i].qp->qp_num == qpNum) return static_cast<int>(i);
+    if (qps_[i].qp != nullptr && qps_[i].rail == rail && qps_[i].qp->qp_num == qpNum)
+      return static_cast<int>(i);
   return -1;
 }
 
@@ -86,10 +87,10 @@ bool VerbsConnection::failOnePath() {
   return true;
 }
 
-Status VerbsConnection::onFailedCompletion(const ibv_wc& wc) {
-  const int qi = dataQpIndex(wc.qp_num);
+Status VerbsConnection::onFailedCompletion(const ibv_wc& wc, uint32_t rail) {
+  const int qi = dataQpIndex(rail, wc.qp_num);
   // The control QP carries every grant and notice: without it the connection cannot go on.
-  if (qi < 0 || severed_.load()) return completionError(wc);
+  if (qi < 0 || severed_.load()) return completionError(wc, rail);
   Qp& q = qps_[static_cast<size_t>(qi)];
   if ((wc.wr_id >> 56) == 0) {
     --q.recvOutstanding;
@@ -97,7 +98,7 @@ Status VerbsConnection::onFailedCompletion(const ibv_wc& wc) {
     --q.sendOutstanding;
   }
   if (q.dead) return Status::ok();  // the flush of a QP already cut out
-  return retireQp(static_cast<uint32_t>(qi), completionError(wc).message(), false);
+  return retireQp(static_cast<uint32_t>(qi), completionError(wc, rail).message(), false);
 }
 
 Status VerbsConnection::retireQp(uint32_t qi, const std::string& why, bool fromPeer) {
@@ -113,7 +114,8 @@ Status VerbsConnection::retireQp(uint32_t qi, const std::string& why, bool fromP
   deadMask_.fetch_or(1u << qi);
   errorRcQp(q.qp);
   BCCL_WARN("%s: verbs QP %u (%s) cut out: %s; its traffic moves to the other %u QP(s)",
-            peerName_.c_str(), q.qp->qp_num, ctx_->port().device.c_str(), why.c_str(), liveQps());
+            peerName_.c_str(), q.qp->qp_num, ctx_->port(q.rail).device.c_str(), why.c_str(),
+            liveQps());
   if (!fromPeer) BCCL_RETURN_IF_ERROR(postQpNotice(kQpDown, qi));
   // Sender side: what it did not confirm may or may not have landed; the receiver decides.
   for (const Flight& f : q.flights) {
@@ -134,6 +136,11 @@ Status VerbsConnection::checkSuspectQps() {
   for (const auto& [qi, event] : asyncDeadQps_)
     BCCL_RETURN_IF_ERROR(retireQp(qi, "asynchronous event " + event, false));
   asyncDeadQps_.clear();
+  // QPs on a secondary device whose port went down.
+  for (uint32_t qi = 0; qi < qps_.size(); ++qi)
+    if (!qps_[qi].dead && ctx_->railDown(qps_[qi].rail))
+      BCCL_RETURN_IF_ERROR(
+          retireQp(qi, "the port of " + ctx_->port(qps_[qi].rail).device + " went down", false));
   uint32_t suspects = suspectQps_.exchange(0);
   // Now and then every live QP: a QP can enter the error state with no work on it to report.
   const int64_t now = nowNs();
@@ -212,14 +219,14 @@ Status VerbsConnection::reviveDeadQps() {
     if (!q.dead) continue;
     if (!q.reset) {
       if (!q.closedSent || !q.peerClosed || q.recvOutstanding > 0 || q.sendOutstanding > 0 ||
-          now < q.retryNs)
+          now < q.retryNs || ctx_->railDown(q.rail))
         continue;
       const uint32_t next = q.incarnation + 1;
       VerbsQpBlob remoteQp = remote_.qp[qi];
       remoteQp.psn = psnOf(remoteQp.psn, next);
-      Status st = resetRcQp(q.qp, ctx_->port(), peerName_);
-      if (st.isOk()) st = connectRcQp(q.qp, ctx_->port(), psnOf(q.psn, next), remote_, remoteQp,
-                                      peerName_);
+      const VerbsPort& port = ctx_->port(q.rail);
+      Status st = resetRcQp(q.qp, port, peerName_);
+      if (st.isOk()) st = connectRcQp(q.qp, port, psnOf(q.psn, next), remoteQp, peerName_);
       if (!st.isOk()) {
         // Not this time: back to the error state, and try again later.
         errorRcQp(q.qp);
@@ -239,7 +246,7 @@ Status VerbsConnection::reviveDeadQps() {
     q.dead = q.recovered = q.closedSent = q.peerClosed = q.reset = false;
     deadMask_.fetch_and(~(1u << qi));
     BCCL_WARN("%s: verbs QP %u (%s) is back in use after a reset (%u QP(s) live)",
-              peerName_.c_str(), q.qp->qp_num, ctx_->port().device.c_str(), liveQps());
+              peerName_.c_str(), q.qp->qp_num, ctx_->port(q.rail).device.c_str(), liveQps());
   }
   return Status::ok();
 }

@@ -37,7 +37,7 @@ const char* hint(ibv_wc_status s) {
 
 }  // namespace
 
-Status VerbsConnection::completionError(const ibv_wc& wc) {
+Status VerbsConnection::completionError(const ibv_wc& wc, uint32_t rail) {
   // wc.opcode is undefined in an error completion: say what failed from the wr_id instead.
   const bool recv = (wc.wr_id >> 56) == 0;
   static const char* const kWhat[] = {
@@ -48,7 +48,7 @@ Status VerbsConnection::completionError(const ibv_wc& wc) {
   char vendor[32];
   snprintf(vendor, sizeof(vendor), "vendor error 0x%x", wc.vendor_err);
   std::string msg = peerName_ + ": verbs " + what + " on QP " + std::to_string(wc.qp_num) + " (" +
-                    ctx_->port().device + ":" + std::to_string(ctx_->port().port) +
+                    ctx_->port(rail).device + ":" + std::to_string(ctx_->port(rail).port) +
                     ") failed: " + ibv_wc_status_str(wc.status) + ", " + vendor + hint(wc.status);
   if (severed_.load()) msg += "; the connection was severed (fault injection)";
   return remoteError(msg).blaming(peer_);
@@ -56,21 +56,24 @@ Status VerbsConnection::completionError(const ibv_wc& wc) {
 
 Status VerbsConnection::pollCompletions(std::vector<uint64_t>* completed) {
   ibv_wc wc[kPollBatch];
-  for (;;) {
-    int n = ibv_poll_cq(cq_, kPollBatch, wc);
-    if (n < 0) return systemError(peerName_ + ": verbs ibv_poll_cq failed");
-    for (int i = 0; i < n; ++i) {
-      if (wc[i].status != IBV_WC_SUCCESS) {
-        BCCL_RETURN_IF_ERROR(onFailedCompletion(wc[i]));
-        continue;
+  for (uint32_t rail = 0; rail < cqs_.size(); ++rail) {
+    for (;;) {
+      int n = ibv_poll_cq(cqs_[rail], kPollBatch, wc);
+      if (n < 0) return systemError(peerName_ + ": verbs ibv_poll_cq failed");
+      for (int i = 0; i < n; ++i) {
+        if (wc[i].status != IBV_WC_SUCCESS) {
+          BCCL_RETURN_IF_ERROR(onFailedCompletion(wc[i], rail));
+          continue;
+        }
+        Status st = (wc[i].wr_id >> 56) == 0
+                        ? onRecvCompletion(static_cast<uint32_t>(wc[i].wr_id), wc[i], completed)
+                        : onSendCompletion(wc[i], rail, completed);
+        BCCL_RETURN_IF_ERROR(st);
       }
-      Status st = (wc[i].wr_id >> 56) == 0
-                      ? onRecvCompletion(static_cast<uint32_t>(wc[i].wr_id), wc[i], completed)
-                      : onSendCompletion(wc[i], completed);
-      BCCL_RETURN_IF_ERROR(st);
+      if (n < kPollBatch) break;
     }
-    if (n < kPollBatch) return Status::ok();
   }
+  return Status::ok();
 }
 
 Status VerbsConnection::onControlCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed) {
@@ -160,10 +163,11 @@ Status VerbsConnection::onRecvCompletion(uint32_t qi, const ibv_wc& wc,
   return Status::ok();
 }
 
-Status VerbsConnection::onSendCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed) {
+Status VerbsConnection::onSendCompletion(const ibv_wc& wc, uint32_t rail,
+                                         std::vector<uint64_t>* completed) {
   // Whatever a dead QP still confirms was accounted for when it died (its writes became
   // `lost`, settled by the receiver's grants or its closing notice).
-  const int posted = dataQpIndex(wc.qp_num);
+  const int posted = dataQpIndex(rail, wc.qp_num);
   if (posted >= 0) {
     Qp& on = qps_[static_cast<size_t>(posted)];
     --on.sendOutstanding;
@@ -432,10 +436,12 @@ void VerbsConnection::waitForNotice() {
   ibv_wc wc[kPollBatch];
   while (!deadline.expired()) {
     // Other completions are dropped: the connection is failing anyway.
-    int n = ibv_poll_cq(cq_, kPollBatch, wc);
-    for (int i = 0; i < n; ++i)
-      if ((wc[i].wr_id >> 56) != 0 && wrKind(wc[i].wr_id) == kWrMismatch) return;
-    if (n < 0) return;
+    for (ibv_cq* cq : cqs_) {
+      int n = ibv_poll_cq(cq, kPollBatch, wc);
+      for (int i = 0; i < n; ++i)
+        if ((wc[i].wr_id >> 56) != 0 && wrKind(wc[i].wr_id) == kWrMismatch) return;
+      if (n < 0) return;
+    }
   }
 }
 
@@ -457,7 +463,8 @@ void VerbsConnection::finishRecv(RecvOp& op, std::vector<uint64_t>* completed) {
 
 void VerbsConnection::retireRecv(RecvOp& op) {
   // A receive taken eagerly may still have a grant out, whose cancel is yet to come.
-  op.done = op.reported && op.granted && op.chunksReceived == op.chunksGranted && op.lostChunks == 0;
+  op.done =
+      op.reported && op.granted && op.chunksReceived == op.chunksGranted && op.lostChunks == 0;
 }
 
 VerbsConnection::RecvOp* VerbsConnection::recvBySeq(uint32_t seq) {

@@ -39,7 +39,8 @@ int initRcQp(ibv_qp* qp, const VerbsPort& port) {
   a.pkey_index = 0;
   a.port_num = static_cast<uint8_t>(port.port);
   a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
-  return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+  return ibv_modify_qp(qp, &a,
+                       IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
 }
 
 }  // namespace
@@ -69,8 +70,19 @@ StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
   return qp;
 }
 
-Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn, const VerbsBlob& remote,
+VerbsAddress addressOf(const VerbsPort& port) {
+  VerbsAddress a;
+  a.mtu = static_cast<uint32_t>(port.activeMtu);
+  a.lid = port.lid;
+  a.linkLayer = port.linkLayer;
+  a.hasGid = port.gidIndex >= 0 ? 1 : 0;
+  memcpy(a.gid, port.gid.raw, sizeof(a.gid));
+  return a;
+}
+
+Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn,
                    const VerbsQpBlob& remoteQp, const std::string& peerName) {
+  const VerbsAddress& remote = remoteQp.addr;
   const bool ethernet = port.linkLayer == IBV_LINK_LAYER_ETHERNET;
   if (remote.linkLayer != port.linkLayer)
     return invalidArgument(

@@ -24,9 +24,13 @@ struct VerbsQpCaps {
 StatusOr<ibv_qp*> createRcQp(const VerbsPort& port, ibv_pd* pd, ibv_cq* cq,
                              const VerbsQpCaps& caps);
 
-// INIT -> RTR -> RTS towards the peer's QP. `localPsn` is ours (sent to the peer in its blob).
-Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn, const VerbsBlob& remote,
+// INIT -> RTR -> RTS towards the peer's QP (remoteQp.addr: its port). `localPsn` is ours (sent
+// to the peer in its blob).
+Status connectRcQp(ibv_qp* qp, const VerbsPort& port, uint32_t localPsn,
                    const VerbsQpBlob& remoteQp, const std::string& peerName);
+
+// How the peer reaches `port`.
+VerbsAddress addressOf(const VerbsPort& port);
 
 // Takes a failed QP back to INIT (through RESET, which discards its queues), ready for
 // connectRcQp again.

@@ -24,8 +24,18 @@
 
 namespace bccl {
 
+// How to reach a port: what an RC QP's RTR transition needs of the remote end.
+struct VerbsAddress {
+  uint32_t mtu = 0;  // ibv_mtu enum of the port's active MTU
+  uint16_t lid = 0;
+  uint8_t linkLayer = 0;
+  uint8_t hasGid = 0;
+  uint8_t gid[16] = {};
+};
+
 // Per QP, what the other side needs to address it and write into it.
 struct VerbsQpBlob {
+  VerbsAddress addr;  // the port of the device the QP lives on
   uint32_t qpn = 0;
   uint32_t psn = 0;
   uint64_t ringAddr = 0;  // receive ring: slots x slotBytes, remote-writable
@@ -45,13 +55,10 @@ struct VerbsBlob {
   uint32_t slots = 0;
   uint32_t slotBytes = 0;
   uint32_t grantSlots = 0;
-  uint32_t mtu = 0;  // ibv_mtu enum of the sender's port
-  uint16_t lid = 0;
-  uint8_t linkLayer = 0;
-  uint8_t hasGid = 0;
-  uint8_t gid[16] = {};
-  uint32_t flags = 0;       // kVerbsZeroCopy when this side registers user buffers
-  uint32_t eagerSlots = 0;  // eager ring (written over the control QP): slots of kVerbsEagerHeader + eagerBytes
+  uint32_t rails = 0;  // devices the data QPs are spread over (QP i on device i % rails)
+  uint32_t flags = 0;  // kVerbsZeroCopy when this side registers user buffers
+  uint32_t eagerSlots =
+      0;  // eager ring (written over the control QP): slots of kVerbsEagerHeader + eagerBytes
   uint32_t eagerBytes = 0;
   uint32_t eagerRkey = 0;
   uint64_t eagerAddr = 0;
