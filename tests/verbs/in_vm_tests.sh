@@ -70,11 +70,12 @@ step "shm + verbs in one communicator; default choice stays TCP on soft-RoCE" at
 # Several QPs per peer, one forced into the error state on each rank mid-run (fault injection,
 # ibv_modify_qp to ERR): the results are checked and every broken QP must be cut out at both
 # ends, with the run going on over the rest.
-qp_failover() {  # perf tool
-  local out cut
-  out=$(env BCCL_TRANSPORT=verbs BCCL_IB_QPS_PER_PEER=4 "$small_slots" \
+qp_failover() {  # perf tool [VAR=value...]
+  local out cut tool=$1
+  shift
+  out=$(env BCCL_TRANSPORT=verbs BCCL_IB_QPS_PER_PEER=4 "$small_slots" "$@" \
     BCCL_FAULT_INJECT="rank=0,op=12,action=path;rank=1,op=30,action=path" \
-    "$build/bcclrun" -n 2 --timeout 240 "$build/$1" -b 64K -e 1M -f 4 -c 1 -n 8 -w 1 2>&1)
+    "$build/bcclrun" -n 2 --timeout 240 "$build/$tool" -b 64K -e 1M -f 4 -c 1 -n 8 -w 1 2>&1)
   printf '%s\n' "$out" | grep -E "^\[0\] +[0-9]|cut out" | cut -c1-200
   grep -q "Out of bounds values : 0 OK" <<<"$out" || { echo "wrong results or no result line"; return 1; }
   cut=$(grep -c "cut out" <<<"$out")
@@ -83,6 +84,8 @@ qp_failover() {  # perf tool
 for tool in all_reduce_perf all_gather_perf; do
   step "a QP forced into error mid-run fails over to the other 3 ($tool)" qp_failover "$tool"
 done
+step "the same with the 4 QPs on two devices (rxe0, rxe1)" qp_failover all_reduce_perf \
+  "BCCL_IB_HCA=$SOFTROCE_DEV,$SOFTROCE_DEV2"
 echo "=== summary"
 printf '%s' "$summary"
 exit $status
