@@ -66,6 +66,14 @@ StatusOr<ibv_mr*> VerbsMrCache::acquire(const void* addr, size_t bytes, int acce
   }
   evictFor(end - start);
   ibv_mr* mr = ibv_reg_mr(pd_, reinterpret_cast<void*>(start), end - start, acc);
+  if (mr == nullptr && errno == EFAULT && !absorbed.empty()) {
+    // An absorbed region's memory may be unmapped by now (freed since it was registered):
+    // register just what was asked for.
+    start = a & ~(pageSize() - 1);
+    end = (e + pageSize() - 1) & ~(pageSize() - 1);
+    acc = access;
+    mr = ibv_reg_mr(pd_, reinterpret_cast<void*>(start), end - start, acc);
+  }
   if (mr == nullptr)
     return systemError("verbs: cannot register " + std::to_string(end - start) +
                        " bytes of user memory (ibv_reg_mr: " + strerror(errno) +
