@@ -235,6 +235,9 @@ class VerbsConnection final : public Connection {
   Status onQpNotice(uint32_t index);
   // Resets a dead QP whose failure both ends have settled, and puts it back once both are up.
   Status reviveDeadQps();
+  // Both ends of dead QP `qi` are up again (ours reset, the peer's Up received).
+  bool revivable(uint32_t qi) const;
+  void markRevived(uint32_t qi);
   // Sender side: the peer has granted again everything of QP `qi` that did not land.
   void onQpClosed(uint32_t qi);
   static int lostChunkAt(const SendOp& op, uint64_t offset);

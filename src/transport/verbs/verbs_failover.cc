@@ -242,13 +242,22 @@ Status VerbsConnection::reviveDeadQps() {
       BCCL_RETURN_IF_ERROR(postRecvEntries(q.qp, qi, dataRecvWr_));
       BCCL_RETURN_IF_ERROR(postQpNotice(kQpUp, qi));
     }
-    if (q.peerUp != q.incarnation) continue;  // the peer's end is not up yet
-    q.dead = q.recovered = q.closedSent = q.peerClosed = q.reset = false;
-    deadMask_.fetch_and(~(1u << qi));
-    BCCL_WARN("%s: verbs QP %u (%s) is back in use after a reset (%u QP(s) live)",
-              peerName_.c_str(), q.qp->qp_num, ctx_->port(q.rail).device.c_str(), liveQps());
+    if (revivable(qi)) markRevived(qi);
   }
   return Status::ok();
+}
+
+bool VerbsConnection::revivable(uint32_t qi) const {
+  const Qp& q = qps_[qi];
+  return q.dead && q.reset && q.peerUp == q.incarnation;
+}
+
+void VerbsConnection::markRevived(uint32_t qi) {
+  Qp& q = qps_[qi];
+  q.dead = q.recovered = q.closedSent = q.peerClosed = q.reset = false;
+  deadMask_.fetch_and(~(1u << qi));
+  BCCL_WARN("%s: verbs QP %u (%s) is back in use after a reset (%u QP(s) live)",
+            peerName_.c_str(), q.qp->qp_num, ctx_->port(q.rail).device.c_str(), liveQps());
 }
 
 void VerbsConnection::onQpClosed(uint32_t qi) {

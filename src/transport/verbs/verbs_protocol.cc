@@ -98,7 +98,10 @@ Status VerbsConnection::onControlCompletion(const ibv_wc& wc, std::vector<uint64
   const uint32_t qi = index >> 16, entry = index & 0xffff;
   if (immKind(imm) != VerbsImm::kGrant || qi >= qps_.size() || entry >= cfg_.grantSlots)
     return internalError(peerName_ + ": verbs: unexpected immediate on the control QP");
-  // A grant issued before the peer learnt the QP had failed: it grants the chunk again.
+  // A grant on a QP the peer has already put back (its Up came before, in order): ours is back
+  // too. On a QP still dead here: issued before the peer learnt it had failed, and it grants
+  // that chunk again.
+  if (revivable(qi)) markRevived(qi);
   if (qps_[qi].dead) return Status::ok();
   // Copied out at once: the FIFO entry may be rewritten once its chunk has landed.
   Qp& q = qps_[qi];
