@@ -694,7 +694,8 @@ bool MultipathConnection::failOnePath() {
       victim = p.get();
     }
   if (open < 2) return false;
-  BCCL_WARN("fault injection: shutting down %s to %s", victim->name.c_str(), peerName_.c_str());
+  // The index, not the name: the progress thread renames a path when it reconnects.
+  BCCL_WARN("fault injection: shutting down path %d to %s", victim->index, peerName_.c_str());
   shutdown(victim->fd, SHUT_RDWR);
   return true;
 }
