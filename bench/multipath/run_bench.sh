@@ -100,7 +100,9 @@ awk -v r="$rc1" 'BEGIN { exit !(r >= 0.9 && r <= 1.1) }' || cut_verdict=FAIL
 record "path 1 cut: busbw after vs 1 path ($b1)" "$after = $rc1, wrong $cw" "finishes, 0 wrong, 0.9-1.1" "$cut_verdict"
 # The detecting side's line says why; the other side's says its peer gave the path up.
 failover=$({ grep -h "path 1 (10.78.1.* failed: no ack" "$OUT"/cut.rank*.err
-  grep -h "path 1 (10.78.1.* failed" "$OUT"/cut.rank*.err; } | head -1 | sed 's/.*WARN //')
+  grep -h "path 1 (10.78.1.* failed" "$OUT"/cut.rank*.err; } | awk 'NR == 1 { sub(/.*WARN /, ""); print }')
+# (awk, not head: head's early exit would end grep with SIGPIPE, which pipefail and set -e turn
+# into the end of this script.)
 
 echo "== delays: TUN + delay_switch.py on both paths (no netem in this kernel), tbf $RATE"
 "$ENV" up 2 --rate "$RATE" --tun >/dev/null
