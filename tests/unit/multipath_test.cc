@@ -151,12 +151,18 @@ TEST(ChunkScheduler, SlowedPathLosesItsShareWithinAFractionOfASecond) {
   EXPECT_NEAR(s.estimates[1], r / 4, r / 4 * 0.15);
 }
 
-TEST(ChunkScheduler, SmallMessageTakesTheIdleFastestPath) {
-  std::vector<PathLoad> l(3);
+// `n` paths, up and ready, each with a window of `window` bytes and nothing measured yet.
+std::vector<PathLoad> readyPaths(size_t n, uint64_t window) {
+  std::vector<PathLoad> l(n);
   for (PathLoad& p : l) {
     p.up = p.ready = true;
-    p.window = 4 * kMiB;
+    p.window = window;
   }
+  return l;
+}
+
+TEST(ChunkScheduler, SmallMessageTakesTheIdleFastestPath) {
+  std::vector<PathLoad> l = readyPaths(3, 4 * kMiB);
   l[0].rate = 10e6;
   l[1].rate = 40e6;
   l[2].rate = 40e6;
@@ -173,11 +179,7 @@ TEST(ChunkScheduler, SmallMessageTakesTheIdleFastestPath) {
 }
 
 TEST(ChunkScheduler, TailWaitsForTheFastPathButABacklogUsesEveryPath) {
-  std::vector<PathLoad> l(2);
-  for (PathLoad& p : l) {
-    p.up = p.ready = true;
-    p.window = 2 * kMiB;
-  }
+  std::vector<PathLoad> l = readyPaths(2, 2 * kMiB);
   l[0].rate = 100e6;
   l[1].rate = 10e6;
   l[0].inflight = 2 * kMiB;  // full

@@ -207,9 +207,7 @@ VerbsConnection::~VerbsConnection() {
 }
 
 std::string VerbsConnection::describe() const {
-  std::string ports = ctx_->port().describe();
-  for (uint32_t r = 1; r < ctx_->rails(); ++r) ports += " + " + ctx_->port(r).describe();
-  return "verbs " + ports + ", " + std::to_string(cfg_.qps) + " QP(s)" +
+  return "verbs " + ctx_->describePorts() + ", " + std::to_string(cfg_.qps) + " QP(s)" +
          (eagerEnabled() ? ", eager up to " + std::to_string(eagerBytes_) + " B" : "") +
          (zeroCopy_ ? ", zero-copy" : "");
 }
@@ -299,10 +297,12 @@ Status VerbsConnection::progress(std::vector<uint64_t>* completed) {
   if (!asyncFailure_.empty()) return fail(remoteError(asyncFailure_).blaming(peer_));
   st = pollCompletions(completed);
   if (st.isOk()) st = checkSuspectQps();
-  if (st.isOk()) st = recoverDeadQps();
+  // The rest of failover has nothing to do while every QP is live (the usual case).
+  const bool anyDead = deadMask_.load(std::memory_order_relaxed) != 0;
+  if (st.isOk() && anyDead) st = recoverDeadQps();
   if (st.isOk()) st = issueGrants();
-  if (st.isOk()) st = closeRecoveredQps();
-  if (st.isOk()) st = reviveDeadQps();
+  if (st.isOk() && anyDead) st = closeRecoveredQps();
+  if (st.isOk() && anyDead) st = reviveDeadQps();
   if (st.isOk()) st = serveGrants();
   // Credits in batches, but at once when a small receive waits long enough to be granted:
   // its sender may be the one out of credits.

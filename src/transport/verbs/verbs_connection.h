@@ -216,7 +216,10 @@ class VerbsConnection final : public Connection {
   Status takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_t>* completed);
   Status postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq);
   Status maybeReturnCredits(bool force);
-  Status postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
+  // A zero-length RDMA WRITE WITH IMM (only the immediate travels), and posting one on the
+  // control QP.
+  static ibv_send_wr immOnlyWr(uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
+  Status postCtrlImm(uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey);
   Status onControlCompletion(const ibv_wc& wc, std::vector<uint64_t>* completed);
   void popDone();
   Status completionError(const ibv_wc& wc, uint32_t rail);
@@ -237,6 +240,8 @@ class VerbsConnection final : public Connection {
   Status reviveDeadQps();
   // Both ends of dead QP `qi` are up again (ours reset, the peer's Up received).
   bool revivable(uint32_t qi) const;
+  // How long a QP that has failed `failures` times before stays out before its reset.
+  int64_t retryDelayNs(uint32_t failures) const;
   void markRevived(uint32_t qi);
   // Sender side: the peer has granted again everything of QP `qi` that did not land.
   void onQpClosed(uint32_t qi);

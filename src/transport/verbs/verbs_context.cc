@@ -85,9 +85,10 @@ StatusOr<std::unique_ptr<VerbsContext>> VerbsContext::create() {
   BCCL_RETURN_IF_ERROR(readConfig(&c->config_));
   StatusOr<std::vector<VerbsPort>> ports = openVerbsPorts();
   if (!ports.isOk()) return ports.status();
-  std::string names;
   for (VerbsPort& port : ports.value()) {
-    auto rail = std::make_unique<Rail>();
+    // Kept first, so the destructor frees what is made below if a later step fails.
+    c->rails_.push_back(std::make_unique<Rail>());
+    Rail* rail = c->rails_.back().get();
     rail->port = std::move(port);
     const std::string& dev = rail->port.device;
     rail->pd = ibv_alloc_pd(rail->port.context);
@@ -102,8 +103,6 @@ StatusOr<std::unique_ptr<VerbsContext>> VerbsContext::create() {
       if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
         return systemError("verbs: cannot make an event fd of " + dev + " non-blocking");
     }
-    names += (names.empty() ? "" : " + ") + rail->port.describe();
-    c->rails_.push_back(std::move(rail));
   }
   // User buffers are registered with one protection domain: zero copy stays on one rail.
   if (c->rails_.size() > 1 && c->config_.zeroCopy) {
@@ -112,10 +111,16 @@ StatusOr<std::unique_ptr<VerbsContext>> VerbsContext::create() {
   }
   c->mrCache_ = std::make_unique<VerbsMrCache>(
       c->rails_[0]->pd, static_cast<size_t>(std::max<int64_t>(1, kRegCacheMb.get())) << 20);
-  BCCL_INFO("verbs: using %s, %u QP(s) per peer, %u x %u-byte slots per QP%s", names.c_str(),
-            c->config_.qps, c->config_.slots, c->config_.slotBytes,
+  BCCL_INFO("verbs: using %s, %u QP(s) per peer, %u x %u-byte slots per QP%s",
+            c->describePorts().c_str(), c->config_.qps, c->config_.slots, c->config_.slotBytes,
             c->config_.zeroCopy ? ", zero-copy from BCCL_IB_ZERO_COPY_BYTES" : "");
   return c;
+}
+
+std::string VerbsContext::describePorts() const {
+  std::string s;
+  for (const auto& rail : rails_) s += (s.empty() ? "" : " + ") + rail->port.describe();
+  return s;
 }
 
 VerbsContext::~VerbsContext() {

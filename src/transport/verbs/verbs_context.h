@@ -42,6 +42,8 @@ class VerbsContext {
   VerbsContext& operator=(const VerbsContext&) = delete;
 
   uint32_t rails() const { return static_cast<uint32_t>(rails_.size()); }
+  // "rxe0:1 gid[1] ... + rxe1:1 ...": every rail's port, for logs and describe().
+  std::string describePorts() const;
   const VerbsPort& port(uint32_t rail = 0) const { return rails_[rail]->port; }
   ibv_context* device(uint32_t rail = 0) const { return rails_[rail]->port.context; }
   ibv_pd* pd(uint32_t rail = 0) const { return rails_[rail]->pd; }

@@ -23,8 +23,7 @@ bool VerbsConnection::grantDue(const RecvOp& op, int64_t now) const {
   return now - op.postedNs >= kLazyGrantNs;
 }
 
-Status VerbsConnection::postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uint64_t addr,
-                                    uint32_t rkey) {
+ibv_send_wr VerbsConnection::immOnlyWr(uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey) {
   // A zero-length write: no data, only the immediate (and a receive entry consumed there).
   ibv_send_wr wr{};
   wr.wr_id = wrId;
@@ -33,11 +32,16 @@ Status VerbsConnection::postImmOnly(ibv_qp* qp, uint64_t wrId, uint32_t imm, uin
   wr.imm_data = htonl(imm);
   wr.wr.rdma.remote_addr = addr;
   wr.wr.rdma.rkey = rkey;
+  return wr;
+}
+
+Status VerbsConnection::postCtrlImm(uint64_t wrId, uint32_t imm, uint64_t addr, uint32_t rkey) {
+  ibv_send_wr wr = immOnlyWr(wrId, imm, addr, rkey);
   ibv_send_wr* bad = nullptr;
-  int rc = ibv_post_send(qp, &wr, &bad);
+  int rc = ibv_post_send(ctrl_, &wr, &bad);
   if (rc != 0)
     return systemError(peerName_ + ": verbs cannot post a notice on QP " +
-                       std::to_string(qp->qp_num) + ": " + strerror(rc));
+                       std::to_string(ctrl_->qp_num) + ": " + strerror(rc));
   return Status::ok();
 }
 
@@ -114,9 +118,8 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
   if (h.bytes != op.bytes) {
     // Tell the sender too (its send already completed): it fails at its next progress.
     const uint32_t expected = static_cast<uint32_t>(std::min<size_t>(op.bytes, kVerbsImmIndexMask));
-    if (postImmOnly(ctrl_, sendWrId(kWrMismatch, 0, op.seq),
-                    makeImm(VerbsImm::kEagerMismatch, expected), remote_.eagerAddr,
-                    remote_.eagerRkey)
+    if (postCtrlImm(sendWrId(kWrMismatch, 0, op.seq), makeImm(VerbsImm::kEagerMismatch, expected),
+                    remote_.eagerAddr, remote_.eagerRkey)
             .isOk())
       waitForNotice();
     return invalidUsage(peerName_ + " sent " + std::to_string(h.bytes) + " bytes where " +
@@ -133,13 +136,9 @@ Status VerbsConnection::takeEager(RecvOp& op, uint32_t slot, std::vector<uint64_
 }
 
 Status VerbsConnection::postCancel(uint32_t qi, uint32_t grantIndex, uint32_t seq) {
-  ibv_send_wr wr{};
-  wr.wr_id = sendWrId(kWrCancel, qi, seq);
-  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.imm_data = htonl(makeImm(VerbsImm::kCancel, grantIndex));
-  wr.wr.rdma.remote_addr = remote_.qp[qi].ringAddr;
-  wr.wr.rdma.rkey = remote_.qp[qi].ringRkey;
+  // On the grant's own data QP: the peer takes answers there in grant order.
+  ibv_send_wr wr = immOnlyWr(sendWrId(kWrCancel, qi, seq), makeImm(VerbsImm::kCancel, grantIndex),
+                             remote_.qp[qi].ringAddr, remote_.qp[qi].ringRkey);
   return postDataWr(qi, &wr);
 }
 
@@ -149,7 +148,7 @@ Status VerbsConnection::maybeReturnCredits(bool force) {
   // In batches: one credit immediate per half ring, unless a small receive is starving.
   if (unannounced == 0 || (!force && unannounced < std::max(1u, eagerSlots_ / 2)))
     return Status::ok();
-  BCCL_RETURN_IF_ERROR(postImmOnly(ctrl_, sendWrId(kWrCredit, 0, 0),
+  BCCL_RETURN_IF_ERROR(postCtrlImm(sendWrId(kWrCredit, 0, 0),
                                    makeImm(VerbsImm::kCredit, eagerFreed_), remote_.eagerAddr,
                                    remote_.eagerRkey));
   eagerAnnounced_ = eagerFreed_;

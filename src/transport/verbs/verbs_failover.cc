@@ -108,9 +108,7 @@ Status VerbsConnection::retireQp(uint32_t qi, const std::string& why, bool fromP
     return remoteError(peerName_ + ": verbs: the last data QP failed: " + why).blaming(peer_);
   q.dead = true;
   q.deadNs = nowNs();
-  q.retryNs = q.deadNs + (static_cast<int64_t>(cfg_.qpRetryMs) * 1000000
-                          << std::min(q.failures, kMaxBackoffShift));
-  ++q.failures;
+  q.retryNs = q.deadNs + retryDelayNs(q.failures++);
   deadMask_.fetch_or(1u << qi);
   errorRcQp(q.qp);
   BCCL_WARN("%s: verbs QP %u (%s) cut out: %s; its traffic moves to the other %u QP(s)",
@@ -137,11 +135,13 @@ Status VerbsConnection::checkSuspectQps() {
     BCCL_RETURN_IF_ERROR(retireQp(qi, "asynchronous event " + event, false));
   asyncDeadQps_.clear();
   // QPs on a secondary device whose port went down.
-  for (uint32_t qi = 0; qi < qps_.size(); ++qi)
+  for (uint32_t qi = 0; ctx_->rails() > 1 && qi < qps_.size(); ++qi)
     if (!qps_[qi].dead && ctx_->railDown(qps_[qi].rail))
       BCCL_RETURN_IF_ERROR(
           retireQp(qi, "the port of " + ctx_->port(qps_[qi].rail).device + " went down", false));
-  uint32_t suspects = suspectQps_.exchange(0);
+  // Read before the exchange: an atomic read-modify-write on every progress call is not free.
+  uint32_t suspects =
+      suspectQps_.load(std::memory_order_relaxed) != 0 ? suspectQps_.exchange(0) : 0;
   // Now and then every live QP: a QP can enter the error state with no work on it to report.
   const int64_t now = nowNs();
   if (now - lastStateCheckNs_ >= kStateCheckNs) {
@@ -230,8 +230,7 @@ Status VerbsConnection::reviveDeadQps() {
       if (!st.isOk()) {
         // Not this time: back to the error state, and try again later.
         errorRcQp(q.qp);
-        q.retryNs = now + (static_cast<int64_t>(cfg_.qpRetryMs) * 1000000
-                           << std::min(q.failures++, kMaxBackoffShift));
+        q.retryNs = now + retryDelayNs(q.failures++);
         BCCL_WARN("%s: verbs QP %u cannot be put back yet: %s", peerName_.c_str(), q.qp->qp_num,
                   st.message().c_str());
         continue;
@@ -247,6 +246,10 @@ Status VerbsConnection::reviveDeadQps() {
   return Status::ok();
 }
 
+int64_t VerbsConnection::retryDelayNs(uint32_t failures) const {
+  return static_cast<int64_t>(cfg_.qpRetryMs) * 1000000 << std::min(failures, kMaxBackoffShift);
+}
+
 bool VerbsConnection::revivable(uint32_t qi) const {
   const Qp& q = qps_[qi];
   return q.dead && q.reset && q.peerUp == q.incarnation;
@@ -256,8 +259,8 @@ void VerbsConnection::markRevived(uint32_t qi) {
   Qp& q = qps_[qi];
   q.dead = q.recovered = q.closedSent = q.peerClosed = q.reset = false;
   deadMask_.fetch_and(~(1u << qi));
-  BCCL_WARN("%s: verbs QP %u (%s) is back in use after a reset (%u QP(s) live)",
-            peerName_.c_str(), q.qp->qp_num, ctx_->port(q.rail).device.c_str(), liveQps());
+  BCCL_WARN("%s: verbs QP %u (%s) is back in use after a reset (%u QP(s) live)", peerName_.c_str(),
+            q.qp->qp_num, ctx_->port(q.rail).device.c_str(), liveQps());
 }
 
 void VerbsConnection::onQpClosed(uint32_t qi) {
@@ -292,7 +295,7 @@ void VerbsConnection::onQpClosed(uint32_t qi) {
 
 Status VerbsConnection::postQpNotice(uint32_t kind, uint32_t qi) {
   // A zero-length write: only the immediate travels. The address just has to be a valid one.
-  return postImmOnly(ctrl_, sendWrId(kWrQpNotice, 0, 0),
+  return postCtrlImm(sendWrId(kWrQpNotice, 0, 0),
                      makeImm(VerbsImm::kQpNotice, qpNoticeIndex(kind, qi, qps_[qi].incarnation)),
                      remote_.qp[0].grantAddr, remote_.qp[0].grantRkey);
 }
