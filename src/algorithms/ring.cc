@@ -78,9 +78,11 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
   const int n = s.nranks, r = s.rank;
   auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const size_t block = s.count;
-  if (!s.inPlace && block > 0)
-    sch.add(copyStep(at(kRecvBuffer, r * block), at(kSendBuffer, 0), block * es));
-  if (n == 1) return sch;
+  if (n == 1) {
+    if (!s.inPlace && block > 0)
+      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), block * es));
+    return sch;
+  }
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
   const size_t per = chunkElems(s.chunkBytes, es);
   const Span whole{0, block};
@@ -99,6 +101,12 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
       Span c = chunkOf(whole, per, j);
       last[recvSeg][j] =
           sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
+      // Out of place, my own block is copied a chunk at a time as the first step's chunks
+      // arrive: the copy fills the time spent waiting for the ring instead of delaying it.
+      if (step == 0 && !s.inPlace)
+        sch.add(copyStep(at(kRecvBuffer, r * block + c.offset), at(kSendBuffer, c.offset),
+                         c.count * es),
+                depsOf(last[recvSeg][j]));
     }
   }
   return sch;

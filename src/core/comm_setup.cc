@@ -29,9 +29,18 @@ const IntParam kShmBoardBytes(
     "BCCL_SHM_BOARD_BYTES", 8192,
     "Largest post of a 'direct' collective (all ranks share memory): e.g. an allreduce's "
     "input; 0 turns boards off. A multiple of 64");
-const IntParam kShmCmaThreshold("BCCL_SHM_CMA_THRESHOLD", 64 * 1024,
-                                "Messages of at least this many bytes are read straight from the "
-                                "sender's memory (single copy); 0 disables");
+// Between processes the ring is the default even for large messages: process_vm_readv pins
+// every page it reads and moves about half what memcpy does here (docs/measurements), while a
+// copy into a ring slot and out of it stays in cache, so the ring's two copies cost less memory
+// traffic and time than the one copy through the kernel.
+const IntParam kShmCmaThreshold(
+    "BCCL_SHM_CMA_THRESHOLD", 0,
+    "Messages between processes of at least this many bytes are read straight from the sender "
+    "with process_vm_readv instead of through the ring; 0: never");
+const IntParam kShmThreadReadThreshold(
+    "BCCL_SHM_THREAD_READ_THRESHOLD", 64 * 1024,
+    "Messages between ranks that are threads of one process of at least this many bytes are "
+    "read straight from the sender's buffer (one copy); 0: never");
 
 const IntParam kSpinUs("BCCL_SPIN_US", -1,
                        "Microseconds an idle rank spins before yielding and sleeping; -1: 30 when "
@@ -302,6 +311,7 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   ShmGeometry::header(mySeg)->ready.store(kShmReadyMagic, std::memory_order_release);
 
   const int64_t cmaThreshold = kShmCmaThreshold.get();
+  const int64_t threadReadThreshold = kShmThreadReadThreshold.get();
   std::vector<char*> segmentOfRank(nranks_, nullptr);
   segmentOfRank[rank_] = mySeg;
   for (int q : local) {
@@ -318,19 +328,23 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
       usleep(200);
     }
     const bool samePid = peers_[q].pid == peers_[rank_].pid;
-    bool readable = samePid || canReadProcess(peers_[q].pid,
-                                              reinterpret_cast<const void*>(peers_[q].cmaProbeAddr),
-                                              &kCmaProbe, sizeof(kCmaProbe));
-    if (!readable)
+    const int64_t directThreshold = samePid ? threadReadThreshold : cmaThreshold;
+    // Probed only when it would be used: the probe is a system call per local peer at init.
+    bool readable = samePid || (directThreshold > 0 &&
+                                canReadProcess(peers_[q].pid,
+                                               reinterpret_cast<const void*>(peers_[q].cmaProbeAddr),
+                                               &kCmaProbe, sizeof(kCmaProbe)));
+    if (!readable && directThreshold > 0)
       BCCL_INFO("cannot read %s's memory directly: shm uses copies", peerName(q).c_str());
-    geo.ring(mySeg, indexOf(q))->receiverCanReadSender.store(readable && cmaThreshold > 0 ? 1 : 0);
+    geo.ring(mySeg, indexOf(q))
+        ->receiverCanReadSender.store(readable && directThreshold > 0 ? 1 : 0);
     ShmEndpoints ends{geo.ring(peerSeg, me),
                       ShmGeometry::doorbell(peerSeg),
                       geo.ring(mySeg, indexOf(q)),
                       doorbell_,
                       static_cast<pid_t>(peers_[q].pid),
                       samePid};
-    size_t threshold = cmaThreshold > 0 ? static_cast<size_t>(cmaThreshold) : SIZE_MAX;
+    size_t threshold = directThreshold > 0 ? static_cast<size_t>(directThreshold) : SIZE_MAX;
     connections_[q] = std::make_unique<ShmConnection>(q, peerName(q), geo, ends, threshold);
     ShmGeometry::header(peerSeg)->attached.fetch_add(1);
     peerSegments_.push_back(std::move(seg));

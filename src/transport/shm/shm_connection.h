@@ -1,8 +1,8 @@
 // Shared-memory transport between two ranks on one host. Small messages are copied through a
 // slot ring in the receiver's segment (the receiver reduces straight out of the slot, no
-// staging copy); messages of at least BCCL_SHM_CMA_THRESHOLD bytes travel as a descriptor and
-// the receiver reads the sender's buffer directly (process_vm_readv, or plain loads when both
-// ranks are threads of one process), so each byte crosses memory once.
+// staging copy); messages of at least the connection's threshold travel as a descriptor and
+// the receiver reads the sender's buffer directly (plain loads when both ranks are threads of
+// one process; process_vm_readv between processes, off by default because it is slower here).
 #pragma once
 
 #include <sys/types.h>

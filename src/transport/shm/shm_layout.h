@@ -1,8 +1,9 @@
 // The layout of a rank's shared-memory segment. Every rank owns one segment holding its
 // doorbell, its board (shm_board.h) and one inbound ring per local peer; a sender writes into
 // the receiver's segment.
-// Large messages skip the ring: the sender publishes a descriptor of its buffer and the
-// receiver copies (or reduces) straight out of it with process_vm_readv, one copy in total.
+// Large messages may skip the ring: the sender publishes a descriptor of its buffer and the
+// receiver copies (or reduces) straight out of it (plain loads between threads of a process,
+// process_vm_readv between processes when BCCL_SHM_CMA_THRESHOLD asks for it).
 #pragma once
 
 #include <atomic>
