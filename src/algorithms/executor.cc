@@ -252,6 +252,12 @@ int64_t yieldPassesBeforeSleep() {
   return passes;
 }
 
+Status executePlan(Plan* plan) {
+  if (plan->compiled->direct) return runDirectPlan(plan);
+  std::vector<Plan*> one{plan};
+  return executePlans(one);
+}
+
 Status executePlans(std::vector<Plan*>& plans) {
   if (plans.size() == 1 && plans[0]->compiled->direct) return runDirectPlan(plans[0]);
   std::vector<PlanRun> runs;

@@ -28,5 +28,7 @@ struct Plan {
 // Runs every plan to completion or failure; returns the first failure (each plan's own outcome
 // is in its status). Plans of one communicator must be in ticket order.
 Status executePlans(std::vector<Plan*>& plans);
+// One plan on its own (the blocking single-collective call).
+Status executePlan(Plan* plan);
 
 }  // namespace bccl

@@ -35,9 +35,13 @@ Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int slee
   if (done()) return Status::ok();
   const int64_t start = nowNs();
   const int64_t spinNs = ctx->spinMicros() * 1000LL;
-  while (nowNs() - start < spinNs) {
-    for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+  // done() after every pause: on AMD Zen a pause lasts about 65 cycles, so checking only every
+  // 64 pauses added up to a microsecond and more to noticing the peer. The clock is read less
+  // often than done(), which is a few loads.
+  for (int i = 1;; ++i) {
+    __builtin_ia32_pause();
     if (done()) return Status::ok();
+    if (i % 16 == 0 && nowNs() - start >= spinNs) break;
   }
   const int64_t yieldPasses = yieldPassesBeforeSleep();
   const int64_t timeoutNs = static_cast<int64_t>(ctx->timeoutMs()) * 1000000;

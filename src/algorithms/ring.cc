@@ -95,18 +95,18 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
       // My own block goes out straight from the send buffer, not waiting for the local copy.
       BufRef src =
           step == 0 ? at(kSendBuffer, c.offset) : at(kRecvBuffer, sendSeg * block + c.offset);
-      sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
+      uint32_t id = sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
+      // Out of place, my own block is copied a chunk at a time right after that chunk went
+      // out: the copy reads it from cache, and fills the time spent waiting for the ring.
+      if (step == 0 && !s.inPlace)
+        sch.add(copyStep(at(kRecvBuffer, r * block + c.offset), at(kSendBuffer, c.offset),
+                         c.count * es),
+                depsOf(id));
     }
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       last[recvSeg][j] =
           sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
-      // Out of place, my own block is copied a chunk at a time as the first step's chunks
-      // arrive: the copy fills the time spent waiting for the ring instead of delaying it.
-      if (step == 0 && !s.inPlace)
-        sch.add(copyStep(at(kRecvBuffer, r * block + c.offset), at(kSendBuffer, c.offset),
-                         c.count * es),
-                depsOf(last[recvSeg][j]));
     }
   }
   return sch;
