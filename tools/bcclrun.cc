@@ -6,6 +6,7 @@
 #include <bccl/bccl.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -39,7 +40,7 @@ constexpr milliseconds kDrainAfterExit{500};
 constexpr size_t kMaxLine = 64 * 1024;
 
 const char kUsage[] =
-    "usage: bcclrun -n N [-x VAR=VALUE | -x VAR]... [--grace-ms MS] [--timeout S]\n"
+    "usage: bcclrun -n N [-x VAR=VALUE | -x VAR]... [--grace-ms MS] [--timeout S] [--bind core]\n"
     "               [--] PROGRAM [ARGS...]\n"
     "  -n N            start N ranks (N >= 1)\n"
     "  -x VAR=VALUE    set VAR in every rank; -x VAR passes on this shell's value\n"
@@ -47,7 +48,9 @@ const char kUsage[] =
     "                  (default 3000, or BCCL_RUN_GRACE_MS)\n"
     "  --timeout S     kill every rank after S seconds and exit 124\n"
     "  --keep-going    a rank that dies does not end the others (elastic jobs); the exit\n"
-    "                  status is 0 when every rank that finished exited 0\n";
+    "                  status is 0 when every rank that finished exited 0\n"
+    "  --bind core     pin rank r to the r-th CPU this launcher may use (round robin): ranks\n"
+    "                  then share cores evenly and stay put (default: none, the kernel places)\n";
 
 struct Options {
   int nranks = 0;
@@ -55,6 +58,7 @@ struct Options {
   long graceMs = kDefaultGraceMs;
   std::optional<long> timeoutS;
   bool keepGoing = false;
+  bool bindCores = false;
   std::vector<char*> program;  // argv for execvp, null-terminated
 };
 
@@ -126,6 +130,10 @@ Options parseArgs(int argc, char** argv) {
       o.graceMs = parseNumber(v, 0, INT_MAX, "--grace-ms wants milliseconds");
     } else if (std::strcmp(argv[i], "--keep-going") == 0) {
       o.keepGoing = true;
+    } else if ((v = optionValue(argc, argv, &i, "--bind"))) {
+      if (std::strcmp(v, "core") != 0 && std::strcmp(v, "none") != 0)
+        usageError(std::string("--bind wants core or none, not '") + v + "'");
+      o.bindCores = std::strcmp(v, "core") == 0;
     } else if ((v = optionValue(argc, argv, &i, "--timeout"))) {
       o.timeoutS = parseNumber(v, 1, INT_MAX / 1000, "--timeout wants seconds >= 1");
     } else {
@@ -281,11 +289,12 @@ std::vector<std::string> rankEnvironment(const Options& o, const std::string& id
 // Runs in the forked child, where another thread (the rendezvous listener) may have held a
 // lock at fork time: so everything the child needs was allocated by the parent.
 [[noreturn]] void execRank(char** argv, char** envp, int outFd, int errFd, int stdinFd,
-                           pid_t parent) {
+                           pid_t parent, const cpu_set_t* cpus) {
   // Our handlers would feed the parent's signal pipe until exec; and exec keeps SIGPIPE ignored.
   for (int sig : {SIGINT, SIGTERM, SIGCHLD, SIGPIPE}) signal(sig, SIG_DFL);
   prctl(PR_SET_PDEATHSIG, SIGTERM);  // a SIGKILLed launcher must not leave orphans running
   if (getppid() != parent) _exit(1);
+  if (cpus != nullptr) sched_setaffinity(0, sizeof(cpu_set_t), cpus);  // best effort
   if (stdinFd >= 0) dup2(stdinFd, STDIN_FILENO);
   dup2(outFd, STDOUT_FILENO);
   dup2(errFd, STDERR_FILENO);
@@ -301,9 +310,28 @@ std::vector<std::string> rankEnvironment(const Options& o, const std::string& id
   _exit(127);
 }
 
+// The CPUs this process may run on, each as a set of its own (made before any fork: a child
+// must not allocate).
+std::vector<cpu_set_t> oneCpuSetPerAllowedCpu() {
+  std::vector<cpu_set_t> sets;
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return sets;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &allowed)) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(c, &one);
+    sets.push_back(one);
+  }
+  return sets;
+}
+
 class Launcher {
  public:
-  Launcher(Options opts, std::string id) : o_(std::move(opts)), id_(std::move(id)) {}
+  Launcher(Options opts, std::string id) : o_(std::move(opts)), id_(std::move(id)) {
+    if (o_.bindCores) bindSets_ = oneCpuSetPerAllowedCpu();
+  }
   int run();
 
  private:
@@ -329,6 +357,7 @@ class Launcher {
   bool timedOut_ = false;
   int interrupts_ = 0;
   int exitCode_ = 0;
+  std::vector<cpu_set_t> bindSets_;  // --bind core: rank r gets bindSets_[r % size]
 };
 
 bool closeAll(std::initializer_list<int> fds) {
@@ -349,8 +378,9 @@ bool Launcher::spawn(int rank) {
   // Many ranks reading one terminal would steal each other's input; rank 0 gets it.
   int stdinFd = rank == 0 ? -1 : devNull_;
   pid_t parent = getpid();
+  const cpu_set_t* cpus = bindSets_.empty() ? nullptr : &bindSets_[rank % bindSets_.size()];
   pid_t pid = fork();
-  if (pid == 0) execRank(o_.program.data(), envp.data(), out[1], err[1], stdinFd, parent);
+  if (pid == 0) execRank(o_.program.data(), envp.data(), out[1], err[1], stdinFd, parent, cpus);
   closeAll({out[1], err[1]});
   if (pid < 0) return closeAll({out[0], err[0]});
   fcntl(out[0], F_SETFL, O_NONBLOCK);  // only our end: the rank's writes must still block

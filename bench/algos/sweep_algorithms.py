@@ -47,6 +47,8 @@ def launch(build, nranks, tool_args, env, layout):
     if layout["netns_delay_ms"] is None:
         hosts = layout["hosts"]
         cmd = [os.path.join(build, "bcclrun"), "-n", str(nranks), "--timeout", "900"]
+        if layout["bind"]:
+            cmd += ["--bind", "core"]
         if hosts > 1:
             per = max(1, nranks // hosts)
             cmd += ["sh", "-c", 'BCCL_HOST_ID=h$((BCCL_RANK / %d)) exec "$0" "$@"' % per, tool]
@@ -79,7 +81,7 @@ def run_one(build, coll, nranks, algo, sizes, iters, layout):
     if algo:
         env["BCCL_ALGO"] = algo
     args = [TOOLS[coll], "-b", str(sizes[0]), "-e", str(sizes[1]), "-f", "8", "-n", str(iters),
-            "-w", "2", "-c", "1", "-z", "1"]
+            "-w", str(max(2, iters // 10)), "-c", "1", "-z", "1"]
     out, code = launch(build, nranks, args, env, layout)
     rows, chosen = {}, {}
     for line in out.splitlines():
@@ -105,10 +107,13 @@ def main():
     ap.add_argument("--netns-delay-ms", type=float, default=None)
     ap.add_argument("--max-bytes", default="256M")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, up to 16M")
+    ap.add_argument("--no-bind", action="store_true",
+                    help="let the kernel place the ranks (default: bcclrun --bind core, so that "
+                         "runs with more ranks than cores do not differ by placement)")
     ap.add_argument("--reps", type=int, default=3,
                     help="interleaved repetitions of every run; the best sample per size counts")
     a = ap.parse_args()
-    layout = {"hosts": a.hosts, "netns_delay_ms": a.netns_delay_ms}
+    layout = {"hosts": a.hosts, "netns_delay_ms": a.netns_delay_ms, "bind": not a.no_bind}
     max_bytes = parse_size("16M" if a.quick else a.max_bytes)
     if a.netns_delay_ms is not None:
         subprocess.run([NETNS_ENV, "up", "2", "--delay-ms", str(a.netns_delay_ms)], check=True)
@@ -119,9 +124,11 @@ def main():
                 algos = [x for x in ALGOS[coll] if x != "hier" or a.hosts > 1 or
                          a.netns_delay_ms is not None]
                 # Small sizes with many iterations, large ones with few.
-                spans = [((8, min(max_bytes, 512 * 1024)), 3 if a.quick else 20)]
+                spans = [((8, min(max_bytes, 512 * 1024)), 50 if a.quick else 500)]
                 if max_bytes > 512 * 1024:
-                    spans.append(((4 << 20, max_bytes), 2 if a.quick else 4))
+                    spans.append(((4 << 20, min(max_bytes, 32 << 20)), 4 if a.quick else 20))
+                if max_bytes > 32 << 20:
+                    spans.append(((256 << 20, max_bytes), 2 if a.quick else 4))
                 # Every configuration runs --reps times, the repetitions interleaved (all of
                 # them once, then again), and each keeps its best sample per size: a loaded or
                 # oversubscribed machine only ever slows a run down, so the best sample is the
@@ -132,6 +139,11 @@ def main():
                         rows, chosen = results.setdefault(algo or "model", ({}, {}))
                         for sizes, iters in spans:
                             r, c = run_one(a.build, coll, nranks, algo, sizes, iters, layout)
+                            if algo:
+                                # A forced name that does not apply at a size (direct past the
+                                # board, say) leaves the model choosing: not that algorithm's row.
+                                r = {k: v for k, v in r.items()
+                                     if pick_choice(c, k, coll, nranks) in (algo, "?")}
                             merge_best(rows, r)
                             chosen.update(c)
                 mis, fail = report(coll, nranks, algos, results, layout)

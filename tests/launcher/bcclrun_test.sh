@@ -106,9 +106,18 @@ expect_rc "exec failure" 1
 expect_grep "exec failure" err 'cannot execute ./no-such-program-here'
 expect_grep "exec failure" err 'exited with status 127'
 
+# --bind core: each rank runs on one CPU, the ranks spread round robin over the allowed ones.
+allowed=$(nproc)
+run "$BCCLRUN" -n $((allowed + 1)) --bind core sh -c 'echo "cpus $BCCL_RANK $(nproc)"'
+expect_rc "--bind core" 0
+[ "$(grep -c 'cpus [0-9]* 1$' "$TMP/out")" -eq $((allowed + 1)) ] ||
+  fail "--bind core: every rank should see exactly one CPU"
+run "$BCCLRUN" -n 2 --bind none sh -c 'echo "cpus $BCCL_RANK $(nproc)"'
+[ "$(grep -c "cpus [0-9]* $allowed\$" "$TMP/out")" -eq 2 ] || fail "--bind none: ranks keep every CPU"
+
 # Bad arguments exit 2 with a usage message.
 for args in "" "true" "-n 0 true" "-n -1 true" "-n x true" "-n 2" "-n 2 --bogus true" \
-  "-n 2 --grace-ms" "-n 2 --timeout 0 true"; do
+  "-n 2 --grace-ms" "-n 2 --timeout 0 true" "-n 2 --bind socket true"; do
   # shellcheck disable=SC2086  # word splitting is the point
   run "$BCCLRUN" $args
   expect_rc "bad arguments '$args'" 2
