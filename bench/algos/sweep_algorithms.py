@@ -8,6 +8,11 @@ algorithm the model chose (read from BCCL_DEBUG=INFO), its figure, and its ratio
 forced one. Issue 6's bar: the chosen one within 10% of the best at every size, and at 8 B on
 8 ranks the chosen allreduce at least 2x faster than ring.
 
+Ranks are bound to cores (bcclrun --bind core) unless --no-bind: that removes the placement
+noise at small sizes, but at large sizes the ranking itself depends on placement (round robin
+puts ring neighbours on different cores and recursive doubling's distance-2 partners on the
+same one), so compare large sizes both ways before changing the model.
+
 Layouts: one host (default); --hosts H feigns H hosts with BCCL_HOST_ID (shm within, tcp
 between); --netns-delay-ms D runs 2 real network namespaces joined by veth with D ms one-way
 delay (tests/netns/netns_env.sh; root only), 4 ranks each.
