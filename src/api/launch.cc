@@ -73,7 +73,6 @@ Status runAloneBlocking(const PendingOp& op) {
 
 }  // namespace
 
-
 Status launchOps(const std::vector<PendingOp>& ops) {
   if (ops.empty()) return Status::ok();
   if (ops.size() == 1 && ops[0].stream == nullptr && !isPointToPoint(ops[0].args.kind))

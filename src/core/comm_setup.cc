@@ -330,21 +330,21 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
     const bool samePid = peers_[q].pid == peers_[rank_].pid;
     const int64_t directThreshold = samePid ? threadReadThreshold : cmaThreshold;
     // Probed only when it would be used: the probe is a system call per local peer at init.
-    bool readable = samePid || (directThreshold > 0 &&
-                                canReadProcess(peers_[q].pid,
-                                               reinterpret_cast<const void*>(peers_[q].cmaProbeAddr),
-                                               &kCmaProbe, sizeof(kCmaProbe)));
-    if (!readable && directThreshold > 0)
+    const bool directReads =
+        directThreshold > 0 &&
+        (samePid ||
+         canReadProcess(peers_[q].pid, reinterpret_cast<const void*>(peers_[q].cmaProbeAddr),
+                        &kCmaProbe, sizeof(kCmaProbe)));
+    if (directThreshold > 0 && !directReads)
       BCCL_INFO("cannot read %s's memory directly: shm uses copies", peerName(q).c_str());
-    geo.ring(mySeg, indexOf(q))
-        ->receiverCanReadSender.store(readable && directThreshold > 0 ? 1 : 0);
+    geo.ring(mySeg, indexOf(q))->receiverCanReadSender.store(directReads ? 1 : 0);
     ShmEndpoints ends{geo.ring(peerSeg, me),
                       ShmGeometry::doorbell(peerSeg),
                       geo.ring(mySeg, indexOf(q)),
                       doorbell_,
                       static_cast<pid_t>(peers_[q].pid),
                       samePid};
-    size_t threshold = directThreshold > 0 ? static_cast<size_t>(directThreshold) : SIZE_MAX;
+    size_t threshold = directReads ? static_cast<size_t>(directThreshold) : SIZE_MAX;
     connections_[q] = std::make_unique<ShmConnection>(q, peerName(q), geo, ends, threshold);
     ShmGeometry::header(peerSeg)->attached.fetch_add(1);
     peerSegments_.push_back(std::move(seg));
