@@ -33,15 +33,20 @@ template <class Done, class WaitingFor>
 Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int sleepSliceUs,
                     const char* what, Doorbell* bell = nullptr) {
   if (done()) return Status::ok();
-  const int64_t start = nowNs();
-  const int64_t spinNs = ctx->spinMicros() * 1000LL;
   // done() after every pause: on AMD Zen a pause lasts about 65 cycles, so checking only every
   // 64 pauses added up to a microsecond and more to noticing the peer. The clock is read less
-  // often than done(), which is a few loads.
+  // often than done(), which is a few loads, and not at all by a wait that ends within the
+  // first pauses (a tiny collective's usual case).
+  int64_t start = 0;
+  const int64_t spinNs = ctx->spinMicros() * 1000LL;
   for (int i = 1;; ++i) {
     __builtin_ia32_pause();
     if (done()) return Status::ok();
-    if (i % 16 == 0 && nowNs() - start >= spinNs) break;
+    if (i % 16 == 0) {
+      const int64_t now = nowNs();
+      if (start == 0) start = now;
+      if (now - start >= spinNs) break;
+    }
   }
   const int64_t yieldPasses = yieldPassesBeforeSleep();
   const int64_t timeoutNs = static_cast<int64_t>(ctx->timeoutMs()) * 1000000;

@@ -50,7 +50,7 @@ Status submit(bcclComm_t comm, const OpArgs& args, bcclStream_t stream) {
     tlsGroupOps.push_back(op);
     return Status::ok();
   }
-  return launchOps({op});
+  return launchOne(op);
 }
 
 // Validates everything common to the collectives and submits. `make` builds the arguments once

@@ -18,6 +18,8 @@ Status fillCollectivePlan(Communicator* c, const OpArgs& a, bool alone, Plan* pl
   if (!s.isOk()) return s.status();
   plan->compiled = std::move(s.value());
   plan->args = a;
+  if (plan->compiled->direct) return Status::ok();  // runs from args; no schedule buffers
+  plan->buffers.push_back(nullptr);                 // scratch, set at start
   plan->buffers.push_back(const_cast<char*>(static_cast<const char*>(a.sendbuf)));
   plan->buffers.push_back(static_cast<char*>(a.recvbuf));
   return Status::ok();
@@ -32,8 +34,8 @@ Status planFor(bcclComm* comm, const std::vector<const PendingOp*>& ops, bool al
   while (i < ops.size()) {
     auto plan = std::make_unique<Plan>();
     plan->ctx = c;
-    plan->buffers.push_back(nullptr);  // scratch, set at start
     if (isPointToPoint(ops[i]->args.kind)) {
+      plan->buffers.push_back(nullptr);  // scratch, set at start
       std::vector<OpArgs> batch;
       for (; i < ops.size() && isPointToPoint(ops[i]->args.kind); ++i) {
         batch.push_back(ops[i]->args);
@@ -61,8 +63,6 @@ Status runAloneBlocking(const PendingOp& op) {
   maybeInjectFault(*c, c->countOperation());
   Plan plan;
   plan.ctx = c;
-  plan.buffers.reserve(3);
-  plan.buffers.push_back(nullptr);  // scratch, set at start
   BCCL_RETURN_IF_ERROR(fillCollectivePlan(c, op.args, true, &plan));
   plan.ticket = c->takeTicket();
   op.comm->users.fetch_add(1);
@@ -71,12 +71,8 @@ Status runAloneBlocking(const PendingOp& op) {
   return st;
 }
 
-}  // namespace
-
-Status launchOps(const std::vector<PendingOp>& ops) {
-  if (ops.empty()) return Status::ok();
-  if (ops.size() == 1 && ops[0].stream == nullptr && !isPointToPoint(ops[0].args.kind))
-    return runAloneBlocking(ops[0]);
+// Everything else: groups, streams, point-to-point.
+Status launchGeneral(const std::vector<PendingOp>& ops) {
   std::vector<bcclComm*> comms;
   for (const PendingOp& op : ops)
     if (std::find(comms.begin(), comms.end(), op.comm) == comms.end()) comms.push_back(op.comm);
@@ -110,6 +106,19 @@ Status launchOps(const std::vector<PendingOp>& ops) {
   // Poll the hand-offs only where every rank has a core (then the spin time is long).
   stream->impl.enqueue(run, comms.front()->impl->spinMicros() >= 10);
   return Status::ok();
+}
+
+}  // namespace
+
+Status launchOne(const PendingOp& op) {
+  if (op.stream == nullptr && !isPointToPoint(op.args.kind)) return runAloneBlocking(op);
+  return launchGeneral({op});
+}
+
+Status launchOps(const std::vector<PendingOp>& ops) {
+  if (ops.empty()) return Status::ok();
+  if (ops.size() == 1) return launchOne(ops[0]);
+  return launchGeneral(ops);
 }
 
 }  // namespace bccl

@@ -16,5 +16,7 @@ struct PendingOp {
 };
 
 Status launchOps(const std::vector<PendingOp>& ops);
+// One operation outside a group (no vector to build for the common call).
+Status launchOne(const PendingOp& op);
 
 }  // namespace bccl
