@@ -3,7 +3,9 @@
 # device, in one soft-RoCE VM boot (tests/verbs/softroce_vm.sh), and the issue's two bars:
 #   busbw of all_reduce_perf at 16 MiB >= 80% of ib_write_bw's bandwidth, and
 #   8-byte all_reduce latency <= 2x ib_send_lat's round trip (2 x its typical one-way time).
-# Measured, in this order: ib_write_bw (64 KiB writes) and ib_send_lat (8 B) between two
+# Measured, in this order: ib_write_bw (64 KiB writes; also with -b, both directions at once,
+# which is what a 2-rank allreduce does: printed beside the bar, not in place of it) and
+# ib_send_lat (8 B) between two
 # processes on rxe0, then all_reduce_perf and all_gather_perf for 2 ranks over verbs from 8 B
 # to 16 MiB (small sizes with many iterations, large ones with few: emulated RDMA moves tens
 # of MB/s), then the numbers behind the bars again COMPARE_REPS times (default 3), perftest and
@@ -73,6 +75,8 @@ reps=${COMPARE_REPS:-3}
 : > samples.txt
 for rep in $(seq "$reps"); do
   perftest write_bw.$rep ib_write_bw --report_gbits -s 65536 -n 1000
+  # Both directions at once, as a 2-rank allreduce streams: perftest prints their sum.
+  perftest write_bw_bidir.$rep ib_write_bw --report_gbits -s 65536 -n 1000 -b
   ours ar16m.$rep all_reduce_perf -b 16777216 -e 16777216 -w 1 -n 3 -z 1
   ours ag16m.$rep all_gather_perf -b 16777216 -e 16777216 -w 1 -n 3 -z 1
   perftest send_lat.$rep ib_send_lat -s 8 -n 2000
@@ -81,9 +85,10 @@ for rep in $(seq "$reps"); do
   BCCL_TRANSPORT=shm ours ar8shm.$rep all_reduce_perf -b 8 -e 8 -w 50 -n 1000 -z 1
   # "#bytes #iterations BW peak[Gb/sec] BW average[Gb/sec] MsgRate[Mpps]"
   wb=$(awk '$1 == 65536 && NF >= 4 {print $4}' write_bw.$rep.txt | tail -n1)
+  wbb=$(awk '$1 == 65536 && NF >= 4 {printf "%.3f\n", $4 / 2}' write_bw_bidir.$rep.txt | tail -n1)
   # "#bytes #iterations t_min t_max t_typical t_avg ..." (one-way times, us)
   lt=$(awk '$1 == 8 && NF >= 6 {print $5, $6}' send_lat.$rep.txt | tail -n1)
-  echo "rep $rep write_gbps ${wb:-?} ar16_busbw $(busbw "$(col ar16m.$rep.txt 16777216 6)" 1)" \
+  echo "rep $rep write_gbps ${wb:-?} bidir_gbps_per_direction ${wbb:-?} ar16_busbw $(busbw "$(col ar16m.$rep.txt 16777216 6)" 1)" \
        "ag16_busbw $(busbw "$(col ag16m.$rep.txt 16777216 6)" 0.5) send_lat_typ_avg ${lt:-? ?}" \
        "ar8_us $(col ar8.$rep.txt 8 6) ar8_shm_us $(col ar8shm.$rep.txt 8 6)" >> samples.txt
 done
@@ -92,6 +97,7 @@ done
 # medians are printed beside them.
 values() { awk -v k="$1" -v o="${2:-1}" '{for (i = 1; i < NF; ++i) if ($i == k) print $(i + o)}' samples.txt; }
 write_gbps=$(values write_gbps | highest) ar_bus=$(values ar16_busbw | highest)
+bidir_gbps=$(values bidir_gbps_per_direction | highest)
 ag_bus=$(values ag16_busbw | highest) lat_typ=$(values send_lat_typ_avg | lowest)
 lat_avg=$(values send_lat_typ_avg 2 | lowest) ar_lat=$(values ar8_us | lowest)
 shm_lat=$(values ar8_shm_us | lowest)
@@ -105,6 +111,8 @@ medians+=" ar8_us $(values ar8_us | median), ar8_shm_us $(values ar8_shm_us | me
   echo "medians: $medians"
   printf 'ib_write_bw 64 KiB        : %s Gb/s = %s GB/s\n' "${write_gbps:-?}" \
     "$(awk -v g="${write_gbps:-0}" 'BEGIN{printf "%.4f", g/8}')"
+  printf 'ib_write_bw -b 64 KiB     : %s Gb/s per direction = %s GB/s (both directions at once)\n' \
+    "${bidir_gbps:-?}" "$(awk -v g="${bidir_gbps:-0}" 'BEGIN{printf "%.4f", g/8}')"
   printf 'ib_send_lat 8 B one-way   : typical %s us, avg %s us (round trip: %s us)\n' \
     "${lat_typ:-?}" "${lat_avg:-?}" "$(awk -v t="${lat_typ:-0}" 'BEGIN{printf "%.2f", 2*t}')"
   printf 'all_reduce 16 MiB busbw   : %s GB/s\n' "${ar_bus:-?}"
@@ -112,8 +120,8 @@ medians+=" ar8_us $(values ar8_us | median), ar8_shm_us $(values ar8_shm_us | me
   printf 'all_reduce 8 B time       : %s us (over shm in the same VM: %s us)\n' "${ar_lat:-?}" \
     "${shm_lat:-?}"
   awk -v bus="${ar_bus:-0}" -v ag="${ag_bus:-0}" -v g="${write_gbps:-0}" -v lat="${ar_lat:-0}" \
-      -v typ="${lat_typ:-0}" -v avg="${lat_avg:-0}" 'BEGIN {
-    wb = g / 8
+      -v typ="${lat_typ:-0}" -v avg="${lat_avg:-0}" -v gb="${bidir_gbps:-0}" 'BEGIN {
+    wb = g / 8; wbb = gb / 8
     r1 = 0; r2 = 0; r3 = 0; r4 = 0
     if (wb > 0) { r1 = bus / wb; r2 = ag / wb }
     if (typ > 0) r3 = lat / (2 * typ)
@@ -122,6 +130,8 @@ medians+=" ar8_us $(values ar8_us | median), ar8_shm_us $(values ar8_shm_us | me
     m3 = "NOT MET"; if (r3 > 0 && r3 <= 2) m3 = "MET"
     printf("bar 1: all_reduce busbw / ib_write_bw = %.2f (want >= 0.80): %s\n", r1, m1)
     printf("       all_gather busbw / ib_write_bw = %.2f\n", r2)
+    if (wbb > 0)
+      printf("       all_reduce busbw / ib_write_bw -b per direction = %.2f (like for like: both stream both ways)\n", bus / wbb)
     printf("bar 2: 8 B all_reduce / ib_send_lat round trip (typical) = %.2f (want <= 2): %s\n", r3, m3)
     printf("       against the round trip from ib_send_lat average = %.2f\n", r4)
   }'

@@ -116,7 +116,11 @@ double allReduce(const std::string& a, double s, int n, const Net& net, size_t c
 }
 
 double allGather(const std::string& a, double s, int n, const Net& net) {
-  if (a == "ring") return (n - 1) * net.send(net.shift(1), s);
+  // Out of place, ring and recursive doubling alike copy my block into the output (the ring
+  // chunk by chunk behind its sends, rd before its first round): both are charged for it, in
+  // place neither pays it, so the comparison is the same either way. Charging rd alone made
+  // the ring look cheaper at every large size, though it has n - 1 rounds to rd's log2 n.
+  if (a == "ring") return (n - 1) * net.send(net.shift(1), s) + net.reduce(s);
   if (a == "rd") {
     const Pow2 f = pow2Below(n);
     double t =

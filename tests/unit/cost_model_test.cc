@@ -69,6 +69,20 @@ TEST(CostModel, BruckWinsSmallAllGatherAtAnyRankCount) {
             predict(CollKind::kAllGather, "bruck", 64 * kMiB, 8));
 }
 
+TEST(CostModel, PowerOfTwoAllGatherFavoursRecursiveDoublingAtAnySize) {
+  // The same bytes cross the same links and both copy my block: rd's log2 n rounds cost less
+  // than the ring's n - 1. Not a power of two: rd's fold sends everything twice more.
+  for (size_t bytes : {64 * 1024ul, 4 * kMiB, 256 * kMiB}) {
+    for (int n : {4, 8})
+      EXPECT_LT(predict(CollKind::kAllGather, "rd", bytes, n),
+                predict(CollKind::kAllGather, "ring", bytes, n))
+          << n << " ranks, " << bytes;
+    EXPECT_LT(predict(CollKind::kAllGather, "ring", bytes, 6),
+              predict(CollKind::kAllGather, "rd", bytes, 6))
+        << bytes;
+  }
+}
+
 TEST(CostModel, SlowInterHostLinksFavourAlgorithmsThatStayOnHost) {
   // 16 ranks on 2 hosts: every ring step waits on the network; Rabenseifner exchanges the big
   // halves within a host and sends only 1/16 of the data across.
