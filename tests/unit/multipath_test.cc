@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/deadline.h"
+#include "support/scoped_env.h"
 #include "transport/multipath/chunk_scheduler.h"
 #include "transport/multipath/path_rate.h"
 #include "transport/multipath/recv_assembly.h"
@@ -358,26 +359,7 @@ TEST(RecvAssembly, EarlyChunksWaitForTheirPostAndSizesAreChecked) {
 
 // ---- which local addresses the paths use --------------------------------------------------
 
-// Sets an environment variable for one scope (parameters are read at each get()).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = getenv(name);
-    if (old != nullptr) old_ = old, had_ = true;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      setenv(name_, old_.c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
+using bccltest::ScopedEnv;
 
 TEST(PathConfig, OnePathPerListedAddressCyclingWhenAskedForMore) {
   StatusOr<SockAddr> route = parseHostPort("127.0.0.1:0");

@@ -55,8 +55,12 @@ step "bccl_info shows rxe0's port, GID and MTU" info
 step "AVX2 reduction kernels on the emulated CPU" atLeast 50 "$build/tests/unit_reduce_test" \
   --gtest_brief=1 '--gtest_filter=Reduce.*:AllTypesAndOps/ReduceMatrix.*/avx2_*'
 # As root (the guest runs as the caller), the port-down case takes rxe0's link down and up.
-step "verbs transport conformance" atLeast 10 env BCCL_TEST_PORT_DOWN=veth0 \
+step "verbs transport conformance: data path" atLeast 10 \
   "$build/tests/unit_verbs_transport_test" --gtest_brief=1
+step "verbs transport conformance: failover" atLeast 6 "$build/tests/unit_verbs_failover_test" \
+  --gtest_brief=1
+step "verbs transport conformance: errors" atLeast 5 env BCCL_TEST_PORT_DOWN=veth0 \
+  "$build/tests/unit_verbs_errors_test" --gtest_brief=1
 for n in 2 3 4; do
   step "collectives matrix over verbs, $n ranks" atLeast 8 env "$small_slots" "$build/tests/bccl_collectives_test" \
     --gtest_brief=1 "--gtest_filter=All/CollectivesMatrix.Run/verbs_n${n}_*"

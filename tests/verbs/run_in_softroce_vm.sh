@@ -9,7 +9,8 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:?usage: run_in_softroce_vm.sh BUILD_DIR}" && pwd)
-for exe in tests/unit_verbs_transport_test tests/bccl_collectives_test tests/bccl_process_test \
+for exe in tests/unit_verbs_transport_test tests/unit_verbs_failover_test \
+           tests/unit_verbs_errors_test tests/bccl_collectives_test tests/bccl_process_test \
            tests/bccl_mixed_transport_test tests/unit_reduce_test bccl_info bcclrun \
            all_reduce_perf all_gather_perf; do
   if [ ! -x "$build/$exe" ]; then
