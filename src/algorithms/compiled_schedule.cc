@@ -1,5 +1,6 @@
 #include "algorithms/compiled_schedule.h"
 
+#include <atomic>
 #include <unordered_map>
 
 namespace bccl {
@@ -39,11 +40,31 @@ std::shared_ptr<const CompiledSchedule> compileSchedule(Schedule schedule) {
   return c;
 }
 
+namespace {
+
+std::atomic<uint64_t> nextCacheId{1};
+
+// This thread's last hit, by cache id: a destroyed communicator's id is never reused, so an
+// entry left behind by one can never match another's call.
+struct LastHit {
+  uint64_t cache = 0;
+  ScheduleKey key{};
+  std::shared_ptr<const CompiledSchedule> schedule;
+};
+thread_local LastHit tlsLastHit;
+
+}  // namespace
+
+ScheduleCache::ScheduleCache() : id_(nextCacheId.fetch_add(1)) {}
+
 std::shared_ptr<const CompiledSchedule> ScheduleCache::find(const ScheduleKey& key) {
+  LastHit& last = tlsLastHit;
+  if (last.cache == id_ && last.key == key) return last.schedule;
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = entries_.begin(); it != entries_.end(); ++it)
     if (it->first == key) {
       entries_.splice(entries_.begin(), entries_, it);
+      last = LastHit{id_, key, entries_.front().second};
       return entries_.front().second;
     }
   return nullptr;
