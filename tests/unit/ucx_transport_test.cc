@@ -17,6 +17,7 @@ TEST(UcxTransport, NotBuilt) { GTEST_SKIP() << "bccl was built without UCX"; }
 #include <ctime>
 #include <thread>
 
+#include "support/connection_drive.h"
 #include "transport/ucx/ucx_transport.h"
 #include "transport/wait_set.h"
 
@@ -68,47 +69,8 @@ Status makeRanks(int n, std::vector<Rank>* ranks) {
   return Status::ok();
 }
 
-// Drives every connection from this thread until `expected` operations completed or one fails.
-Status runUntil(const std::vector<Rank>& ranks, size_t expected, int timeoutMs,
-                std::vector<uint64_t>* done) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (done->size() < expected) {
-    for (const Rank& r : ranks)
-      for (const auto& c : r.conns)
-        if (c != nullptr && c->hasPending()) BCCL_RETURN_IF_ERROR(c->progress(done));
-    if (Clock::now() > deadline)
-      return timeoutError("only " + std::to_string(done->size()) + " of " +
-                          std::to_string(expected) + " operations completed");
-  }
-  return Status::ok();
-}
-
-// Waits for `token` on `c` the way the executor does when idle: arm, re-check, sleep.
-Status waitPolitely(Connection* c, uint64_t token, int timeoutMs, int* sleeps) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-  std::vector<uint64_t> done;
-  WaitSet waits;
-  auto finished = [&]() {
-    for (uint64_t t : done)
-      if (t == token) return true;
-    return false;
-  };
-  for (;;) {
-    BCCL_RETURN_IF_ERROR(c->progress(&done));
-    if (finished()) return Status::ok();
-    if (Clock::now() > deadline) return timeoutError("waitPolitely: no completion");
-    waits.clear();
-    c->addToWaitSet(&waits);
-    waits.arm();
-    Status st = c->progress(&done);
-    if (st.isOk() && !finished()) {
-      ++*sleeps;
-      waits.wait(3000000);  // far longer than any test waits: only a wake-up ends it early
-    }
-    waits.disarm();
-    BCCL_RETURN_IF_ERROR(st);
-  }
-}
+using bccltest::runUntil;
+using bccltest::waitPolitely;
 
 class UcxTransport : public ::testing::TestWithParam<const char*> {
  protected:
@@ -314,18 +276,7 @@ TEST_P(UcxTransport, DestroyedPeerFailsPendingOperationNamingIt) {
 
 TEST_P(UcxTransport, SeverFailsPendingOperationsBlamingThePeer) {
   CREATE_RANKS(2);
-  std::vector<char> in(4096);
-  RecvTarget t;
-  t.dst = in.data();
-  ASSERT_TRUE(conn(0, 1)->postRecv(t, in.size(), 1).isOk());
-  conn(0, 1)->sever();
-  std::vector<uint64_t> done;
-  Status st = conn(0, 1)->progress(&done);
-  EXPECT_EQ(st.code(), bcclRemoteError) << st.message();
-  EXPECT_EQ(st.failedPeer(), 1);
-  EXPECT_NE(st.message().find("rank 1"), std::string::npos) << st.message();
-  conn(0, 1)->dropPending();
-  EXPECT_FALSE(conn(0, 1)->postSend(in.data(), 1, 2).isOk());
+  bccltest::expectSeverFailsPending(conn(0, 1), 1);
 }
 
 TEST_P(UcxTransport, FourRanksAllPairs) {

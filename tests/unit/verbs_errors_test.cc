@@ -159,18 +159,7 @@ TEST_F(VerbsTransport, PortDownFailsTheConnectionNamingThePeer) {
 
 TEST_F(VerbsTransport, SeverFailsPendingOperationsBlamingThePeer) {
   CREATE_RANKS(2);
-  std::vector<char> in(4096);
-  RecvTarget t;
-  t.dst = in.data();
-  ASSERT_TRUE(conn(0, 1)->postRecv(t, in.size(), 1).isOk());
-  conn(0, 1)->sever();
-  std::vector<uint64_t> done;
-  Status st = conn(0, 1)->progress(&done);
-  EXPECT_EQ(st.code(), bcclRemoteError) << st.message();
-  EXPECT_EQ(st.failedPeer(), 1);
-  EXPECT_NE(st.message().find("rank 1"), std::string::npos) << st.message();
-  conn(0, 1)->dropPending();
-  EXPECT_FALSE(conn(0, 1)->postSend(in.data(), 1, 2).isOk());
+  bccltest::expectSeverFailsPending(conn(0, 1), 1);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "support/connection_drive.h"
 #include "support/scoped_env.h"
 #include "transport/verbs/verbs_connection.h"
 #include "transport/verbs/verbs_context.h"
@@ -69,20 +70,7 @@ inline void destroyAll(std::vector<Rank>* ranks) {
   ranks->clear();
 }
 
-// Drives every connection until `expected` operations completed or one fails.
-inline Status runUntil(const std::vector<Rank>& ranks, size_t expected, int timeoutMs,
-                       std::vector<uint64_t>* done) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (done->size() < expected) {
-    for (const Rank& r : ranks)
-      for (const auto& c : r.conns)
-        if (c != nullptr && c->hasPending()) BCCL_RETURN_IF_ERROR(c->progress(done));
-    if (Clock::now() > deadline)
-      return timeoutError("only " + std::to_string(done->size()) + " of " +
-                          std::to_string(expected) + " operations completed");
-  }
-  return Status::ok();
-}
+using bccltest::runUntil;
 
 // After every operation completed: sends reported done when staged may still have writes in
 // flight, and cancels or credits may be on their way. Progresses until no connection has

@@ -211,28 +211,7 @@ double threadCpuMs() {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-// Waits for `token` the way the executor does when idle: arm, re-check, sleep.
-Status waitPolitely(Connection* c, uint64_t token, int timeoutMs, int* sleeps) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-  std::vector<uint64_t> done;
-  WaitSet waits;
-  auto finished = [&]() { return std::find(done.begin(), done.end(), token) != done.end(); };
-  for (;;) {
-    BCCL_RETURN_IF_ERROR(c->progress(&done));
-    if (finished()) return Status::ok();
-    if (Clock::now() > deadline) return timeoutError("waitPolitely: no completion");
-    waits.clear();
-    c->addToWaitSet(&waits);
-    waits.arm();
-    Status st = c->progress(&done);
-    if (st.isOk() && !finished()) {
-      ++*sleeps;
-      waits.wait(3000000);  // far longer than the test waits: only a wake-up ends it early
-    }
-    waits.disarm();
-    BCCL_RETURN_IF_ERROR(st);
-  }
-}
+using bccltest::waitPolitely;
 
 // The receiver sleeps on the completion channel; the sender sends after a delay. A waiter the
 // message did not wake would sleep 3 s; little CPU while waiting proves it really slept.
