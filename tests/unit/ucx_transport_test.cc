@@ -19,7 +19,6 @@ TEST(UcxTransport, NotBuilt) { GTEST_SKIP() << "bccl was built without UCX"; }
 
 #include "support/connection_drive.h"
 #include "transport/ucx/ucx_transport.h"
-#include "transport/wait_set.h"
 
 namespace bccl {
 namespace {

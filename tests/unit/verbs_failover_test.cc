@@ -132,7 +132,7 @@ TEST_P(VerbsFailover, QpForcedIntoErrorFailsOverToTheOthers) {
   // A few rounds in, so grants and writes are out on every QP when one breaks.
   trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), side, 3);
   if (HasFatalFailure()) return;
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
   if (HasFatalFailure()) return;
   // Down to the last QP, alternating sides and breaking before any progress.
   trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), 1 - side, 0);
@@ -141,7 +141,7 @@ TEST_P(VerbsFailover, QpForcedIntoErrorFailsOverToTheOthers) {
   if (HasFatalFailure()) return;
   EXPECT_EQ(conn(0, 1)->liveQps(), 1u);
   EXPECT_FALSE(conn(0, 1)->failOnePath()) << "the last QP is not offered to fault injection";
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
 }
 
 // A QP cut out is reset after BCCL_IB_QP_RETRY_MS once both ends have settled its failure, is
@@ -159,7 +159,7 @@ TEST_F(VerbsTransport, AFailedQpIsPutBackAndCarriesTrafficAgain) {
     // The QP fault injection broke (the highest) is granted chunks again, in both directions.
     const uint64_t before01 = conn(0, 1)->grantsIssuedOn(2),
                    before10 = conn(1, 0)->grantsIssuedOn(2);
-    exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+    exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
     if (HasFatalFailure()) return;
     EXPECT_GT(conn(0, 1)->grantsIssuedOn(2), before01 + 10);
     EXPECT_GT(conn(1, 0)->grantsIssuedOn(2), before10 + 10);
@@ -185,7 +185,7 @@ TEST_F(VerbsTransport, TwoDevicesAndTheSecondLosesItsLink) {
   CREATE_RANKS(2);
   ASSERT_EQ(ranks_[0].ctx->rails(), 2u);
   EXPECT_NE(conn(0, 1)->describe().find(dev2), std::string::npos) << conn(0, 1)->describe();
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
   if (HasFatalFailure()) return;
   for (uint32_t qi = 0; qi < 4; ++qi)  // QPs 1 and 3 are on the second device
     EXPECT_GT(conn(0, 1)->grantsIssuedOn(qi), 0u) << "QP " << qi;
@@ -199,7 +199,7 @@ TEST_F(VerbsTransport, TwoDevicesAndTheSecondLosesItsLink) {
   if (broke) return;
   ASSERT_TRUE(putBack(conn(0, 1), conn(1, 0), 4, 30)) << "the second device's QPs";
   const uint64_t before = conn(0, 1)->grantsIssuedOn(1);
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
   EXPECT_GT(conn(0, 1)->grantsIssuedOn(1), before) << "QP 1 (second device) carries nothing";
 }
 

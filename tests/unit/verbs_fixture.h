@@ -127,9 +127,8 @@ inline std::vector<size_t> sizesFor(size_t slot) {
   return {0, 1, 7, 4093, slot, slot + 1, 3 * slot - 5, 40 * slot + 3};
 }
 
-inline void exchangeBothWays(VerbsTransport* t, std::vector<Rank>& ranks, VerbsConnection* ab,
-                             VerbsConnection* ba, const std::vector<size_t>& sizes) {
-  (void)t;
+inline void exchangeBothWays(std::vector<Rank>& ranks, VerbsConnection* ab, VerbsConnection* ba,
+                             const std::vector<size_t>& sizes) {
   std::vector<std::vector<char> > out[2], in[2];
   for (int side = 0; side < 2; ++side)
     for (size_t i = 0; i < sizes.size(); ++i) {

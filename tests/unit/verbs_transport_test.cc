@@ -17,7 +17,6 @@ TEST(VerbsTransport, NotBuilt) { GTEST_SKIP() << "bccl was built without verbs (
 #include <algorithm>
 #include <thread>
 
-#include "transport/wait_set.h"
 #include "unit/verbs_fixture.h"
 
 namespace bccl {
@@ -26,8 +25,7 @@ namespace {
 TEST_F(VerbsTransport, OrderedMessagesEverySizeBothDirections) {
   CREATE_RANKS(2);
   EXPECT_NE(conn(0, 1)->describe().find(ranks_[0].ctx->port().device), std::string::npos);
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0),
-                   sizesFor(ranks_[0].ctx->config().slotBytes));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(ranks_[0].ctx->config().slotBytes));
 }
 
 // Two slots of 4 KiB and hundreds of messages: grants run out constantly and must come back.
@@ -63,7 +61,7 @@ TEST_F(VerbsTransport, SeveralQpsPerPeerKeepOrder) {
       {{"BCCL_IB_QPS_PER_PEER", "3"}, {"BCCL_IB_SLOTS", "4"}, {"BCCL_IB_SLOT_BYTES", "8192"}});
   CREATE_RANKS(2);
   EXPECT_NE(conn(0, 1)->describe().find("3 QP"), std::string::npos) << conn(0, 1)->describe();
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
 }
 
 TEST_F(VerbsTransport, RecvReduceFloatSumAcrossChunks) {
@@ -130,7 +128,7 @@ TEST_F(VerbsTransport, EagerCreditsAndUnexpectedMessages) {
   for (size_t i = 0; i < kCount; ++i) EXPECT_TRUE(in[i] == out[i]) << "message " << i;
   // Quiet again: no grant, cancel or credit left half-done.
   EXPECT_TRUE(settles(ranks_));
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), {0, 3, 4096, 5000, 100000});
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), {0, 3, 4096, 5000, 100000});
 }
 
 // Zero copy: large messages are written straight between registered user buffers, and a buffer
@@ -180,7 +178,7 @@ TEST_F(VerbsTransport, ZeroCopyUsesTheRegistrationCache) {
   EXPECT_GE(ranks_[0].ctx->mrCache().hits(), 3u);
   EXPECT_GE(ranks_[1].ctx->mrCache().hits(), 3u);
   // Small messages still go through the rings alongside.
-  exchangeBothWays(this, ranks_, conn(0, 1), conn(1, 0), {0, 5, 70000, (1 << 20) + 7});
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), {0, 5, 70000, (1 << 20) + 7});
 }
 
 TEST_F(VerbsTransport, FourRanksAllPairs) {
