@@ -172,42 +172,51 @@ StatusOr<int> listenTcp(const SockAddr& addr, SockAddr* bound) {
   return fd;
 }
 
+StatusOr<int> connectTcpOnce(const SockAddr& addr, Deadline deadline, const AbortFlag* abort,
+                             const SockAddr* local, int* retriableErrno) {
+  *retriableErrno = 0;
+  int fd = socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return errnoStatus("socket", errno);
+  if (local != nullptr) {
+    SockAddr from = *local;
+    from.setPort(0);
+    if (bind(fd, from.raw(), from.len) != 0) {
+      Status st = errnoStatus("bind to " + from.toString(), errno);
+      close(fd);
+      return st;
+    }
+  }
+  int rc = connect(fd, addr.raw(), addr.len);
+  int err = rc == 0 ? 0 : errno;
+  if (err == EINPROGRESS) {
+    Status st = waitFd(fd, POLLOUT, deadline, abort, ("connect to " + addr.toString()).c_str());
+    if (!st.isOk()) {
+      close(fd);
+      return st;
+    }
+    socklen_t len = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  }
+  if (err == 0) {
+    BCCL_RETURN_IF_ERROR(setNonBlocking(fd, false));
+    setNoDelay(fd);
+    return fd;
+  }
+  close(fd);
+  const bool retriable = err == ECONNREFUSED || err == ETIMEDOUT || err == ECONNRESET ||
+                         err == EAGAIN || err == EHOSTUNREACH || err == ENETUNREACH;
+  if (retriable) *retriableErrno = err;
+  return errnoStatus("connect to " + addr.toString(), err);
+}
+
 StatusOr<int> connectTcp(const SockAddr& addr, Deadline deadline, const AbortFlag* abort,
                          const SockAddr* local) {
   int backoffMs = 1;
   for (;;) {
-    int fd = socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return errnoStatus("socket", errno);
-    if (local != nullptr) {
-      SockAddr from = *local;
-      from.setPort(0);
-      if (bind(fd, from.raw(), from.len) != 0) {
-        Status st = errnoStatus("bind to " + from.toString(), errno);
-        close(fd);
-        return st;
-      }
-    }
-    int rc = connect(fd, addr.raw(), addr.len);
-    int err = rc == 0 ? 0 : errno;
-    if (err == EINPROGRESS) {
-      Status st = waitFd(fd, POLLOUT, deadline, abort, ("connect to " + addr.toString()).c_str());
-      if (!st.isOk()) {
-        close(fd);
-        return st;
-      }
-      socklen_t len = sizeof(err);
-      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    }
-    if (err == 0) {
-      BCCL_RETURN_IF_ERROR(setNonBlocking(fd, false));
-      setNoDelay(fd);
-      return fd;
-    }
-    close(fd);
+    int err = 0;
+    StatusOr<int> fd = connectTcpOnce(addr, deadline, abort, local, &err);
+    if (fd.isOk() || err == 0) return fd;
     // The peer's listener may not exist yet (it is starting up): retry until the deadline.
-    bool retriable = err == ECONNREFUSED || err == ETIMEDOUT || err == ECONNRESET ||
-                     err == EAGAIN || err == EHOSTUNREACH || err == ENETUNREACH;
-    if (!retriable) return errnoStatus("connect to " + addr.toString(), err);
     if (aborted(abort)) return remoteError("connect to " + addr.toString() + ": aborted");
     if (deadline.expired())
       return timeoutError("connect to " + addr.toString() + ": nobody accepted before the " +

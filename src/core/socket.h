@@ -41,6 +41,10 @@ StatusOr<int> listenTcp(const SockAddr& addr, SockAddr* bound);
 // address, any port) when given, so that the connection leaves through that interface.
 StatusOr<int> connectTcp(const SockAddr& addr, Deadline deadline, const AbortFlag* abort,
                          const SockAddr* local = nullptr);
+// One attempt; when it fails in a way connectTcp would retry (refused, reset, unreachable),
+// `retriableErrno` receives the errno, else 0. For callers that know the listener must exist.
+StatusOr<int> connectTcpOnce(const SockAddr& addr, Deadline deadline, const AbortFlag* abort,
+                             const SockAddr* local, int* retriableErrno);
 StatusOr<int> acceptTcp(int listenFd, Deadline deadline, const AbortFlag* abort);
 
 Status sendAll(int fd, const void* data, size_t bytes, Deadline deadline, const AbortFlag* abort);

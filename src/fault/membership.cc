@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <set>
@@ -213,10 +214,32 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
                                   const PeerInfo& mine, int root, const std::vector<int>& failed,
                                   Deadline deadline) {
   const Status retry(bcclInProgress, "coordinator failed");
-  StatusOr<int> fd = connectTcp(parent.peer(root).listenAddr, deadline, nullptr);
-  if (!fd.isOk()) {
-    parent.markFailed(root, parent.peerName(root) + " is unreachable: " + fd.status().message());
-    return retry;
+  auto rootFailed = [&] {
+    std::vector<int> now = parent.failedRanks();
+    return std::find(now.begin(), now.end(), root) != now.end();
+  };
+  // This rank may have chosen a coordinator that is dead although the news has not reached it
+  // yet. Every member listens on the parent's port for as long as the parent lives, so a refused
+  // connection means the rank is gone; other retriable errors (unreachable, reset) are retried
+  // while watching for the news, until the deadline.
+  StatusOr<int> fd = timeoutError("not connected");
+  for (int backoffMs = 1;; backoffMs = std::min(2 * backoffMs, kSliceMs)) {
+    int err = 0;
+    const Deadline slice = Deadline::afterMs(deadline.remainingMs(10 * kSliceMs));
+    fd = connectTcpOnce(parent.peer(root).listenAddr, slice, nullptr, nullptr, &err);
+    if (fd.isOk()) break;
+    if (rootFailed()) return retry;
+    const bool sliceEnded = err == 0 && fd.status().code() == bcclTimeout;
+    if ((err == 0 && !sliceEnded) || err == ECONNREFUSED || deadline.expired()) {
+      parent.markFailed(root, parent.peerName(root) + (err == ECONNREFUSED
+                                                            ? " refuses connections: it exited "
+                                                              "or destroyed its communicator ("
+                                                            : " is unreachable (") +
+                                  fd.status().message() + ")");
+      return retry;
+    }
+    if (!sliceEnded)
+      usleep(static_cast<useconds_t>(std::min(backoffMs, deadline.remainingMs(kSliceMs))) * 1000);
   }
   Hello h;
   h.magic = kHelloMagic;
@@ -238,8 +261,7 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
   while (st.isOk()) {
     pollfd p{fd.value(), POLLIN, 0};
     if (poll(&p, 1, deadline.remainingMs(kSliceMs)) > 0) break;
-    std::vector<int> now = parent.failedRanks();
-    if (std::find(now.begin(), now.end(), root) != now.end()) {
+    if (rootFailed()) {
       close(fd.value());
       return retry;
     }

@@ -211,6 +211,46 @@ TEST(Recovery, StoppedRankIsReportedAndAbortIsPrompt) {
   }
 }
 
+// A rank that destroyed its communicator (a clean exit, so nobody counts it failed) is the
+// lowest rank, so every survivor first picks it as the shrink's coordinator. Its port refuses:
+// the survivors must take that as its departure and move on, not retry until the deadline.
+TEST(Membership, ShrinkPassesOverACoordinatorThatAlreadyLeft) {
+  const int n = 4;
+  ProcessRanks ranks(n, 60000);
+  ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
+    bcclComm_t comm = nullptr;
+    if (!env.Ok(env.InitComm(&comm, "", kTimeoutMs), "init")) return 1;
+    int32_t v = 1;
+    if (!env.Ok(bcclAllReduce(&v, &v, 1, bcclInt32, bcclSum, comm, nullptr), "allreduce", comm))
+      return 1;
+    if (env.rank == 0) {
+      bcclCommDestroy(comm);
+      return 0;
+    }
+    usleep(500000);  // rank 0 is gone by now
+    const int64_t t0 = ProcessRanks::NowNs();
+    bcclComm_t next = nullptr;
+    if (!env.Ok(bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_DEFAULT), "shrink",
+                comm))
+      return 1;
+    env.Report("shrink_ms " + std::to_string((ProcessRanks::NowNs() - t0) / 1000000));
+    int nn = 0, failed[4], failedCount = 0;
+    bcclCommCount(next, &nn);
+    if (nn != n - 1) env.Fail("new communicator has " + std::to_string(nn) + " ranks");
+    bcclCommGetFailedRanks(comm, failed, 4, &failedCount);
+    if (failedCount != 1 || failed[0] != 0)
+      env.Fail("failed ranks: expected just rank 0, got " + std::to_string(failedCount));
+    v = 1;
+    if (env.Ok(bcclAllReduce(&v, &v, 1, bcclInt32, bcclSum, next, nullptr), "allreduce", next) &&
+        v != n - 1)
+      env.Fail("allreduce on the shrunk communicator gave " + std::to_string(v));
+    bcclCommDestroy(next);
+    bcclCommDestroy(comm);
+    return env.failed() ? 1 : 0;
+  })) << ranks.error();
+  EXPECT_TRUE(ranks.AllPassed()) << ranks.Summary();
+}
+
 TEST(Membership, SplitAndAgreeOnHealthyCommunicator) {
   const int n = 5;
   ProcessRanks ranks(n, 60000);
