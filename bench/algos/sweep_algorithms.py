@@ -18,7 +18,8 @@ between); --netns-delay-ms D runs 2 real network namespaces joined by veth with 
 delay (tests/netns/netns_env.sh; root only), 4 ranks each.
 
   sweep_algorithms.py BUILD_DIR [--ranks 4,8] [--colls allreduce,allgather,reducescatter]
-                      [--hosts H | --netns-delay-ms D] [--max-bytes 256M] [--quick] [--reps 3]
+                      [--hosts H | --netns-delay-ms D] [--min-bytes 8] [--max-bytes 256M]
+                      [--quick] [--reps 3]
 """
 import argparse
 import os
@@ -111,6 +112,8 @@ def main():
     ap.add_argument("--hosts", type=int, default=1)
     ap.add_argument("--netns-delay-ms", type=float, default=None)
     ap.add_argument("--max-bytes", default="256M")
+    ap.add_argument("--min-bytes", default="8",
+                    help="skip the spans below this size (e.g. 4M to sweep only large messages)")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, up to 16M")
     ap.add_argument("--no-bind", action="store_true",
                     help="let the kernel place the ranks (default: bcclrun --bind core, so that "
@@ -120,6 +123,7 @@ def main():
     a = ap.parse_args()
     layout = {"hosts": a.hosts, "netns_delay_ms": a.netns_delay_ms, "bind": not a.no_bind}
     max_bytes = parse_size("16M" if a.quick else a.max_bytes)
+    min_bytes = parse_size(a.min_bytes)
     if a.netns_delay_ms is not None:
         subprocess.run([NETNS_ENV, "up", "2", "--delay-ms", str(a.netns_delay_ms)], check=True)
     misses, failures = 0, 0
@@ -134,6 +138,7 @@ def main():
                     spans.append(((4 << 20, min(max_bytes, 32 << 20)), 4 if a.quick else 20))
                 if max_bytes > 32 << 20:
                     spans.append(((256 << 20, max_bytes), 2 if a.quick else 4))
+                spans = [sp for sp in spans if sp[0][1] >= min_bytes]
                 # Every configuration runs --reps times, the repetitions interleaved (all of
                 # them once, then again), and each keeps its best sample per size: a loaded or
                 # oversubscribed machine only ever slows a run down, so the best sample is the

@@ -48,6 +48,8 @@ struct SelectionContext {
   double intraAlphaSeconds = 2e-6, intraBytesPerSecond = 6e9;  // between ranks of one host
   double interAlphaSeconds = 25e-6, interBytesPerSecond = 1.1e9;  // between hosts
   double reduceBytesPerSecond = 8e9;
+  // Each rank's share of its host's last-level cache, the smallest over hosts (0: unknown).
+  size_t cacheBytesPerRank = 0;
   std::string source = "defaults";  // where the link costs came from
   // Read once at init (BCCL_ALGO, BCCL_CHUNK_BYTES), so a collective reads no environment.
   std::string forcedAlgorithms;

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "algorithms/hierarchical.h"
+#include "algorithms/partition.h"
 
 namespace bccl {
 namespace {
@@ -19,8 +20,9 @@ constexpr double kNever = std::numeric_limits<double>::infinity();
 // bandwidth with the other crossing pairs of the same host.
 class Net {
  public:
-  Net(const LinkCost& intra, const LinkCost& inter, int hosts, int n, double gamma)
-      : intra_(intra), inter_(inter), gamma_(gamma) {
+  Net(const LinkCost& intra, const LinkCost& inter, int hosts, int n, double gamma,
+      double cacheShare = 0)
+      : intra_(intra), inter_(inter), gamma_(gamma), cacheShare_(cacheShare) {
     hosts_ = std::clamp(hosts, 1, n);
     perHost_ = (n + hosts_ - 1) / hosts_;
   }
@@ -39,6 +41,13 @@ class Net {
     return link.alphaSeconds + bytes / link.bytesPerSecond;
   }
   double reduce(double bytes) const { return bytes / gamma_; }
+  // Reading `bytes` again after touching `since` bytes: free while that fits in this rank's share
+  // of the cache, else one more memory-bound pass. What the reductions and copies cost is
+  // already charged; this is what an algorithm that forwards data a whole block after producing
+  // it pays on top, against one that forwards it chunk by chunk (ring windows, trees).
+  double refetch(double bytes, double since) const {
+    return cacheShare_ > 0 && since > cacheShare_ ? bytes / gamma_ : 0;
+  }
 
  private:
   LinkCost crossing(long flows) const {
@@ -49,6 +58,7 @@ class Net {
 
   LinkCost intra_, inter_;
   double gamma_;
+  double cacheShare_;  // bytes of cache per rank; 0: every re-read hits the cache
   int hosts_ = 1;
   long perHost_ = 1;
 };
@@ -79,21 +89,26 @@ Chunks chunksOf(double s, size_t chunkBytes) {
 }
 
 double allReduce(const std::string& a, double s, int n, const Net& net, size_t chunkBytes) {
-  if (a == "ring")
-    return 2.0 * (n - 1) * net.send(net.shift(1), s / n) + (n - 1) * net.reduce(s / n);
+  if (a == "ring")  // forwards a chunk while its window is in cache (ringWindowChunks)
+    return 2.0 * (n - 1) * net.send(net.shift(1), s / n) + (n - 1) * net.reduce(s / n) +
+           net.refetch((2 * n - 3) * s / n, 3.0 * ringWindowChunks(n) * chunkBytes);
   const Pow2 f = pow2Below(n);
   // The even rank of a pair sends everything in and gets the result back.
   const double fold = f.rem > 0 ? 2 * net.send(net.exchange(1), s) + net.reduce(s) : 0;
   double t = fold;
   if (a == "rd") {
-    for (int k = 0; k < f.rounds; ++k) t += net.send(net.exchange(1L << k), s) + net.reduce(s);
+    // Every round after the first sends the whole buffer the previous one reduced.
+    for (int k = 0; k < f.rounds; ++k)
+      t += net.send(net.exchange(1L << k), s) + net.reduce(s) + (k > 0 ? net.refetch(s, 3 * s) : 0);
     return t;
   }
   if (a == "rhd") {
-    // Nearest partner first with the biggest half; the allgather mirrors it.
+    // Nearest partner first with the biggest half; the allgather mirrors it. Each round sends
+    // part of what the round before reduced (or, gathering, received), a whole block later.
     for (int k = 0; k < f.rounds; ++k) {
       const double b = s / static_cast<double>(2L << k);
       t += 2 * net.send(net.exchange(1L << k), b) + net.reduce(b);
+      if (k > 0) t += net.refetch(b, 3 * 2 * b) + net.refetch(2 * b, 2 * b);
     }
     return t;
   }
@@ -120,14 +135,18 @@ double allGather(const std::string& a, double s, int n, const Net& net) {
   // chunk by chunk behind its sends, rd before its first round): both are charged for it, in
   // place neither pays it, so the comparison is the same either way. Charging rd alone made
   // the ring look cheaper at every large size, though it has n - 1 rounds to rd's log2 n.
-  if (a == "ring") return (n - 1) * net.send(net.shift(1), s) + net.reduce(s);
+  // Both forward what they received a whole block (rd: a whole round) after it landed.
+  if (a == "ring")
+    return (n - 1) * net.send(net.shift(1), s) + net.reduce(s) + (n - 2) * net.refetch(s, 2 * s);
   if (a == "rd") {
     const Pow2 f = pow2Below(n);
     double t =
         f.rem > 0 ? net.send(net.exchange(1), s) + net.send(net.exchange(1), (n - 1) * s) : 0;
     // A participant holds n/p blocks on average, doubling every round.
-    for (int k = 0; k < f.rounds; ++k)
-      t += net.send(net.exchange(1L << k), s * n / f.p * static_cast<double>(1L << k));
+    for (int k = 0; k < f.rounds; ++k) {
+      const double held = s * n / f.p * static_cast<double>(1L << k);
+      t += net.send(net.exchange(1L << k), held) + (k > 0 ? net.refetch(held / 2, held) : 0);
+    }
     return t + net.reduce(s);
   }
   if (a == "bruck") {
@@ -138,8 +157,10 @@ double allGather(const std::string& a, double s, int n, const Net& net) {
   return kNever;
 }
 
-double reduceScatter(const std::string& a, double s, int n, const Net& net) {
-  if (a == "ring") return (n - 1) * (net.send(net.shift(1), s) + net.reduce(s));
+double reduceScatter(const std::string& a, double s, int n, const Net& net, size_t chunkBytes) {
+  if (a == "ring")
+    return (n - 1) * (net.send(net.shift(1), s) + net.reduce(s)) +
+           (n - 2) * net.refetch(s, 3.0 * ringWindowChunks(n) * chunkBytes);
   if (a == "rhd") {
     const Pow2 f = pow2Below(n);
     const double total = n * s;
@@ -147,11 +168,13 @@ double reduceScatter(const std::string& a, double s, int n, const Net& net) {
                                net.send(net.exchange(1), s)
                          : 0;
     // Farthest partner first (so each participant keeps a contiguous run of blocks).
+    // Each round sends half of what the round before reduced, a whole block later.
     for (int k = 0; k < f.rounds; ++k) {
       const double b = total / static_cast<double>(2L << k);
-      t += net.send(net.exchange(f.p >> (k + 1)), b) + net.reduce(b);
+      t += net.send(net.exchange(f.p >> (k + 1)), b) + net.reduce(b) +
+           (k > 0 ? net.refetch(b, 3 * 2 * b) : 0);
     }
-    return t + net.reduce(s);  // the result out of scratch
+    return t + net.reduce(s) + net.refetch(s, 3 * s);  // the result out of scratch
   }
   return kNever;
 }
@@ -248,11 +271,12 @@ const std::vector<std::string>& algorithmsFor(CollKind kind) {
 
 double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes, int nranks,
                       const LinkCost& intra, const LinkCost& inter, int hosts,
-                      double reduceBytesPerSecond, size_t chunkBytes) {
+                      double reduceBytesPerSecond, size_t chunkBytes, size_t cacheBytesPerRank) {
   const std::vector<std::string>& known = algorithmsFor(kind);
   if (std::find(known.begin(), known.end(), algorithm) == known.end()) return kNever;
   if (nranks <= 1 || bytes == 0) return 0;
-  const Net net(intra, inter, hosts, nranks, reduceBytesPerSecond);
+  const Net net(intra, inter, hosts, nranks, reduceBytesPerSecond,
+                static_cast<double>(cacheBytesPerRank));
   const double s = static_cast<double>(bytes);
   chunkBytes = std::max<size_t>(chunkBytes, 1);
   if (algorithm == "hier") {
@@ -270,7 +294,7 @@ double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes,
     case CollKind::kAllGather:
       return allGather(algorithm, s, nranks, net);
     case CollKind::kReduceScatter:
-      return reduceScatter(algorithm, s, nranks, net);
+      return reduceScatter(algorithm, s, nranks, net, chunkBytes);
     case CollKind::kBroadcast:
       return rooted(algorithm, s, nranks, net, chunkBytes, false);
     case CollKind::kReduce:
@@ -282,11 +306,12 @@ double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes,
 
 std::vector<Candidate> rankAlgorithms(CollKind kind, size_t bytes, int nranks,
                                       const LinkCost& intra, const LinkCost& inter, int hosts,
-                                      double reduceBytesPerSecond, size_t chunkBytes) {
+                                      double reduceBytesPerSecond, size_t chunkBytes,
+                                      size_t cacheBytesPerRank) {
   std::vector<Candidate> out;
   for (const std::string& a : algorithmsFor(kind))
     out.push_back({a, predictSeconds(kind, a, bytes, nranks, intra, inter, hosts,
-                                     reduceBytesPerSecond, chunkBytes)});
+                                     reduceBytesPerSecond, chunkBytes, cacheBytesPerRank)});
   std::stable_sort(out.begin(), out.end(),
                    [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
   return out;

@@ -32,11 +32,14 @@ constexpr size_t kDefaultPipelineChunkBytes = 256 * 1024;
 // whole buffer for allreduce, broadcast and reduce; one rank's block for allgather and
 // reduce-scatter). Local copies are charged at the reduction rate (both are memory-bound
 // passes). Returns +infinity for an algorithm that does not implement `kind` (or an unknown
-// name), 0 when there is nothing to move (one rank or no bytes).
+// name), 0 when there is nothing to move (one rank or no bytes). `cacheBytesPerRank` is each
+// rank's share of the last-level cache: an algorithm that reads data again after touching more
+// than that since it wrote it pays one more memory-bound pass for it (0: never).
 double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes, int nranks,
                       const LinkCost& intra, const LinkCost& inter, int hosts,
                       double reduceBytesPerSecond = kDefaultReduceBytesPerSecond,
-                      size_t chunkBytes = kDefaultPipelineChunkBytes);
+                      size_t chunkBytes = kDefaultPipelineChunkBytes,
+                      size_t cacheBytesPerRank = 0);
 
 struct Candidate {
   std::string algorithm;
@@ -63,6 +66,7 @@ const std::vector<std::string>& algorithmsFor(CollKind kind);
 std::vector<Candidate> rankAlgorithms(CollKind kind, size_t bytes, int nranks,
                                       const LinkCost& intra, const LinkCost& inter, int hosts,
                                       double reduceBytesPerSecond = kDefaultReduceBytesPerSecond,
-                                      size_t chunkBytes = kDefaultPipelineChunkBytes);
+                                      size_t chunkBytes = kDefaultPipelineChunkBytes,
+                                      size_t cacheBytesPerRank = 0);
 
 }  // namespace bccl

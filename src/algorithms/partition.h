@@ -35,4 +35,12 @@ inline Span chunkOf(const Span& seg, size_t perChunk, size_t j) {
 
 inline int modRank(int r, int n) { return ((r % n) + n) % n; }
 
+// How many chunk offsets the ring algorithms move together (ring.cc): enough that the link stays
+// busy while the first chunk of a window is reduced, few enough that what all ranks of a host
+// have in flight stays well inside a shared cache (n x window = 16 chunks). The cost model reads
+// it too, to know that the ring forwards data while it is still in cache.
+inline size_t ringWindowChunks(int nranks) {
+  return static_cast<size_t>(std::max(2, 16 / std::max(1, nranks)));
+}
+
 }  // namespace bccl

@@ -172,7 +172,7 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowD
   const size_t chunk = std::max<size_t>(ctx.chunkBytes, 1);
   std::vector<Candidate> ranked =
       rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter, static_cast<int>(ctx.hosts.size()),
-                     ctx.reduceBytesPerSecond, chunk);
+                     ctx.reduceBytesPerSecond, chunk, ctx.cacheBytesPerRank);
   // hier's prediction from the real host sizes (rankAlgorithms assumes an even spread).
   std::vector<int> sizes;
   for (const auto& h : ctx.hosts) sizes.push_back(static_cast<int>(h.size()));

@@ -122,6 +122,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   if (!topo.isOk()) return topo.status();
   topology_ = topo.value();
   mine.numaNode = topology_.myNumaNode;
+  mine.llcBytes = topology_.llcBytes;
 
   BCCL_RETURN_IF_ERROR(prepareUcx(&mine));
   BCCL_RETURN_IF_ERROR(prepareVerbs(&mine));

@@ -127,6 +127,9 @@ StatusOr<HostTopology> probeHwloc() {
   t.numaNodes = std::max(1, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE));
   t.cores = std::max(1, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE));
   t.pus = std::max(1, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU));
+  for (hwloc_obj_type_t level : {HWLOC_OBJ_L3CACHE, HWLOC_OBJ_L2CACHE})
+    if (hwloc_obj_t cache = hwloc_get_obj_by_type(topo, level, 0); t.llcBytes == 0 && cache)
+      t.llcBytes = cache->attr->cache.size;
   hwloc_bitmap_t cpus = hwloc_bitmap_alloc(), nodes = hwloc_bitmap_alloc();
   if (hwloc_get_last_cpu_location(topo, cpus, HWLOC_CPUBIND_THREAD) == 0) {
     hwloc_cpuset_to_nodeset(topo, cpus, nodes);
@@ -157,6 +160,9 @@ HostTopology probeSysfs() {
   t.source = "sysfs";
   t.pus = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
   t.cores = t.pus;
+  for (int level : {_SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE})
+    if (long bytes = sysconf(level); t.llcBytes == 0 && bytes > 0)
+      t.llcBytes = static_cast<uint64_t>(bytes);
   int nodes = 0;
   if (DIR* d = opendir("/sys/devices/system/node")) {
     while (dirent* e = readdir(d)) {
@@ -202,6 +208,7 @@ std::string HostTopology::toJson() const {
   o << "{\n  \"host\": " << quote(host) << ",\n  \"source\": " << quote(source)
     << ",\n  \"packages\": " << packages << ",\n  \"numa_nodes\": " << numaNodes
     << ",\n  \"cores\": " << cores << ",\n  \"pus\": " << pus
+    << ",\n  \"llc_bytes\": " << llcBytes
     << ",\n  \"my_numa_node\": " << myNumaNode << ",\n  \"nics\": [";
   for (size_t i = 0; i < nics.size(); ++i)
     o << (i ? "," : "") << "\n    {\"name\": " << quote(nics[i].name)
@@ -232,6 +239,8 @@ StatusOr<HostTopology> HostTopology::fromJson(const std::string& text) {
       t.cores = static_cast<int>(in.number());
     else if (key == "pus")
       t.pus = static_cast<int>(in.number());
+    else if (key == "llc_bytes")
+      t.llcBytes = static_cast<uint64_t>(std::max<long>(0, in.number()));
     else if (key == "my_numa_node")
       t.myNumaNode = static_cast<int>(in.number());
     else if (key == "nics") {

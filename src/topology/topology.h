@@ -5,6 +5,7 @@
 // host and by NUMA node are computed from that.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,8 @@ struct HostTopology {
   int numaNodes = 1;
   int cores = 1;
   int pus = 1;
-  int myNumaNode = 0;  // where the calling thread runs
+  uint64_t llcBytes = 0;  // the largest cache level's size (one instance), 0 if unknown
+  int myNumaNode = 0;     // where the calling thread runs
   std::vector<NicInfo> nics;
 
   std::string toJson() const;

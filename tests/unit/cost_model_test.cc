@@ -41,6 +41,26 @@ TEST(CostModel, LargeAllReduceFavoursBandwidthOptimalAlgorithms) {
   }
 }
 
+// Rabenseifner sends in each round what the round before reduced, a whole block later; the ring
+// forwards each chunk within a window of a few. Past each rank's share of the cache that block
+// comes back from memory, so a large allreduce goes to the ring (and reduce-scatter stays
+// there); while the blocks fit, or with no cache size given, rhd's fewer rounds still win.
+TEST(CostModel, BlocksPastTheCacheShareFavourTheRingOverRabenseifner) {
+  const size_t share = 4 * kMiB;
+  auto first = [&](CollKind kind, size_t bytes, int n, size_t cache) {
+    return rankAlgorithms(kind, bytes, n, kShm, kNet, 1, kDefaultReduceBytesPerSecond,
+                          kDefaultPipelineChunkBytes, cache)
+        .front()
+        .algorithm;
+  };
+  for (int n : {4, 8}) {
+    EXPECT_EQ(first(CollKind::kAllReduce, 256 * kMiB, n, share), "ring") << n;
+    EXPECT_EQ(first(CollKind::kReduceScatter, 32 * kMiB, n, share), "ring") << n;
+    EXPECT_EQ(first(CollKind::kAllReduce, 256 * kMiB, n, 0), "rhd") << n;
+    EXPECT_EQ(first(CollKind::kAllReduce, 256 * 1024, n, share), "rhd") << n;
+  }
+}
+
 TEST(CostModel, ManyRanksFavourTreesForMediumBroadcastAndAllReduce) {
   // 64 KiB over 64 ranks: the chain's 63 hops cost more than the tree's doubled bytes.
   EXPECT_LT(predict(CollKind::kBroadcast, "tree", 64 * 1024, 64),
