@@ -24,6 +24,8 @@ struct CollectiveShape {
   int root = 0;
   bool inPlace = false;         // as the API defines in-place for the collective
   size_t chunkBytes = 1 << 19;  // pipelining granularity
+  // Chunk offsets the ring moves per window (ring.cc); 0: all of them, the deepest pipeline.
+  size_t ringWindow = 0;
 };
 
 constexpr uint32_t kNoStep = UINT32_MAX;

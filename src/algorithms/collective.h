@@ -57,6 +57,11 @@ struct SelectionContext {
   // Capacity of each rank's shared-memory board when every rank shares memory (0: no boards),
   // which makes the "direct" algorithm available for collectives whose post fits.
   size_t boardBytes = 0;
+  // Every rank reaches every other over shared memory. Then the ring moves its chunks in small
+  // windows, forwarding each from cache, and the cost model counts cache misses. Over a network
+  // link the deepest pipeline matters more: a window's last chunks wait for their reduction
+  // while the next window's could be on the wire (2-rank verbs allreduce: 1.2x slower windowed).
+  bool allShm = false;
 };
 
 // Fills the selection parameters of `ctx` from the environment; rejects bad values.

@@ -9,11 +9,13 @@
 #include "algorithms/partition.h"
 
 namespace bccl {
-// Chunks travel the ring in windows of a few chunk offsets (ringWindowChunks): each window
-// makes its whole trip (n - 1 reduce steps, n - 1 gather steps) before the next starts, like
-// NCCL's loop over slices of nranks chunks. A chunk reduced at one step is then forwarded at the
-// next while it is still in cache; a whole-segment pipeline forwarded it a segment later, from
-// memory (one host, 4 and 8 ranks: up to 1.4x slower at 32 MiB; within noise at 256 MiB).
+// Among ranks that share memory (shape.ringWindow, from ringWindowChunks), chunks travel the
+// ring in windows of a few chunk offsets: each window makes its whole trip (n - 1 reduce steps,
+// n - 1 gather steps) before the next starts, like NCCL's loop over slices of nranks chunks. A
+// chunk reduced at one step is then forwarded at the next while it is still in cache; a
+// whole-segment pipeline forwards it a segment later, from memory (one host, 4 and 8 ranks: up
+// to 1.4x slower at 32 MiB; within noise at 256 MiB). Over network links (ringWindow 0) the
+// whole-segment pipeline stays: it keeps more independent sends queued.
 Schedule buildRingAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "ring");
   const size_t es = sch.elemSize;
@@ -26,7 +28,7 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
   const size_t per = chunkElems(s.chunkBytes, es);
   const size_t chunks = numChunks(segmentOf(s.count, n, 0), per);  // segment 0 is the largest
-  const size_t window = ringWindowChunks(n);
+  const size_t window = s.ringWindow > 0 ? s.ringWindow : std::max<size_t>(1, chunks);
   auto chunk = [&](int seg, size_t j, Span* c) {
     const Span whole = segmentOf(s.count, n, seg);
     if (j >= numChunks(whole, per)) return false;
@@ -138,7 +140,7 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
   const size_t chunks = numChunks(whole, per);
   std::vector<std::vector<uint32_t>> last(n, std::vector<uint32_t>(chunks, kNoStep));
   // In windows of chunk offsets, as the allreduce above.
-  const size_t window = ringWindowChunks(n);
+  const size_t window = s.ringWindow > 0 ? s.ringWindow : std::max<size_t>(1, chunks);
   for (size_t first = 0; first < chunks; first += window)
     for (int step = 0; step < n - 1; ++step)
       for (size_t j = first; j < std::min(chunks, first + window); ++j) {

@@ -13,6 +13,7 @@
 #include "algorithms/cost_model.h"
 #include "algorithms/direct.h"
 #include "algorithms/hierarchical.h"
+#include "algorithms/partition.h"
 #include "core/dtype.h"
 #include "core/logging.h"
 #include "core/params.h"
@@ -172,7 +173,7 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowD
   const size_t chunk = std::max<size_t>(ctx.chunkBytes, 1);
   std::vector<Candidate> ranked =
       rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter, static_cast<int>(ctx.hosts.size()),
-                     ctx.reduceBytesPerSecond, chunk, ctx.cacheBytesPerRank);
+                     ctx.reduceBytesPerSecond, chunk, ctx.allShm ? ctx.cacheBytesPerRank : 0);
   // hier's prediction from the real host sizes (rankAlgorithms assumes an even spread).
   std::vector<int> sizes;
   for (const auto& h : ctx.hosts) sizes.push_back(static_cast<int>(h.size()));
@@ -212,6 +213,7 @@ StatusOr<Schedule> buildScheduleFor(const OpArgs& a, int rank, const SelectionCo
   shape.op = a.op;
   shape.root = a.root;
   shape.chunkBytes = ctx.chunkBytes;
+  shape.ringWindow = ctx.allShm ? ringWindowChunks(ctx.nranks) : 0;
   shape.inPlace = inPlaceOf(a, rank);
   if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
   if (Builder build = builderFor(a.kind, algorithm)) return build(shape);

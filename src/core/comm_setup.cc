@@ -358,6 +358,7 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
     usleep(200);
   }
   ownSegment_->unlink();
+  selection_.allShm = local.size() == static_cast<size_t>(nranks_);
   if (local.size() == static_cast<size_t>(nranks_) && boardBytes > 0) {
     board_ = std::make_unique<ShmBoard>(rank_, std::move(segmentOfRank),
                                         static_cast<size_t>(boardBytes));

@@ -44,6 +44,7 @@ struct Case {
   size_t chunkElems;
   bcclRedOp_t op;
   int root;
+  size_t ringWindow = 0;  // 0: the whole-segment pipeline (network links)
 };
 
 Layout layoutFor(const Case& c, int rank) {
@@ -60,6 +61,7 @@ Schedule build(const Case& c, int rank) {
   s.root = c.root;
   s.inPlace = c.inPlace;
   s.chunkBytes = c.chunkElems * 4;
+  s.ringWindow = c.ringWindow;
   switch (c.coll) {
     case Coll::kAllReduce:
       return buildRingAllReduce(s);
@@ -135,10 +137,12 @@ TEST_P(ScheduleSymbolic, EveryShapeIsExact) {
           for (bcclRedOp_t op : {bcclSum, bcclAvg})
             for (int root : {0, n - 1}) {
               if ((op == bcclAvg && !reduces(coll)) || (root != 0 && !rooted(coll))) continue;
-              Case c{coll, n, count, inPlace, chunk, op, root};
-              std::string fault = runCase(c);
-              ASSERT_EQ(fault, "") << label(c);
-              ++cases;
+              for (size_t window : {0, 1, 2}) {  // the ring's windows (shared memory)
+                Case c{coll, n, count, inPlace, chunk, op, root, window};
+                std::string fault = runCase(c);
+                ASSERT_EQ(fault, "") << label(c) << " ring window " << window;
+                ++cases;
+              }
             }
     }
   EXPECT_GE(cases, maxSimulatedRanks() * 6);  // at least every rank count x chunk x placement
@@ -153,8 +157,9 @@ TEST_P(ScheduleSymbolic, AnyExecutionOrderIsExact) {
       for (size_t chunk : {1, 3})
         for (bool inPlace : {false, true})
           for (uint64_t seed = 1; seed <= 4; ++seed) {
-            Case c{coll, n, coll == Coll::kBarrier ? 0 : count, inPlace, chunk, bcclSum, n / 2};
-            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed;
+            Case c{coll,    n, coll == Coll::kBarrier ? 0 : count, inPlace, chunk, bcclSum,
+                   n / 2, seed % 3};
+            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed << " window " << seed % 3;
           }
 }
 
