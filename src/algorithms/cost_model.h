@@ -38,8 +38,7 @@ constexpr size_t kDefaultPipelineChunkBytes = 256 * 1024;
 double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes, int nranks,
                       const LinkCost& intra, const LinkCost& inter, int hosts,
                       double reduceBytesPerSecond = kDefaultReduceBytesPerSecond,
-                      size_t chunkBytes = kDefaultPipelineChunkBytes,
-                      size_t cacheBytesPerRank = 0);
+                      size_t chunkBytes = kDefaultPipelineChunkBytes, size_t cacheBytesPerRank = 0);
 
 struct Candidate {
   std::string algorithm;

@@ -9,6 +9,16 @@
 #include "algorithms/partition.h"
 
 namespace bccl {
+namespace {
+
+// Chunk offsets per window for a buffer of `chunks` of them (see below); 0 in the shape means
+// a single window, the whole-segment pipeline.
+size_t windowOf(const CollectiveShape& s, size_t chunks) {
+  return s.ringWindow > 0 ? s.ringWindow : std::max<size_t>(1, chunks);
+}
+
+}  // namespace
+
 // Among ranks that share memory (shape.ringWindow, from ringWindowChunks), chunks travel the
 // ring in windows of a few chunk offsets: each window makes its whole trip (n - 1 reduce steps,
 // n - 1 gather steps) before the next starts, like NCCL's loop over slices of nranks chunks. A
@@ -28,7 +38,7 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
   const size_t per = chunkElems(s.chunkBytes, es);
   const size_t chunks = numChunks(segmentOf(s.count, n, 0), per);  // segment 0 is the largest
-  const size_t window = s.ringWindow > 0 ? s.ringWindow : std::max<size_t>(1, chunks);
+  const size_t window = windowOf(s, chunks);
   auto chunk = [&](int seg, size_t j, Span* c) {
     const Span whole = segmentOf(s.count, n, seg);
     if (j >= numChunks(whole, per)) return false;
@@ -140,7 +150,7 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
   const size_t chunks = numChunks(whole, per);
   std::vector<std::vector<uint32_t>> last(n, std::vector<uint32_t>(chunks, kNoStep));
   // In windows of chunk offsets, as the allreduce above.
-  const size_t window = s.ringWindow > 0 ? s.ringWindow : std::max<size_t>(1, chunks);
+  const size_t window = windowOf(s, chunks);
   for (size_t first = 0; first < chunks; first += window)
     for (int step = 0; step < n - 1; ++step)
       for (size_t j = first; j < std::min(chunks, first + window); ++j) {

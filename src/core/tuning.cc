@@ -62,7 +62,8 @@ StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& pee
   // Unknown anywhere (0) leaves it unknown, which the cost model takes as "always in cache".
   uint64_t share = UINT64_MAX;
   for (const std::vector<int>& host : ctx.hosts)
-    for (int r : host) share = std::min(share, peers[static_cast<size_t>(r)].llcBytes / host.size());
+    for (int r : host)
+      share = std::min(share, peers[static_cast<size_t>(r)].llcBytes / host.size());
   ctx.cacheBytesPerRank = share == UINT64_MAX ? 0 : static_cast<size_t>(share);
   if (!config.allowShm) {
     // Ranks of one host talk TCP too: their link costs what loopback TCP costs.

@@ -230,11 +230,12 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
     if (fd.isOk()) break;
     if (rootFailed()) return retry;
     const bool sliceEnded = err == 0 && fd.status().code() == bcclTimeout;
-    if ((err == 0 && !sliceEnded) || err == ECONNREFUSED || deadline.expired()) {
-      parent.markFailed(root, parent.peerName(root) + (err == ECONNREFUSED
-                                                            ? " refuses connections: it exited "
-                                                              "or destroyed its communicator ("
-                                                            : " is unreachable (") +
+    const bool worthRetrying = sliceEnded || (err != 0 && err != ECONNREFUSED);
+    if (!worthRetrying || deadline.expired()) {
+      parent.markFailed(root, parent.peerName(root) +
+                                  (err == ECONNREFUSED ? " refuses connections: it exited "
+                                                         "or destroyed its communicator ("
+                                                       : " is unreachable (") +
                                   fd.status().message() + ")");
       return retry;
     }

@@ -207,8 +207,7 @@ std::string HostTopology::toJson() const {
   std::ostringstream o;
   o << "{\n  \"host\": " << quote(host) << ",\n  \"source\": " << quote(source)
     << ",\n  \"packages\": " << packages << ",\n  \"numa_nodes\": " << numaNodes
-    << ",\n  \"cores\": " << cores << ",\n  \"pus\": " << pus
-    << ",\n  \"llc_bytes\": " << llcBytes
+    << ",\n  \"cores\": " << cores << ",\n  \"pus\": " << pus << ",\n  \"llc_bytes\": " << llcBytes
     << ",\n  \"my_numa_node\": " << myNumaNode << ",\n  \"nics\": [";
   for (size_t i = 0; i < nics.size(); ++i)
     o << (i ? "," : "") << "\n    {\"name\": " << quote(nics[i].name)

@@ -157,9 +157,9 @@ TEST_P(ScheduleSymbolic, AnyExecutionOrderIsExact) {
       for (size_t chunk : {1, 3})
         for (bool inPlace : {false, true})
           for (uint64_t seed = 1; seed <= 4; ++seed) {
-            Case c{coll,    n, coll == Coll::kBarrier ? 0 : count, inPlace, chunk, bcclSum,
-                   n / 2, seed % 3};
-            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed << " window " << seed % 3;
+            const size_t count0 = coll == Coll::kBarrier ? 0 : count, window = seed % 3;
+            Case c{coll, n, count0, inPlace, chunk, bcclSum, n / 2, window};
+            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed << " window " << window;
           }
 }
 
