@@ -166,6 +166,50 @@ TEST_F(VerbsTransport, AFailedQpIsPutBackAndCarriesTrafficAgain) {
   }
 }
 
+// Progresses the two ends one call at a time until one of them has `live` QPs again, and
+// returns that one (null after `seconds`, or on an error).
+VerbsConnection* firstPutBack(VerbsConnection* a, VerbsConnection* b, uint32_t live, int seconds) {
+  const auto deadline = Clock::now() + std::chrono::seconds(seconds);
+  std::vector<uint64_t> none;
+  while (Clock::now() < deadline)
+    for (VerbsConnection* c : {a, b}) {
+      if (!c->progress(&none).isOk() || !none.empty()) return nullptr;
+      if (c->liveQps() >= live) return c;
+    }
+  return nullptr;
+}
+
+// The QP fails again at the end that put it back first, before the other end has: its Down
+// notice then finds the other end's QP still out (reset, the peer's Up on its way or just
+// taken). That end must put the QP back and cut it out again, not ignore the notice: else it
+// would grant chunks on a QP the peer no longer serves, and the traffic would stall.
+TEST_F(VerbsTransport, AQpFailingAgainRightAfterItIsPutBackIsCutOutAtBothEnds) {
+  ScopedEnv env({{"BCCL_IB_QP_RETRY_MS", "50"},
+                 {"BCCL_IB_QPS_PER_PEER", "3"},
+                 {"BCCL_IB_SLOTS", "4"},
+                 {"BCCL_IB_SLOT_BYTES", "8192"}});
+  CREATE_RANKS(2);
+  trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), 0, 2, false);
+  if (HasFatalFailure()) return;
+  VerbsConnection* first = firstPutBack(conn(0, 1), conn(1, 0), 3, 20);
+  ASSERT_NE(first, nullptr) << "neither end put the QP back";
+  VerbsConnection* other = first == conn(0, 1) ? conn(1, 0) : conn(0, 1);
+  // The other end has not taken this end's Up yet (else it would have put its own back). Cut
+  // the QP out here and let the Down land too, so the other end takes both at once.
+  ASSERT_TRUE(first->failOnePath());
+  std::vector<uint64_t> none;
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (first->liveQps() == 3 && Clock::now() < deadline) ASSERT_OK(first->progress(&none));
+  ASSERT_EQ(first->liveQps(), 2u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Traffic over what is left: it must finish, and the QP must come back at both ends.
+  trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), 0, 0, false, [] {});
+  if (HasFatalFailure()) return;
+  EXPECT_LE(other->liveQps(), 3u);
+  ASSERT_TRUE(putBack(conn(0, 1), conn(1, 0), 3, 20));
+  exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
+}
+
 // Two devices (the soft-RoCE VM has rxe1 on a veth pair of its own): QPs alternate between them
 // and both carry chunks. The second device's link goes down mid-traffic: its QPs are cut out at
 // both ends and the traffic finishes on the first; once the link is back they are put back and

@@ -200,6 +200,10 @@ Status VerbsConnection::onQpNotice(uint32_t index) {
   Qp& q = qps_[qi];
   switch (kind) {
     case kQpDown:
+      // Our end may still be out when the peer's comes back and fails again (its Up and then
+      // this Down, in order): put ours back first, so this failure is settled like any other.
+      // Ignored, it would leave our end granting on a QP the peer no longer serves.
+      if (revivable(qi)) markRevived(qi);
       return retireQp(qi, "its other end failed on " + peerName_, true);
     case kQpClosed:
       onQpClosed(qi);
