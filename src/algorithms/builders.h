@@ -26,6 +26,35 @@ struct CollectiveShape {
   size_t chunkBytes = 1 << 19;  // pipelining granularity
   // Chunk offsets the ring moves per window (ring.cc); 0: all of them, the deepest pipeline.
   size_t ringWindow = 0;
+  // The ring's order: position p holds rank ringOrder[p]. Empty: rank order. Only the flat
+  // rings read it (a subgroup's shape leaves it empty).
+  std::vector<int> ringOrder;
+};
+
+// Where this rank sits in the shape's ring, and who sits where.
+class RingPositions {
+ public:
+  explicit RingPositions(const CollectiveShape& s)
+      : order_(s.ringOrder.size() == static_cast<size_t>(s.nranks) ? &s.ringOrder : nullptr),
+        n_(s.nranks),
+        me_(s.rank) {
+    if (order_ != nullptr)
+      for (int p = 0; p < n_; ++p)
+        if ((*order_)[static_cast<size_t>(p)] == s.rank) me_ = p;
+  }
+  // The rank at position `p`, taken modulo the ring's size (negative positions too).
+  int at(long p) const {
+    const int q = static_cast<int>(((p % n_) + n_) % n_);
+    return order_ != nullptr ? (*order_)[static_cast<size_t>(q)] : q;
+  }
+  int me() const { return me_; }  // this rank's position
+  int next() const { return at(me_ + 1L); }
+  int prev() const { return at(me_ - 1L); }
+
+ private:
+  const std::vector<int>* order_;
+  int n_;
+  int me_;
 };
 
 constexpr uint32_t kNoStep = UINT32_MAX;

@@ -255,6 +255,7 @@ Schedule buildHierarchicalAllReduce(const CollectiveShape& s,
   // Sub-schedules sum; the average divides once, here, by the whole communicator's size.
   auto shapeFor = [&](int rank, int n, size_t count, bool inPlace) {
     CollectiveShape x = s;
+    x.ringOrder.clear();  // the communicator's ring order means nothing in a subgroup
     x.rank = rank;
     x.nranks = n;
     x.count = count;

@@ -35,7 +35,9 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
     addSingleRankCopy(&sch, s);
     return sch;
   }
-  const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
+  // Segments are named by the rank that owns them; steps walk the ring by position.
+  const RingPositions ring(s);
+  const int next = ring.next(), prev = ring.prev(), p = ring.me();
   const size_t per = chunkElems(s.chunkBytes, es);
   const size_t chunks = numChunks(segmentOf(s.count, n, 0), per);  // segment 0 is the largest
   const size_t window = windowOf(s, chunks);
@@ -54,7 +56,7 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
     firstSend.assign(end - first, kNoStep);
     Span c;
     for (int step = 0; step < n - 1; ++step) {
-      const int sendSeg = modRank(r - step, n), recvSeg = modRank(r - step - 1, n);
+      const int sendSeg = ring.at(p - step), recvSeg = ring.at(p - step - 1L);
       for (size_t j = first; j < end; ++j) {
         std::vector<uint32_t>& lj = last[j - first];
         if (chunk(sendSeg, j, &c)) {
@@ -68,14 +70,14 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
                                                at(kSendBuffer, c.offset), c.count * es));
       }
     }
-    const int owned = modRank(r + 1, n);
+    const int owned = ring.at(p + 1L);
     for (size_t j = first; j < end && s.op == bcclAvg; ++j)
       if (chunk(owned, j, &c))
         last[j - first][owned] =
             sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
                     depsOf(last[j - first][owned]));
     for (int step = 0; step < n - 1; ++step) {
-      const int sendSeg = modRank(r + 1 - step, n), recvSeg = modRank(r - step, n);
+      const int sendSeg = ring.at(p + 1L - step), recvSeg = ring.at(p - step);
       for (size_t j = first; j < end; ++j) {
         std::vector<uint32_t>& lj = last[j - first];
         if (chunk(sendSeg, j, &c))
@@ -103,13 +105,14 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
       sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), block * es));
     return sch;
   }
-  const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
+  const RingPositions ring(s);
+  const int next = ring.next(), prev = ring.prev(), p = ring.me();
   const size_t per = chunkElems(s.chunkBytes, es);
   const Span whole{0, block};
   const size_t chunks = numChunks(whole, per);
   std::vector<std::vector<uint32_t>> last(n, std::vector<uint32_t>(chunks, kNoStep));
   for (int step = 0; step < n - 1; ++step) {
-    int sendSeg = modRank(r - step, n), recvSeg = modRank(r - step - 1, n);
+    const int sendSeg = ring.at(p - step), recvSeg = ring.at(p - step - 1L);
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       // My own block goes out straight from the send buffer, not waiting for the local copy.
@@ -144,7 +147,8 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
     return sch;
   }
   sch.scratchBytes = static_cast<size_t>(n) * block * es;
-  const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
+  const RingPositions ring(s);
+  const int next = ring.next(), prev = ring.prev(), p = ring.me();
   const size_t per = chunkElems(s.chunkBytes, es);
   const Span whole{0, block};
   const size_t chunks = numChunks(whole, per);
@@ -154,7 +158,7 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
   for (size_t first = 0; first < chunks; first += window)
     for (int step = 0; step < n - 1; ++step)
       for (size_t j = first; j < std::min(chunks, first + window); ++j) {
-        int sendSeg = modRank(r - step - 1, n), recvSeg = modRank(r - step - 2, n);
+        const int sendSeg = ring.at(p - step - 1L), recvSeg = ring.at(p - step - 2L);
         Span c = chunkOf(whole, per, j);
         BufRef src = step == 0 ? at(kSendBuffer, sendSeg * block + c.offset)
                                : at(kScratchBuffer, sendSeg * block + c.offset);

@@ -214,6 +214,7 @@ StatusOr<Schedule> buildScheduleFor(const OpArgs& a, int rank, const SelectionCo
   shape.root = a.root;
   shape.chunkBytes = ctx.chunkBytes;
   shape.ringWindow = ctx.allShm ? ringWindowChunks(ctx.nranks) : 0;
+  shape.ringOrder = ctx.ringOrder;
   shape.inPlace = inPlaceOf(a, rank);
   if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
   if (Builder build = builderFor(a.kind, algorithm)) return build(shape);

@@ -10,6 +10,7 @@
 #include "core/params.h"
 #include "core/tuning.h"
 #include "fault/failure_detector.h"
+#include "topology/placement.h"
 #include "topology/topology.h"
 #include "transport/shm/shm_connection.h"
 #include "transport/tcp/multipath_connection.h"
@@ -123,6 +124,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   topology_ = topo.value();
   mine.numaNode = topology_.myNumaNode;
   mine.llcBytes = topology_.llcBytes;
+  mine.boundCpu = boundCpu();
 
   BCCL_RETURN_IF_ERROR(prepareUcx(&mine));
   BCCL_RETURN_IF_ERROR(prepareVerbs(&mine));
@@ -147,6 +149,11 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   StatusOr<SelectionContext> selection = makeSelectionContext(peers_, config_);
   if (!selection.isOk()) return selection.status();
   selection_ = std::move(selection.value());
+  if (!selection_.ringOrder.empty() && rank_ == 0) {
+    std::string order;
+    for (int r : selection_.ringOrder) order += (order.empty() ? "" : " ") + std::to_string(r);
+    BCCL_INFO("ring order %s (host by host, then by bound CPU)", order.c_str());
+  }
 
   std::vector<int> local, remote, viaUcx, viaVerbs;
   for (int r = 0; r < nranks_; ++r) {

@@ -26,6 +26,7 @@ struct PeerInfo {
   uint64_t cmaProbeAddr = 0;     // address of a known constant, to test process_vm_readv
   int32_t shmTag = 0;            // names this rank's shared-memory segment within the comm
   int32_t numaNode = 0;          // where this rank runs (topology)
+  int32_t boundCpu = -1;         // the lowest CPU it is bound to, -1 if unbound (placement.h)
   uint64_t llcBytes = 0;         // its host's last-level cache (topology), 0 if unknown
   uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX
   char ucxAddress[1024] = {};

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/params.h"
+#include "topology/placement.h"
 #include "topology/topology.h"
 
 namespace bccl {
@@ -58,6 +59,7 @@ StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& pee
   SelectionContext ctx;
   ctx.nranks = static_cast<int>(peers.size());
   ctx.hosts = computeSubgroups(peers).hosts;
+  ctx.ringOrder = ringOrderOf(peers, ctx.hosts);
   // Computed from what every rank sent, so every rank gets the same figure.
   // Unknown anywhere (0) leaves it unknown, which the cost model takes as "always in cache".
   uint64_t share = UINT64_MAX;

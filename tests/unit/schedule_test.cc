@@ -45,7 +45,20 @@ struct Case {
   bcclRedOp_t op;
   int root;
   size_t ringWindow = 0;  // 0: the whole-segment pipeline (network links)
+  bool shuffledRing = false;  // the rings in another order than the ranks' (ringOrderFor)
 };
+
+bool usesRing(Coll c) {
+  return c == Coll::kAllReduce || c == Coll::kAllGather || c == Coll::kReduceScatter;
+}
+
+// A ring order unlike rank order: the even ranks going up, then the odd ones coming down.
+std::vector<int> ringOrderFor(int n) {
+  std::vector<int> order;
+  for (int r = 0; r < n; r += 2) order.push_back(r);
+  for (int r = n - 1 - (n % 2); r > 0; r -= 2) order.push_back(r);
+  return order;
+}
 
 Layout layoutFor(const Case& c, int rank) {
   return sim::layoutFor(c.coll, c.nranks, c.count, c.inPlace, rank);
@@ -62,6 +75,7 @@ Schedule build(const Case& c, int rank) {
   s.inPlace = c.inPlace;
   s.chunkBytes = c.chunkElems * 4;
   s.ringWindow = c.ringWindow;
+  if (c.shuffledRing) s.ringOrder = ringOrderFor(c.nranks);
   switch (c.coll) {
     case Coll::kAllReduce:
       return buildRingAllReduce(s);
@@ -137,12 +151,15 @@ TEST_P(ScheduleSymbolic, EveryShapeIsExact) {
           for (bcclRedOp_t op : {bcclSum, bcclAvg})
             for (int root : {0, n - 1}) {
               if ((op == bcclAvg && !reduces(coll)) || (root != 0 && !rooted(coll))) continue;
-              for (size_t window : {0, 1, 2}) {  // the ring's windows (shared memory)
-                Case c{coll, n, count, inPlace, chunk, op, root, window};
-                std::string fault = runCase(c);
-                ASSERT_EQ(fault, "") << label(c) << " ring window " << window;
-                ++cases;
-              }
+              for (size_t window : {0, 1, 2})  // the ring's windows (shared memory)
+                for (bool shuffled : {false, true}) {
+                  if (shuffled && !usesRing(coll)) continue;
+                  Case c{coll, n, count, inPlace, chunk, op, root, window, shuffled};
+                  std::string fault = runCase(c);
+                  ASSERT_EQ(fault, "") << label(c) << " ring window " << window
+                                       << (shuffled ? " shuffled ring" : "");
+                  ++cases;
+                }
             }
     }
   EXPECT_GE(cases, maxSimulatedRanks() * 6);  // at least every rank count x chunk x placement
@@ -158,8 +175,11 @@ TEST_P(ScheduleSymbolic, AnyExecutionOrderIsExact) {
         for (bool inPlace : {false, true})
           for (uint64_t seed = 1; seed <= 4; ++seed) {
             const size_t count0 = coll == Coll::kBarrier ? 0 : count, window = seed % 3;
-            Case c{coll, n, count0, inPlace, chunk, bcclSum, n / 2, window};
-            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed << " window " << window;
+            const bool shuffled = usesRing(coll) && seed % 2 == 0;
+            Case c{coll, n, count0, inPlace, chunk, bcclSum, n / 2, window, shuffled};
+            ASSERT_EQ(runCase(c, seed), "")
+                << label(c) << " seed " << seed << " window " << window
+                << (shuffled ? " shuffled ring" : "");
           }
 }
 

@@ -3,6 +3,8 @@
 // two-host, two-NUMA-node layout groups as it says.
 #include "topology/topology.h"
 
+#include <sched.h>
+
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -11,6 +13,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "topology/placement.h"
 
 namespace bccl {
 namespace {
@@ -107,6 +111,49 @@ TEST(Topology, MalformedFileIsAClearError) {
   unsetenv("BCCL_TOPO_FILE");
   ASSERT_FALSE(t.isOk());
   EXPECT_NE(t.status().message().find("bad-0.json"), std::string::npos) << t.status().message();
+}
+
+// Ranks as (host, bound CPU): the ring goes host by host, and within a host by CPU when every
+// rank there is bound, so ranks that share a core are neighbours; the order is empty (rank
+// order) when nothing would change.
+std::vector<int> ringFor(const std::vector<std::pair<uint64_t, int>>& ranks) {
+  std::vector<PeerInfo> peers(ranks.size());
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    peers[r].rank = static_cast<int>(r);
+    peers[r].hostHash = ranks[r].first;
+    peers[r].boundCpu = ranks[r].second;
+  }
+  return ringOrderOf(peers, computeSubgroups(peers).hosts);
+}
+
+TEST(Placement, RingNeighboursShareACoreAndAHost) {
+  // Round-robin binding of 4 and 8 ranks on 2 cores.
+  EXPECT_EQ(ringFor({{1, 0}, {1, 1}, {1, 0}, {1, 1}}), (std::vector<int>{0, 2, 1, 3}));
+  EXPECT_EQ(ringFor({{1, 0}, {1, 1}, {1, 0}, {1, 1}, {1, 0}, {1, 1}, {1, 0}, {1, 1}}),
+            (std::vector<int>{0, 2, 4, 6, 1, 3, 5, 7}));
+  // Hosts interleaved in rank order: one crossing per host; CPUs ordered within each.
+  EXPECT_EQ(ringFor({{7, 1}, {9, 0}, {7, 0}, {9, 1}}), (std::vector<int>{2, 0, 1, 3}));
+  // One rank unbound on a host: that host keeps rank order.
+  EXPECT_EQ(ringFor({{1, 1}, {1, -1}, {1, 0}}), std::vector<int>{});
+  // Already in order, or unbound everywhere: rank order, said as an empty order.
+  EXPECT_EQ(ringFor({{1, 0}, {1, 0}, {1, 1}, {1, 1}}), std::vector<int>{});
+  EXPECT_EQ(ringFor({{1, -1}, {1, -1}}), std::vector<int>{});
+}
+
+TEST(Placement, BoundCpuFollowsTheAffinityMask) {
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (CPU_COUNT(&saved) < online) GTEST_SKIP() << "this process is already bound";
+  EXPECT_EQ(boundCpu(), -1) << "free to run on every CPU";
+  if (online < 2) GTEST_SKIP() << "one CPU: binding to it changes nothing";
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(1, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const int cpu = boundCpu();
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
+  EXPECT_EQ(cpu, 1);
 }
 
 }  // namespace
