@@ -130,14 +130,15 @@ double allReduce(const std::string& a, double s, int n, const Net& net, size_t c
   return kNever;
 }
 
-double allGather(const std::string& a, double s, int n, const Net& net) {
+double allGather(const std::string& a, double s, int n, const Net& net, size_t chunkBytes) {
   // Out of place, ring and recursive doubling alike copy my block into the output (the ring
   // chunk by chunk behind its sends, rd before its first round): both are charged for it, in
   // place neither pays it, so the comparison is the same either way. Charging rd alone made
   // the ring look cheaper at every large size, though it has n - 1 rounds to rd's log2 n.
-  // Both forward what they received a whole block (rd: a whole round) after it landed.
+  // The ring forwards what it received a window later (ringWindowChunks), rd a whole round.
   if (a == "ring")
-    return (n - 1) * net.send(net.shift(1), s) + net.reduce(s) + (n - 2) * net.refetch(s, 2 * s);
+    return (n - 1) * net.send(net.shift(1), s) + net.reduce(s) +
+           (n - 2) * net.refetch(s, 2.0 * ringWindowChunks(n) * chunkBytes);
   if (a == "rd") {
     const Pow2 f = pow2Below(n);
     double t =
@@ -292,7 +293,7 @@ double predictSeconds(CollKind kind, const std::string& algorithm, size_t bytes,
     case CollKind::kAllReduce:
       return allReduce(algorithm, s, nranks, net, chunkBytes);
     case CollKind::kAllGather:
-      return allGather(algorithm, s, nranks, net);
+      return allGather(algorithm, s, nranks, net, chunkBytes);
     case CollKind::kReduceScatter:
       return reduceScatter(algorithm, s, nranks, net, chunkBytes);
     case CollKind::kBroadcast:

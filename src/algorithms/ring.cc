@@ -111,25 +111,31 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
   const Span whole{0, block};
   const size_t chunks = numChunks(whole, per);
   std::vector<std::vector<uint32_t>> last(n, std::vector<uint32_t>(chunks, kNoStep));
-  for (int step = 0; step < n - 1; ++step) {
-    const int sendSeg = ring.at(p - step), recvSeg = ring.at(p - step - 1L);
-    for (size_t j = 0; j < chunks; ++j) {
-      Span c = chunkOf(whole, per, j);
-      // My own block goes out straight from the send buffer, not waiting for the local copy.
-      BufRef src =
-          step == 0 ? at(kSendBuffer, c.offset) : at(kRecvBuffer, sendSeg * block + c.offset);
-      uint32_t id = sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
-      // Out of place, my own block is copied a chunk at a time right after that chunk went
-      // out: the copy reads it from cache, and fills the time spent waiting for the ring.
-      if (step == 0 && !s.inPlace)
-        sch.add(copyStep(at(kRecvBuffer, r * block + c.offset), at(kSendBuffer, c.offset),
-                         c.count * es),
-                depsOf(id));
-    }
-    for (size_t j = 0; j < chunks; ++j) {
-      Span c = chunkOf(whole, per, j);
-      last[recvSeg][j] =
-          sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
+  // In windows of chunk offsets, as the allreduce above: a block received is forwarded a
+  // window later, from cache, not a whole block later.
+  const size_t window = windowOf(s, chunks);
+  for (size_t first = 0; first < chunks; first += window) {
+    const size_t end = std::min(chunks, first + window);
+    for (int step = 0; step < n - 1; ++step) {
+      const int sendSeg = ring.at(p - step), recvSeg = ring.at(p - step - 1L);
+      for (size_t j = first; j < end; ++j) {
+        Span c = chunkOf(whole, per, j);
+        // My own block goes out straight from the send buffer, not waiting for the local copy.
+        BufRef src =
+            step == 0 ? at(kSendBuffer, c.offset) : at(kRecvBuffer, sendSeg * block + c.offset);
+        uint32_t id = sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
+        // Out of place, my own block is copied a chunk at a time right after that chunk went
+        // out: the copy reads it from cache, and fills the time spent waiting for the ring.
+        if (step == 0 && !s.inPlace)
+          sch.add(copyStep(at(kRecvBuffer, r * block + c.offset), at(kSendBuffer, c.offset),
+                           c.count * es),
+                  depsOf(id));
+      }
+      for (size_t j = first; j < end; ++j) {
+        Span c = chunkOf(whole, per, j);
+        last[recvSeg][j] =
+            sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
+      }
     }
   }
   return sch;
