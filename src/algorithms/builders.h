@@ -65,6 +65,12 @@ void addSingleRankCopy(Schedule* sch, const CollectiveShape& shape);
 // {step}, or {} for kNoStep: a dependency that may not exist.
 std::vector<uint32_t> depsOf(uint32_t step);
 
+// An allreduce leaves the same result on every rank whatever place each takes in its
+// algorithm, so the tree and the recursive algorithms run with the ranks placed in ring order
+// too (rank ringOrder[p] in place p): their nearest partners, which exchange the most, then
+// share a core as ring neighbours do. Not for collectives whose result depends on the rank.
+Schedule buildInRingOrder(Schedule (*build)(const CollectiveShape&), CollectiveShape shape);
+
 Schedule buildRingAllReduce(const CollectiveShape& shape);
 Schedule buildRingAllGather(const CollectiveShape& shape);
 Schedule buildRingReduceScatter(const CollectiveShape& shape);

@@ -217,7 +217,11 @@ StatusOr<Schedule> buildScheduleFor(const OpArgs& a, int rank, const SelectionCo
   shape.ringOrder = ctx.ringOrder;
   shape.inPlace = inPlaceOf(a, rank);
   if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
-  if (Builder build = builderFor(a.kind, algorithm)) return build(shape);
+  Builder build = builderFor(a.kind, algorithm);
+  if (build != nullptr && a.kind == CollKind::kAllReduce && !ctx.ringOrder.empty() &&
+      algorithm != "ring")
+    return buildInRingOrder(build, shape);
+  if (build != nullptr) return build(shape);
   switch (a.kind) {
     case CollKind::kAllToAll:
       return buildPairwiseAllToAll(shape);

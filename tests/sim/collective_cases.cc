@@ -66,4 +66,11 @@ Sym expectedElement(Coll coll, int nranks, size_t count, bcclRedOp_t op, int roo
   return Sym{};
 }
 
+std::vector<int> shuffledOrder(int nranks) {
+  std::vector<int> order;
+  for (int r = 0; r < nranks; r += 2) order.push_back(r);
+  for (int r = nranks - 1 - (nranks % 2); r > 0; r -= 2) order.push_back(r);
+  return order;
+}
+
 }  // namespace bccl::sim

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "bccl/bccl.h"
 #include "sim/schedule_sim.h"
@@ -29,5 +30,9 @@ Sym expectedElement(Coll coll, int nranks, size_t count, bcclRedOp_t op, int roo
 
 // Every rank contributed once to element `tag`, averaged `scaled` times.
 Sym allOf(int nranks, long tag, int scaled);
+
+// A ring order unlike rank order (for CollectiveShape::ringOrder): the even ranks going up,
+// then the odd ones coming down.
+std::vector<int> shuffledOrder(int nranks);
 
 }  // namespace bccl::sim

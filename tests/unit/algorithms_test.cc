@@ -56,6 +56,7 @@ struct Case {
   size_t chunkElems;
   bcclRedOp_t op;
   int root;
+  bool shuffled = false;  // an allreduce built for places in sim::shuffledOrder (ring order)
 };
 
 Layout layoutFor(const Case& c, int rank) {
@@ -72,7 +73,9 @@ Schedule build(const Case& c, int rank) {
   s.root = c.root;
   s.inPlace = c.inPlace;
   s.chunkBytes = c.chunkElems * 4;
-  return c.builder->build(s);
+  if (!c.shuffled) return c.builder->build(s);
+  s.ringOrder = sim::shuffledOrder(c.nranks);
+  return buildInRingOrder(c.builder->build, s);
 }
 
 // The expected receive-buffer element `i` of `rank`, or an invalid Sym for "don't care".
@@ -174,7 +177,7 @@ std::string label(const Case& c) {
   return std::string(c.builder->name) + " nranks=" + std::to_string(c.nranks) +
          " count=" + std::to_string(c.count) + (c.inPlace ? " in-place" : " out-of-place") +
          " chunk=" + std::to_string(c.chunkElems) + " op=" + redOpName(c.op) +
-         " root=" + std::to_string(c.root);
+         " root=" + std::to_string(c.root) + (c.shuffled ? " in ring order" : "");
 }
 
 class Algorithms : public ::testing::TestWithParam<size_t> {
@@ -192,9 +195,12 @@ TEST_P(Algorithms, EveryShapeIsExact) {
           for (bcclRedOp_t op : {bcclSum, bcclAvg})
             for (int root : std::set<int>{0, n - 1, n / 2}) {
               if ((op == bcclAvg && !reduces(b.coll)) || (root != 0 && !rooted(b.coll))) continue;
-              Case c{&b, n, count, inPlace, chunk, op, root};
-              ASSERT_EQ(runCase(c), "") << label(c);
-              ++cases;
+              for (bool shuffled : {false, true}) {
+                if (shuffled && b.coll != Coll::kAllReduce) continue;
+                Case c{&b, n, count, inPlace, chunk, op, root, shuffled};
+                ASSERT_EQ(runCase(c), "") << label(c);
+                ++cases;
+              }
             }
   EXPECT_GE(cases, maxSimulatedRanks() * 6 * 3 * 2);
 }
@@ -209,7 +215,8 @@ TEST_P(Algorithms, AnyExecutionOrderIsExact) {
         for (bool inPlace : {false, true})
           for (uint64_t seed = 1; seed <= 3; ++seed) {
             const bcclRedOp_t op = seed == 3 && reduces(b.coll) ? bcclAvg : bcclSum;
-            Case c{&b, n, count, inPlace, chunk, op, (n / 2 + static_cast<int>(seed)) % n};
+            const bool shuffled = b.coll == Coll::kAllReduce && seed != 2;
+            Case c{&b, n, count, inPlace, chunk, op, (n / 2 + static_cast<int>(seed)) % n, shuffled};
             ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed;
           }
 }

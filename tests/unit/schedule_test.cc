@@ -45,19 +45,11 @@ struct Case {
   bcclRedOp_t op;
   int root;
   size_t ringWindow = 0;  // 0: the whole-segment pipeline (network links)
-  bool shuffledRing = false;  // the rings in another order than the ranks' (ringOrderFor)
+  bool shuffledRing = false;  // the rings in another order than the ranks' (sim::shuffledOrder)
 };
 
 bool usesRing(Coll c) {
   return c == Coll::kAllReduce || c == Coll::kAllGather || c == Coll::kReduceScatter;
-}
-
-// A ring order unlike rank order: the even ranks going up, then the odd ones coming down.
-std::vector<int> ringOrderFor(int n) {
-  std::vector<int> order;
-  for (int r = 0; r < n; r += 2) order.push_back(r);
-  for (int r = n - 1 - (n % 2); r > 0; r -= 2) order.push_back(r);
-  return order;
 }
 
 Layout layoutFor(const Case& c, int rank) {
@@ -75,7 +67,7 @@ Schedule build(const Case& c, int rank) {
   s.inPlace = c.inPlace;
   s.chunkBytes = c.chunkElems * 4;
   s.ringWindow = c.ringWindow;
-  if (c.shuffledRing) s.ringOrder = ringOrderFor(c.nranks);
+  if (c.shuffledRing) s.ringOrder = sim::shuffledOrder(c.nranks);
   switch (c.coll) {
     case Coll::kAllReduce:
       return buildRingAllReduce(s);
