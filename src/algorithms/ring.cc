@@ -188,10 +188,10 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
 // Built for this rank's place in the ring order, then every peer renamed to the rank there.
 Schedule buildInRingOrder(Schedule (*build)(const CollectiveShape&), CollectiveShape shape) {
   if (shape.ringOrder.size() != static_cast<size_t>(shape.nranks)) return build(shape);
-  const RingPositions places(shape);
+  const int place = RingPositions(shape).me();
   const std::vector<int> order = std::move(shape.ringOrder);
   shape.ringOrder.clear();
-  shape.rank = places.me();
+  shape.rank = place;
   Schedule sch = build(shape);
   sch.rank = order[static_cast<size_t>(sch.rank)];
   for (Step& st : sch.steps)

@@ -216,7 +216,8 @@ TEST_P(Algorithms, AnyExecutionOrderIsExact) {
           for (uint64_t seed = 1; seed <= 3; ++seed) {
             const bcclRedOp_t op = seed == 3 && reduces(b.coll) ? bcclAvg : bcclSum;
             const bool shuffled = b.coll == Coll::kAllReduce && seed != 2;
-            Case c{&b, n, count, inPlace, chunk, op, (n / 2 + static_cast<int>(seed)) % n, shuffled};
+            const int root = (n / 2 + static_cast<int>(seed)) % n;
+            Case c{&b, n, count, inPlace, chunk, op, root, shuffled};
             ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed;
           }
 }

@@ -45,7 +45,8 @@ struct Case {
   bcclRedOp_t op;
   int root;
   size_t ringWindow = 0;  // 0: the whole-segment pipeline (network links)
-  bool shuffledRing = false;  // the rings in another order than the ranks' (sim::shuffledOrder)
+  // The rings in another order than the ranks' (sim::shuffledOrder).
+  bool shuffledRing = false;
 };
 
 bool usesRing(Coll c) {
@@ -169,9 +170,8 @@ TEST_P(ScheduleSymbolic, AnyExecutionOrderIsExact) {
             const size_t count0 = coll == Coll::kBarrier ? 0 : count, window = seed % 3;
             const bool shuffled = usesRing(coll) && seed % 2 == 0;
             Case c{coll, n, count0, inPlace, chunk, bcclSum, n / 2, window, shuffled};
-            ASSERT_EQ(runCase(c, seed), "")
-                << label(c) << " seed " << seed << " window " << window
-                << (shuffled ? " shuffled ring" : "");
+            ASSERT_EQ(runCase(c, seed), "") << label(c) << " seed " << seed << " window " << window
+                                            << (shuffled ? " shuffled ring" : "");
           }
 }
 

@@ -3,9 +3,8 @@
 // two-host, two-NUMA-node layout groups as it says.
 #include "topology/topology.h"
 
-#include <sched.h>
-
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
