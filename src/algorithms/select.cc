@@ -217,11 +217,9 @@ StatusOr<Schedule> buildScheduleFor(const OpArgs& a, int rank, const SelectionCo
   shape.ringOrder = ctx.ringOrder;
   shape.inPlace = inPlaceOf(a, rank);
   if (isHierarchical(a.kind, algorithm)) return buildHierarchicalAllReduce(shape, ctx.hosts);
-  Builder build = builderFor(a.kind, algorithm);
-  if (build != nullptr && a.kind == CollKind::kAllReduce && !ctx.ringOrder.empty() &&
-      algorithm != "ring")
-    return buildInRingOrder(build, shape);
-  if (build != nullptr) return build(shape);
+  if (Builder build = builderFor(a.kind, algorithm))  // the ring follows the order itself
+    return a.kind == CollKind::kAllReduce && algorithm != "ring" ? buildInRingOrder(build, shape)
+                                                                 : build(shape);
   switch (a.kind) {
     case CollKind::kAllToAll:
       return buildPairwiseAllToAll(shape);

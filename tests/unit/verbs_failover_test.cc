@@ -144,13 +144,17 @@ TEST_P(VerbsFailover, QpForcedIntoErrorFailsOverToTheOthers) {
   exchangeBothWays(ranks_, conn(0, 1), conn(1, 0), sizesFor(8192));
 }
 
-// A QP cut out is reset after BCCL_IB_QP_RETRY_MS once both ends have settled its failure, is
-// live again at both ends, and is granted chunks again.
-TEST_F(VerbsTransport, AFailedQpIsPutBackAndCarriesTrafficAgain) {
-  ScopedEnv env({{"BCCL_IB_QP_RETRY_MS", "50"},
+// Three QPs per peer, small rings, and a failed QP put back 50 ms after its failure settles.
+class VerbsQpPutBack : public VerbsTransport {
+  ScopedEnv env_{{"BCCL_IB_QP_RETRY_MS", "50"},
                  {"BCCL_IB_QPS_PER_PEER", "3"},
                  {"BCCL_IB_SLOTS", "4"},
-                 {"BCCL_IB_SLOT_BYTES", "8192"}});
+                 {"BCCL_IB_SLOT_BYTES", "8192"}};
+};
+
+// A QP cut out is reset after BCCL_IB_QP_RETRY_MS once both ends have settled its failure, is
+// live again at both ends, and is granted chunks again.
+TEST_F(VerbsQpPutBack, AFailedQpIsPutBackAndCarriesTrafficAgain) {
   CREATE_RANKS(2);
   for (int round = 0; round < 2; ++round) {  // the same QP fails and comes back twice
     trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), round, 2, false);
@@ -183,11 +187,7 @@ VerbsConnection* firstPutBack(VerbsConnection* a, VerbsConnection* b, uint32_t l
 // notice then finds the other end's QP still out (reset, the peer's Up on its way or just
 // taken). That end must put the QP back and cut it out again, not ignore the notice: else it
 // would grant chunks on a QP the peer no longer serves, and the traffic would stall.
-TEST_F(VerbsTransport, AQpFailingAgainRightAfterItIsPutBackIsCutOutAtBothEnds) {
-  ScopedEnv env({{"BCCL_IB_QP_RETRY_MS", "50"},
-                 {"BCCL_IB_QPS_PER_PEER", "3"},
-                 {"BCCL_IB_SLOTS", "4"},
-                 {"BCCL_IB_SLOT_BYTES", "8192"}});
+TEST_F(VerbsQpPutBack, AQpFailingAgainRightAfterItIsPutBackIsCutOutAtBothEnds) {
   CREATE_RANKS(2);
   trafficWithQpFailure(ranks_, conn(0, 1), conn(1, 0), 0, 2, false);
   if (HasFatalFailure()) return;
