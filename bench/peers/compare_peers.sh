@@ -2,7 +2,7 @@
 # compare_peers.sh: bccl against its peers on this machine, one table.
 #
 #   bench/peers/compare_peers.sh [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
-#                                [--no-build] [--ranks 2,4,8]
+#                                [--no-build] [--ranks 2,4,8] [--bind core|none]
 #
 # Ours (bcclrun + the perf tools, over shm and over tcp) and the peers (Open MPI over shared
 # memory and over TCP, MPICH, Gloo over TCP) take turns on every cell: per collective, rank count
@@ -12,6 +12,13 @@
 # Definitions (nccl-tests'): size = bytes per rank (allreduce), total received (allgather), total
 # sent (reduce-scatter); algbw = size / time; busbw = algbw * 2(n-1)/n (allreduce) or (n-1)/n
 # (the others); time = mean per iteration of the timed loop, slowest rank.
+#
+# Binding (--bind, default core): every library's ranks are pinned alike, rank r to the r-th
+# CPU this script may use, round robin (bcclrun --bind core; Open MPI --map-by core --bind-to
+# core, overload allowed; MPICH -bind-to core; Gloo's ranks under taskset). Left to themselves
+# the launchers differ: Open MPI binds 2 ranks to cores and leaves oversubscribed ranks unbound,
+# MPICH and bcclrun bind nothing, and where the kernel puts unbound ranks moves results by up
+# to 1.5x between runs on 2 cores. --bind none runs every launcher with its own defaults.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -22,6 +29,7 @@ QUICK=0
 OUT=""
 BUILD_BCCL=1
 RANKS_ARG=""
+BIND=core
 
 COLLS=(allreduce allgather reducescatter)
 # Ours and theirs, in the order they take turns; ours-shm is compared with every peer (a peer
@@ -43,6 +51,8 @@ usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR] [--no-bu
   --build-dir DIR     bccl build directory (default build-peers); peer binaries go in DIR/peers
   --no-build          use bccl's tools in DIR as they are (say, a build of a known commit)
   --ranks LIST        rank counts, comma-separated (default 2,4,8; --quick: 2,4)
+  --bind core|none    pin every library's rank r to the r-th allowed CPU (default core), or
+                      leave placement to each launcher's defaults (none)
 EOF
 }
 
@@ -55,12 +65,17 @@ parse_args() {
       --build-dir) BUILD="${2:?}"; shift 2 ;;
       --no-build) BUILD_BCCL=0; shift ;;
       --ranks) RANKS_ARG="${2:?}"; shift 2 ;;
+      --bind) BIND="${2:?}"; shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
   done
   if ! [[ "$BUDGET_MIN" =~ ^[1-9][0-9]*$ ]]; then
     echo "bad --budget-minutes: $BUDGET_MIN" >&2
+    exit 2
+  fi
+  if [[ $BIND != core && $BIND != none ]]; then
+    echo "bad --bind: $BIND (core or none)" >&2
     exit 2
   fi
   if [[ -n $RANKS_ARG && ! $RANKS_ARG =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
@@ -201,6 +216,7 @@ run_ours() {
   local transport=$1 coll=$2 n=$3 size=$4 warm=$5 iters=$6 tmo=$7
   local env=()
   [[ $transport == tcp ]] && env=(-x BCCL_TRANSPORT=tcp)
+  [[ $BIND == core ]] && env+=(--bind core)
   timeout -k 10 $((tmo + 10)) "$BUILD/bcclrun" --timeout "$tmo" -n "$n" "${env[@]}" \
     "$BUILD/$(perf_tool "$coll")" -b "$size" -e "$size" -f 2 -c 1 -z 1 -n "$iters" -w "$warm" |
     awk -v lib="ours-$transport" -v coll="$coll" -v n="$n" -v req="$size" -v iters="$iters" '
@@ -220,6 +236,7 @@ run_openmpi() {
   local mca=(--mca pml ob1 --mca btl self,vader)
   # shellcheck disable=SC2054
   [[ $transport == tcp ]] && mca=(--mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo)
+  [[ $BIND == core ]] && mca+=(--map-by core --bind-to core:overload-allowed)
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
     timeout -k 10 "$tmo" mpirun.openmpi -n "$n" --oversubscribe "${mca[@]}" \
     "$PEER_BIN/mpi_coll_bench.openmpi" "openmpi-$transport" "$coll" "$size" "$warm" "$iters" "$secs"
@@ -228,18 +245,39 @@ run_openmpi() {
 # MPICH picks shared memory between ranks of one host by itself. It busy-polls without yielding,
 # so past 2 ranks on 2 cores it crawls; the time cap in the benchmark and the timeout bound it.
 run_mpich() {
-  local coll=$1 n=$2 size=$3 warm=$4 iters=$5 secs=$6 tmo=$7
-  timeout -k 10 "$tmo" mpirun.mpich -n "$n" \
+  local coll=$1 n=$2 size=$3 warm=$4 iters=$5 secs=$6 tmo=$7 bind=()
+  [[ $BIND == core ]] && bind=(-bind-to core)
+  timeout -k 10 "$tmo" mpirun.mpich -n "$n" "${bind[@]}" \
     "$PEER_BIN/mpi_coll_bench.mpich" mpich "$coll" "$size" "$warm" "$iters" "$secs"
+}
+
+# The CPUs this script may run on, one per word (as bcclrun --bind core counts them).
+allowed_cpus() {
+  local list part parts a b out=()
+  list=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)
+  IFS=, read -ra parts <<<"$list"
+  for part in "${parts[@]}"; do
+    a=${part%-*} b=${part#*-}
+    for ((; a <= b; a++)); do out+=("$a"); done
+  done
+  echo "${out[*]}"
+}
+
+# Rank r's CPU among GLOO_CPUS, round robin.
+cpu_of_rank() {
+  local cpus
+  read -ra cpus <<<"$GLOO_CPUS"
+  echo "${cpus[$(($1 % ${#cpus[@]}))]}"
 }
 
 # Gloo has no launcher: one process per rank, meeting in a FileStore directory of this run's.
 # When a rank fails the others would wait for it until Gloo's own timeout: stop them at once.
 gloo_ranks() {
-  local n=$1 store=$2 pids=() r rc=0
+  local n=$1 store=$2 pids=() r rc=0 pin=()
   shift 2
   for ((r = 0; r < n; r++)); do
-    "$PEER_BIN/gloo_coll_bench" "$r" "$n" "$store" "$@" &
+    [[ -n $GLOO_CPUS ]] && pin=(taskset -c "$(cpu_of_rank "$r")")
+    "${pin[@]}" "$PEER_BIN/gloo_coll_bench" "$r" "$n" "$store" "$@" &
     pids+=($!)
   done
   for ((r = 0; r < n; r++)); do
@@ -252,7 +290,9 @@ gloo_ranks() {
 run_gloo() {
   local coll=$1 n=$2 size=$3 warm=$4 iters=$5 secs=$6 tmo=$7 store rc=0
   store="$(mktemp -d)"
-  timeout -k 10 "$tmo" bash -c "PEER_BIN='$PEER_BIN'; $(declare -f gloo_ranks); gloo_ranks \"\$@\"" \
+  local cpus=""
+  [[ $BIND == core ]] && cpus=$(allowed_cpus)
+  timeout -k 10 "$tmo" bash -c "PEER_BIN='$PEER_BIN' GLOO_CPUS='$cpus'; $(declare -f gloo_ranks cpu_of_rank); gloo_ranks \"\$@\"" \
     _ "$n" "$store" "$coll" "$size" "$warm" "$iters" "$secs" || rc=$?
   rm -rf "$store"
   return "$rc"
@@ -481,7 +521,7 @@ main() {
   mkdir -p "$(dirname "$OUT")"
   {
     echo "# compare_peers.sh $(date -Is) on $(hostname), $(nproc) cores, bccl tools in $BUILD (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), build=$BUILD_BCCL)"
-    echo "# budget ${BUDGET_MIN} min, quick=$QUICK, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# budget ${BUDGET_MIN} min, quick=$QUICK, ranks bound: $BIND, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$OUT"
   RUN_TOTAL=$((${#NRANKS_LIST[@]} * ${#COLLS[@]} * ${#SIZES[@]} * ${#LIBS[@]}))
   measure_membw

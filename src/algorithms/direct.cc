@@ -83,7 +83,7 @@ Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
       return Status::ok();
     case CollKind::kBroadcast:
       if (me == a.root) {
-        board.post(seq, a.sendbuf, bytes);
+        board.post(seq, a.sendbuf, bytes, /*wakeAlways=*/true);
         if (a.sendbuf != recv) memcpy(recv, a.sendbuf, bytes);
         return Status::ok();
       }

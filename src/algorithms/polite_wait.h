@@ -1,5 +1,5 @@
 // How every blocking wait of the executor side waits: spin for the communicator's spin time
-// (long when each rank has a core, near zero when ranks share cores), then yield a few times,
+// (long when each rank has a core, none when ranks share cores), then yield a few times,
 // then sleep on the communicator's wake handles (its shm doorbell, its abort eventfd) in bounded
 // slices. It never waits unboundedly: it checks the communicator's health, asks every liveness
 // period whether the ranks it waits for are alive, and gives up after the communicator's
@@ -39,7 +39,7 @@ Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int slee
   // first pauses (a tiny collective's usual case).
   int64_t start = 0;
   const int64_t spinNs = ctx->spinMicros() * 1000LL;
-  for (int i = 1;; ++i) {
+  for (int i = 1; spinNs > 0; ++i) {
     __builtin_ia32_pause();
     if (done()) return Status::ok();
     if (i % 16 == 0) {
@@ -48,6 +48,7 @@ Status waitPolitely(ExecContext* ctx, Done done, WaitingFor waitingFor, int slee
       if (now - start >= spinNs) break;
     }
   }
+  if (start == 0) start = nowNs();
   const int64_t yieldPasses = yieldPassesBeforeSleep();
   const int64_t timeoutNs = static_cast<int64_t>(ctx->timeoutMs()) * 1000000;
   int64_t lastLiveness = start;

@@ -9,6 +9,7 @@
 // has finished reading everything of k: nothing is overwritten while someone reads it.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -26,14 +27,18 @@ class ShmBoard {
   size_t capacity() const { return capacity_; }
   // The next operation's number; every rank runs the same sequence of board operations.
   uint64_t beginOp() { return ++ops_; }
-  // Posts `bytes` of `data` as operation `seq` (1, 2, ...) and wakes peers that sleep.
-  void post(uint64_t seq, const void* data, size_t bytes);
+  // Posts `bytes` of `data` as operation `seq` (1, 2, ...). Every rank posts each operation
+  // once, and none posts seq + 1 before it saw all posts of seq; so the n-th post of an
+  // operation completes it, and only that post wakes the sleepers: a ring per post woke every
+  // sleeper n - 1 times in vain (with 8 ranks on 2 cores, each wake-up is a context switch).
+  // `wakeAlways`: ring anyway, for whoever waits for this rank alone (a broadcast's root).
+  void post(uint64_t seq, const void* data, size_t bytes, bool wakeAlways = false);
   // Whether `rank` has posted operation `seq` (acquire: its data is then visible).
   bool hasPosted(int rank, uint64_t seq) const;
   // What `rank` posted for operation `seq`; valid once hasPosted(rank, seq).
   const char* data(int rank, uint64_t seq) const;
-  // The one doorbell every post rings and every board waiter sleeps on: the last rank to post
-  // wakes all sleepers with one futex call instead of one per rank.
+  // The one doorbell every board waiter sleeps on: the last rank to post wakes all sleepers
+  // with one futex call instead of one per rank.
   Doorbell* groupBell() const { return groupBell_; }
 
  private:
@@ -42,6 +47,7 @@ class ShmBoard {
   uint64_t ops_ = 0;
   std::vector<ShmBoardHeader*> boards_;
   Doorbell* groupBell_;
+  std::atomic<uint64_t>* groupPosts_;
 };
 
 }  // namespace bccl
