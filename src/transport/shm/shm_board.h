@@ -9,7 +9,6 @@
 // has finished reading everything of k: nothing is overwritten while someone reads it.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -27,11 +26,12 @@ class ShmBoard {
   size_t capacity() const { return capacity_; }
   // The next operation's number; every rank runs the same sequence of board operations.
   uint64_t beginOp() { return ++ops_; }
-  // Posts `bytes` of `data` as operation `seq` (1, 2, ...). Every rank posts each operation
-  // once, and none posts seq + 1 before it saw all posts of seq; so the n-th post of an
-  // operation completes it, and only that post wakes the sleepers: a ring per post woke every
-  // sleeper n - 1 times in vain (with 8 ranks on 2 cores, each wake-up is a context switch).
-  // `wakeAlways`: ring anyway, for whoever waits for this rank alone (a broadcast's root).
+  // Posts `bytes` of `data` as operation `seq` (1, 2, ...). Only a post that completes the
+  // operation (it sees every rank's post of seq) wakes the sleepers, and only when someone
+  // sleeps: a ring per post woke every sleeper n - 1 times in vain (with 8 ranks on 2 cores each
+  // wake-up is a context switch), and touching the doorbell's line on every post cost a 2-rank
+  // allreduce a cache-line transfer. `wakeAlways`: ring if anyone sleeps, for whoever waits for
+  // this rank alone (a broadcast's root).
   void post(uint64_t seq, const void* data, size_t bytes, bool wakeAlways = false);
   // Whether `rank` has posted operation `seq` (acquire: its data is then visible).
   bool hasPosted(int rank, uint64_t seq) const;
@@ -47,7 +47,6 @@ class ShmBoard {
   uint64_t ops_ = 0;
   std::vector<ShmBoardHeader*> boards_;
   Doorbell* groupBell_;
-  std::atomic<uint64_t>* groupPosts_;
 };
 
 }  // namespace bccl

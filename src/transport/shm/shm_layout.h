@@ -57,9 +57,6 @@ constexpr uint32_t kShmReadyMagic = 0xBCC15E61u;
 struct alignas(64) ShmBoardHeader {
   alignas(64) std::atomic<uint64_t> posted[2];  // the operation number each area holds
   alignas(64) Doorbell bell;                    // rank 0's is the group's: waiters sleep on it
-  // Rank 0's counts every post of the group, so the post that completes an operation (the n-th
-  // of it) is known without reading anyone's board: only that one needs to ring.
-  alignas(64) std::atomic<uint64_t> posts{0};
 };
 
 struct ShmGeometry {
