@@ -5,9 +5,7 @@
 namespace bccl {
 
 ShmBoard::ShmBoard(int rank, std::vector<char*> segmentOfRank, size_t capacity)
-    : rank_(rank),
-      capacity_(capacity),
-      groupBell_(&ShmGeometry::board(segmentOfRank[0])->bell) {
+    : rank_(rank), capacity_(capacity), groupBell_(&ShmGeometry::board(segmentOfRank[0])->bell) {
   for (char* seg : segmentOfRank) boards_.push_back(ShmGeometry::board(seg));
 }
 
