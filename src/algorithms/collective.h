@@ -48,6 +48,11 @@ struct SelectionContext {
   double intraAlphaSeconds = 2e-6, intraBytesPerSecond = 6e9;  // between ranks of one host
   double interAlphaSeconds = 25e-6, interBytesPerSecond = 1.1e9;  // between hosts
   double reduceBytesPerSecond = 8e9;
+  // What running a schedule of messages costs once per operation (taking the turn, starting the
+  // plan, finishing it), beyond its rounds: every message algorithm pays it alike, the boards'
+  // "direct" path does not (one post, one wait). Measured at init: rounds as separate schedules
+  // against the same rounds in one.
+  double scheduleOverheadSeconds = 1e-6;
   // Each rank's share of its host's last-level cache, the smallest over hosts (0: unknown).
   size_t cacheBytesPerRank = 0;
   std::string source = "defaults";  // where the link costs came from

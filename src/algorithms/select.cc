@@ -137,8 +137,9 @@ const char* collName(CollKind kind) {
 }
 
 // "direct" over the shared-memory boards, when every rank shares memory and the post fits: one
-// synchronisation (one alpha, whatever the rank count) plus reading every other rank's post,
-// and combining them for reductions.
+// synchronisation (one alpha, whatever the rank count), copying the post in before anyone can
+// read it (no pipelining behind it), then reading what this rank needs of the others' posts,
+// and combining it for reductions.
 bool directFits(const OpArgs& a, const SelectionContext& ctx) {
   switch (a.kind) {
     case CollKind::kAllReduce:
@@ -157,12 +158,25 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
 }
 
 double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
-  const double others = ctx.nranks - 1;
+  const double n = ctx.nranks, others = n - 1;
   const double post = static_cast<double>(directPostBytes(a, ctx.nranks));
-  const bool reduces = a.kind == CollKind::kAllReduce || a.kind == CollKind::kReduceScatter ||
-                       a.kind == CollKind::kReduce;
-  return ctx.intraAlphaSeconds + others * post / ctx.intraBytesPerSecond +
-         (reduces ? others * post / ctx.reduceBytesPerSecond : 0.0);
+  const double copyIn = post / ctx.reduceBytesPerSecond;  // copies run at memory speed too
+  const double alpha = ctx.intraAlphaSeconds;
+  auto read = [&](double bytes) { return bytes / ctx.intraBytesPerSecond; };
+  auto reduce = [&](double bytes) { return bytes / ctx.reduceBytesPerSecond; };
+  switch (a.kind) {
+    case CollKind::kAllReduce:
+    case CollKind::kReduce:  // the root's time: it reads and combines every post
+      return alpha + copyIn + read(others * post) + reduce(others * post);
+    case CollKind::kReduceScatter:  // my block of every other post
+      return alpha + copyIn + read(others * post / n) + reduce(others * post / n);
+    case CollKind::kAllGather:  // every other post, and my own block out of my board
+      return alpha + copyIn + read(others * post) + reduce(post);
+    case CollKind::kBroadcast:
+      return alpha + copyIn + read(post);
+    default:
+      return alpha;
+  }
 }
 
 Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowDirect) {
@@ -181,9 +195,12 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowD
     if (isHierarchical(a.kind, c.algorithm) && ctx.hosts.size() > 1)
       c.seconds =
           predictHierarchicalAllReduce(bytes, sizes, intra, inter, ctx.reduceBytesPerSecond, chunk);
-  // Listed first, so that on a tie (two ranks: one round either way) no message is sent.
-  if (allowDirect && directFits(a, ctx))
+  // Listed first, so that on a tie (two ranks: one round either way) no message is sent. Against
+  // direct, the message algorithms pay the schedule's fixed cost, which direct does not.
+  if (allowDirect && directFits(a, ctx)) {
+    for (Candidate& c : ranked) c.seconds += ctx.scheduleOverheadSeconds;
     ranked.insert(ranked.begin(), Candidate{"direct", predictDirect(a, ctx)});
+  }
   std::stable_sort(ranked.begin(), ranked.end(),
                    [](const Candidate& x, const Candidate& y) { return x.seconds < y.seconds; });
   for (const Candidate& c : ranked) choice.predictions.emplace_back(c.algorithm, c.seconds);

@@ -27,20 +27,36 @@ constexpr int kSmallReps = 9, kLargeReps = 3;
 // Rabenseifner at 256 KiB, where Rabenseifner was 1.25x faster (4 and 8 ranks, one host).
 constexpr int kRounds = 5;
 
-Status runSchedule(Communicator* comm, Schedule schedule, std::vector<char*> buffers) {
+// Runs `schedule`; *seconds (if given) gets how long it ran, compiling it not counted (a
+// repeated collective's compiled schedule comes from the cache).
+Status runSchedule(Communicator* comm, Schedule schedule, std::vector<char*> buffers,
+                   double* seconds = nullptr) {
   Plan plan;
   plan.ctx = comm;
   plan.compiled = compileSchedule(std::move(schedule));
   plan.buffers = std::move(buffers);
+  const int64_t t0 = nowNs();
   plan.ticket = comm->takeTicket();
   std::vector<Plan*> plans{&plan};
-  return executePlans(plans);
+  Status st = executePlans(plans);
+  if (seconds != nullptr) *seconds = static_cast<double>(nowNs() - t0) * 1e-9;
+  return st;
 }
 
 // `rounds` simultaneous sends and receives of `bytes` with `peer`, each round starting when the
-// previous one's message has arrived; returns seconds.
+// previous one's message has arrived, in one schedule (or, `separate`, a schedule per round);
+// returns seconds.
 StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in, size_t bytes,
-                              int rounds) {
+                              int rounds, bool separate = false) {
+  if (separate) {
+    double total = 0;
+    for (int i = 0; i < rounds; ++i) {
+      StatusOr<double> t = timeExchange(comm, peer, out, in, bytes, 1);
+      if (!t.isOk()) return t.status();
+      total += t.value();
+    }
+    return total;
+  }
   Schedule s;
   s.algorithm = "calibrate";
   s.rank = comm->rank();
@@ -52,16 +68,17 @@ StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in,
     s.add(sendStep(peer, src, bytes), previous);
     previous = {s.add(recvStep(peer, dst, bytes), previous)};
   }
-  const int64_t t0 = nowNs();
-  BCCL_RETURN_IF_ERROR(runSchedule(comm, std::move(s), {nullptr, out, in}));
-  return static_cast<double>(nowNs() - t0) * 1e-9;
+  double seconds = 0;
+  BCCL_RETURN_IF_ERROR(runSchedule(comm, std::move(s), {nullptr, out, in}, &seconds));
+  return seconds;
 }
 
 StatusOr<double> medianExchange(Communicator* comm, int peer, std::vector<char>& out,
-                                std::vector<char>& in, size_t bytes, int reps, int rounds = 1) {
+                                std::vector<char>& in, size_t bytes, int reps, int rounds = 1,
+                                bool separate = false) {
   std::vector<double> times;
   for (int i = 0; i <= reps; ++i) {  // the first is a warm-up
-    StatusOr<double> t = timeExchange(comm, peer, out.data(), in.data(), bytes, rounds);
+    StatusOr<double> t = timeExchange(comm, peer, out.data(), in.data(), bytes, rounds, separate);
     if (!t.isOk()) return t.status();
     if (i > 0) times.push_back(t.value());
   }
@@ -69,8 +86,9 @@ StatusOr<double> medianExchange(Communicator* comm, int peer, std::vector<char>&
   return times[times.size() / 2];
 }
 
-// Adds this rank's alpha and large-message transfer time with `peer` (if any) to sums[0..2].
-Status measureLink(Communicator* comm, int peer, double* sums) {
+// Adds this rank's alpha and large-message transfer time with `peer` (if any) to sums[0..2],
+// and what running one more schedule costs beyond its rounds to *overhead.
+Status measureLink(Communicator* comm, int peer, double* sums, double* overhead = nullptr) {
   if (peer < 0) return Status::ok();
   std::vector<char> out(kLargeBytes, 1), in(kLargeBytes);
   StatusOr<double> small = medianExchange(comm, peer, out, in, kSmallBytes, kSmallReps);
@@ -79,6 +97,12 @@ Status measureLink(Communicator* comm, int peer, double* sums) {
   if (!many.isOk()) return many.status();
   StatusOr<double> large = medianExchange(comm, peer, out, in, kLargeBytes, kLargeReps);
   if (!large.isOk()) return large.status();
+  // The same rounds as separate schedules pay the schedule's fixed cost each time; the first
+  // round of either also waits for the peer to arrive, which the difference cancels.
+  StatusOr<double> apart = overhead == nullptr ? StatusOr<double>(0.0)
+                                               : medianExchange(comm, peer, out, in, kSmallBytes,
+                                                                kSmallReps, kRounds, true);
+  if (!apart.isOk()) return apart.status();
   // Noise can make the slope tiny or negative: a round costs at least a tenth of one exchange.
   const double perRound =
       std::max((many.value() - small.value()) / (kRounds - 1), 0.1 * small.value());
@@ -88,6 +112,7 @@ Status measureLink(Communicator* comm, int peer, double* sums) {
   sums[0] += perRound;
   sums[1] += std::max(large.value() - small.value(), 1e-9);
   sums[2] += 1;
+  if (overhead != nullptr) *overhead += std::max((apart.value() - many.value()) / (kRounds - 1), 0.0);
   return Status::ok();
 }
 
@@ -124,9 +149,11 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   if (comm->nranks() < 2) return Status::ok();
   int intra = -1, inter = -1;
   partners(*ctx, comm->rank(), &intra, &inter);
-  // Sums over ranks: intra alpha, bandwidth, count; inter alpha, bandwidth, count; reduce.
-  std::vector<double> sums(7, 0.0);
-  BCCL_RETURN_IF_ERROR(measureLink(comm, intra, &sums[0]).withContext("measuring links"));
+  // Sums over ranks: intra alpha, bandwidth, count; inter alpha, bandwidth, count; reduce;
+  // the schedule's fixed cost (intra pairs only: it is what the boards save within a host).
+  std::vector<double> sums(8, 0.0);
+  BCCL_RETURN_IF_ERROR(
+      measureLink(comm, intra, &sums[0], &sums[7]).withContext("measuring links"));
   BCCL_RETURN_IF_ERROR(measureLink(comm, inter, &sums[3]).withContext("measuring links"));
   sums[6] = measureReduceBytesPerSecond();
   OpArgs sum;
@@ -150,10 +177,12 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   char source[160];
   int len = snprintf(source, sizeof(source), "measured at init:");
   if (sums[2] > 0) {
+    ctx->scheduleOverheadSeconds = sums[7] / sums[2];
     ctx->intraAlphaSeconds = sums[0] / sums[2];
     ctx->intraBytesPerSecond = bandwidth(sums[1], sums[2]);
-    len += snprintf(source + len, sizeof(source) - len, " intra %.1f us %.2f GB/s",
-                    ctx->intraAlphaSeconds * 1e6, ctx->intraBytesPerSecond * 1e-9);
+    len += snprintf(source + len, sizeof(source) - len, " intra %.1f us %.2f GB/s (+%.1f us/op)",
+                    ctx->intraAlphaSeconds * 1e6, ctx->intraBytesPerSecond * 1e-9,
+                    ctx->scheduleOverheadSeconds * 1e6);
   }
   if (sums[5] > 0) {
     ctx->interAlphaSeconds = sums[3] / sums[5];
@@ -171,6 +200,7 @@ void copyLinkCosts(const SelectionContext& from, SelectionContext* to) {
   to->interAlphaSeconds = from.interAlphaSeconds;
   to->interBytesPerSecond = from.interBytesPerSecond;
   to->reduceBytesPerSecond = from.reduceBytesPerSecond;
+  to->scheduleOverheadSeconds = from.scheduleOverheadSeconds;
   to->source = from.source;
 }
 

@@ -27,7 +27,7 @@ namespace {
 const IntParam kShmSlotBytes("BCCL_SHM_SLOT_BYTES", 64 * 1024, "Bytes per shared-memory ring slot");
 const IntParam kShmSlots("BCCL_SHM_SLOTS", 16, "Slots per shared-memory ring");
 const IntParam kShmBoardBytes(
-    "BCCL_SHM_BOARD_BYTES", 8192,
+    "BCCL_SHM_BOARD_BYTES", 256 * 1024,
     "Largest post of a 'direct' collective (all ranks share memory): e.g. an allreduce's "
     "input; 0 turns boards off. A multiple of 64");
 // Between processes the ring is the default even for large messages: process_vm_readv pins

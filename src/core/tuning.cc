@@ -14,7 +14,8 @@ namespace {
 
 const StringParam kTuneFile("BCCL_TUNE_FILE", "",
                             "Link costs for algorithm selection ('key = value': intra_alpha_us, "
-                            "intra_gbps, inter_alpha_us, inter_gbps, reduce_gbps)");
+                            "intra_gbps, inter_alpha_us, inter_gbps, reduce_gbps, "
+                            "schedule_overhead_us)");
 
 // TCP between processes of one machine: no wire, but the kernel's copies and wake-ups.
 constexpr double kLoopbackTcpAlpha = 15e-6, kLoopbackTcpBytesPerSecond = 2.5e9;
@@ -43,6 +44,8 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
       ctx->interBytesPerSecond = value * 1e9;
     else if (key == "reduce_gbps")
       ctx->reduceBytesPerSecond = value * 1e9;
+    else if (key == "schedule_overhead_us")
+      ctx->scheduleOverheadSeconds = value * 1e-6;
     else
       return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
   }

@@ -4,6 +4,8 @@
 // transfers on a host), and the bookkeeping of rankAlgorithms.
 #include "algorithms/cost_model.h"
 
+#include "algorithms/collective.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -195,6 +197,43 @@ TEST(CostModel, InapplicableOrTrivial) {
   EXPECT_EQ(predict(CollKind::kAllReduce, "rd", 0, 8), 0);
   // More hosts than ranks is clamped, not a division by zero.
   EXPECT_TRUE(std::isfinite(predict(CollKind::kAllReduce, "rhd", kMiB, 3, 8)));
+}
+
+// The boards ("direct"): one synchronisation whatever the rank count, but the post is copied in
+// before anyone reads it, and message schedules pay a fixed cost per operation that the boards
+// do not. So at 2 ranks (one round either way) direct wins only tiny messages, and at 8 ranks
+// (7 ring rounds, 3 of rd) it wins allgathers up to the board's capacity. Measured here, 2 ranks
+// on 2 cores: ring 0.57 / 0.96 / 2.8 us against direct 0.61 / 1.46 / 5.4 us at 8 / 32 / 128 KiB;
+// 8 ranks, 256 KiB allgather: direct 64-109 us against 189-214 us for the ring and rd.
+struct Calibration {
+  double alphaUs, gbps, overheadUs;
+};
+// As measured at init on this machine (2 cores): 2 ranks, and 8 ranks sharing the cores.
+constexpr Calibration kTwoRanks{0.6, 13.9, 0.3}, kEightRanks{4.2, 8.75, 5.0};
+
+std::string chosenForAllGather(int nranks, size_t bytesPerRank, const Calibration& c) {
+  SelectionContext ctx;
+  ctx.nranks = nranks;
+  ctx.hosts = {{}};
+  for (int r = 0; r < nranks; ++r) ctx.hosts[0].push_back(r);
+  ctx.allShm = true;
+  ctx.boardBytes = 256 * 1024;
+  ctx.intraAlphaSeconds = c.alphaUs * 1e-6;
+  ctx.intraBytesPerSecond = ctx.reduceBytesPerSecond = c.gbps * 1e9;
+  ctx.scheduleOverheadSeconds = c.overheadUs * 1e-6;
+  OpArgs a;
+  a.kind = CollKind::kAllGather;
+  a.count = bytesPerRank;
+  a.dtype = bcclUint8;
+  return chooseAlgorithm(a, ctx).algorithm;
+}
+
+TEST(CostModel, BoardsWinTinyCollectivesAndManyRankAllGathersUpToTheirCapacity) {
+  EXPECT_EQ(chosenForAllGather(2, 8, kTwoRanks), "direct");
+  EXPECT_NE(chosenForAllGather(2, 64 * 1024, kTwoRanks), "direct");
+  EXPECT_EQ(chosenForAllGather(8, 8, kEightRanks), "direct");
+  EXPECT_EQ(chosenForAllGather(8, 32 * 1024, kEightRanks), "direct");
+  EXPECT_NE(chosenForAllGather(8, 512 * 1024, kEightRanks), "direct");  // past the capacity
 }
 
 }  // namespace
