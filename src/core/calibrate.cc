@@ -44,19 +44,9 @@ Status runSchedule(Communicator* comm, Schedule schedule, std::vector<char*> buf
 }
 
 // `rounds` simultaneous sends and receives of `bytes` with `peer`, each round starting when the
-// previous one's message has arrived, in one schedule (or, `separate`, a schedule per round);
-// returns seconds.
+// previous one's message has arrived, in one schedule; returns seconds.
 StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in, size_t bytes,
-                              int rounds, bool separate = false) {
-  if (separate) {
-    double total = 0;
-    for (int i = 0; i < rounds; ++i) {
-      StatusOr<double> t = timeExchange(comm, peer, out, in, bytes, 1);
-      if (!t.isOk()) return t.status();
-      total += t.value();
-    }
-    return total;
-  }
+                              int rounds) {
   Schedule s;
   s.algorithm = "calibrate";
   s.rank = comm->rank();
@@ -73,12 +63,26 @@ StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in,
   return seconds;
 }
 
+// The same rounds, each a schedule of its own; returns seconds.
+StatusOr<double> timeSeparateExchanges(Communicator* comm, int peer, char* out, char* in,
+                                       size_t bytes, int rounds) {
+  double total = 0;
+  for (int i = 0; i < rounds; ++i) {
+    StatusOr<double> t = timeExchange(comm, peer, out, in, bytes, 1);
+    if (!t.isOk()) return t.status();
+    total += t.value();
+  }
+  return total;
+}
+
+using ExchangeTimer = StatusOr<double> (*)(Communicator*, int, char*, char*, size_t, int);
+
 StatusOr<double> medianExchange(Communicator* comm, int peer, std::vector<char>& out,
                                 std::vector<char>& in, size_t bytes, int reps, int rounds = 1,
-                                bool separate = false) {
+                                ExchangeTimer timer = timeExchange) {
   std::vector<double> times;
   for (int i = 0; i <= reps; ++i) {  // the first is a warm-up
-    StatusOr<double> t = timeExchange(comm, peer, out.data(), in.data(), bytes, rounds, separate);
+    StatusOr<double> t = timer(comm, peer, out.data(), in.data(), bytes, rounds);
     if (!t.isOk()) return t.status();
     if (i > 0) times.push_back(t.value());
   }
@@ -97,12 +101,6 @@ Status measureLink(Communicator* comm, int peer, double* sums, double* overhead 
   if (!many.isOk()) return many.status();
   StatusOr<double> large = medianExchange(comm, peer, out, in, kLargeBytes, kLargeReps);
   if (!large.isOk()) return large.status();
-  // The same rounds as separate schedules pay the schedule's fixed cost each time; the first
-  // round of either also waits for the peer to arrive, which the difference cancels.
-  StatusOr<double> apart = overhead == nullptr ? StatusOr<double>(0.0)
-                                               : medianExchange(comm, peer, out, in, kSmallBytes,
-                                                                kSmallReps, kRounds, true);
-  if (!apart.isOk()) return apart.status();
   // Noise can make the slope tiny or negative: a round costs at least a tenth of one exchange.
   const double perRound =
       std::max((many.value() - small.value()) / (kRounds - 1), 0.1 * small.value());
@@ -112,7 +110,14 @@ Status measureLink(Communicator* comm, int peer, double* sums, double* overhead 
   sums[0] += perRound;
   sums[1] += std::max(large.value() - small.value(), 1e-9);
   sums[2] += 1;
-  if (overhead != nullptr) *overhead += std::max((apart.value() - many.value()) / (kRounds - 1), 0.0);
+  if (overhead != nullptr) {
+    // The same rounds as separate schedules pay the schedule's fixed cost each time; the first
+    // round of either also waits for the peer to arrive, which the difference cancels.
+    StatusOr<double> apart = medianExchange(comm, peer, out, in, kSmallBytes, kSmallReps, kRounds,
+                                            timeSeparateExchanges);
+    if (!apart.isOk()) return apart.status();
+    *overhead += std::max((apart.value() - many.value()) / (kRounds - 1), 0.0);
+  }
   return Status::ok();
 }
 
@@ -152,8 +157,7 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   // Sums over ranks: intra alpha, bandwidth, count; inter alpha, bandwidth, count; reduce;
   // the schedule's fixed cost (intra pairs only: it is what the boards save within a host).
   std::vector<double> sums(8, 0.0);
-  BCCL_RETURN_IF_ERROR(
-      measureLink(comm, intra, &sums[0], &sums[7]).withContext("measuring links"));
+  BCCL_RETURN_IF_ERROR(measureLink(comm, intra, &sums[0], &sums[7]).withContext("measuring links"));
   BCCL_RETURN_IF_ERROR(measureLink(comm, inter, &sums[3]).withContext("measuring links"));
   sums[6] = measureReduceBytesPerSecond();
   OpArgs sum;

@@ -4,12 +4,12 @@
 // transfers on a host), and the bookkeeping of rankAlgorithms.
 #include "algorithms/cost_model.h"
 
-#include "algorithms/collective.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <set>
+
+#include "algorithms/collective.h"
 
 namespace bccl {
 namespace {

@@ -27,7 +27,9 @@ constexpr size_t kCapacity = 64;
 class Segments {
  public:
   explicit Segments(int n) {
-    const size_t bytes = 64 + sizeof(ShmBoardHeader) + 2 * kCapacity;
+    // ShmGeometry::board() is 64 bytes into a segment.
+    const ShmGeometry geo{0, 0, static_cast<size_t>(n), kCapacity};
+    const size_t bytes = 64 + geo.boardBytes();
     for (int r = 0; r < n; ++r) {
       memory_.emplace_back(new (std::align_val_t{64}) char[bytes]());
       new (ShmGeometry::board(memory_.back().get())) ShmBoardHeader();

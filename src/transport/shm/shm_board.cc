@@ -18,10 +18,10 @@ void ShmBoard::post(uint64_t seq, const void* data, size_t bytes, bool wakeAlway
   // posters that do see a sleeper, the last one sees every post, so some post rings.
   mine->posted[seq & 1].store(seq, std::memory_order_seq_cst);
   if (groupBell_->sleepers.load(std::memory_order_seq_cst) == 0) return;
-  bool complete = true;
-  for (int r = 0; r < nranks() && complete && !wakeAlways; ++r)
-    complete = boards_[r]->posted[seq & 1].load(std::memory_order_seq_cst) == seq;
-  if (wakeAlways || complete) ringDoorbell(groupBell_);
+  if (!wakeAlways)
+    for (int r = 0; r < nranks(); ++r)
+      if (!hasPosted(r, seq)) return;  // a later post completes the operation and rings
+  ringDoorbell(groupBell_);
 }
 
 bool ShmBoard::hasPosted(int rank, uint64_t seq) const {

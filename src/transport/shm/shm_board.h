@@ -33,7 +33,8 @@ class ShmBoard {
   // allreduce a cache-line transfer. `wakeAlways`: ring if anyone sleeps, for whoever waits for
   // this rank alone (a broadcast's root).
   void post(uint64_t seq, const void* data, size_t bytes, bool wakeAlways = false);
-  // Whether `rank` has posted operation `seq` (acquire: its data is then visible).
+  // Whether `rank` has posted operation `seq` (its data is then visible; seq_cst, as the wake-up
+  // handshake in post() needs).
   bool hasPosted(int rank, uint64_t seq) const;
   // What `rank` posted for operation `seq`; valid once hasPosted(rank, seq).
   const char* data(int rank, uint64_t seq) const;
