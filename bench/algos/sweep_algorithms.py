@@ -126,7 +126,7 @@ def main():
     min_bytes = parse_size(a.min_bytes)
     if a.netns_delay_ms is not None:
         subprocess.run([NETNS_ENV, "up", "2", "--delay-ms", str(a.netns_delay_ms)], check=True)
-    misses, failures = 0, 0
+    misses, noisy, failures = 0, 0, 0
     try:
         for coll in a.colls.split(","):
             for nranks in [int(x) for x in a.ranks.split(",")]:
@@ -156,14 +156,16 @@ def main():
                                      if pick_choice(c, k, coll, nranks) in (algo, "?")}
                             merge_best(rows, r)
                             chosen.update(c)
-                mis, fail = report(coll, nranks, algos, results, layout)
+                mis, noi, fail = report(coll, nranks, algos, results, layout)
                 misses += mis
+                noisy += noi
                 failures += fail
     finally:
         if a.netns_delay_ms is not None:
             subprocess.run([NETNS_ENV, "down"])
-    print("\nsummary: %d size(s) where the chosen algorithm is more than 10%% off the best forced;"
-          " %d run(s) with wrong results" % (misses, failures))
+    print("\nsummary: %d size(s) where the chosen algorithm is more than 10%% off the best forced"
+          " (its own run and its forced twin); %d more where only the model's run was, the"
+          " forced twin within 10%%; %d run(s) with wrong results" % (misses, noisy, failures))
     return 1 if failures else 0
 
 
@@ -185,8 +187,8 @@ def report(coll, nranks, algos, results, layout):
           % (coll, nranks, where, LATENCY_BOUND_BYTES))
     model_rows, model_chosen = results["model"]
     print("%10s " % "bytes" + "".join("%9s" % x for x in algos) +
-          "  | %8s %9s %8s" % ("chosen", "figure", "vs best"))
-    misses = failures = 0
+          "  | %8s %9s %8s %8s" % ("chosen", "figure", "vs best", "forced"))
+    misses = noise = failures = 0
     for size in sorted(model_rows):
         latency = size < LATENCY_BOUND_BYTES
         figures = {}
@@ -208,15 +210,29 @@ def report(coll, nranks, algos, results, layout):
         if figures:
             best = min(figures.values()) if latency else max(figures.values())
             ratio = (best / mine if latency else mine / best) if mine > 0 and best > 0 else 0
-            misses += ratio < 0.9
-        line += "  | %8s %9.2f %7.2fx%s" % (name, mine, ratio, "  <-- off" if ratio < 0.9 else "")
+        # The model's run and the forced run of the algorithm it chose execute the same schedule,
+        # so "as forced" compares like with like (the same number of samples on both sides): a
+        # selection miss is when that one is more than 10% off too. When only the model's own
+        # run is off and it chose the best forced algorithm, the gap is run-to-run noise.
+        forced = figures.get(name)
+        as_forced = float("nan")
+        if forced and figures:
+            as_forced = best / forced if latency else forced / best
+        verdict = ""
+        if ratio < 0.9 and not as_forced >= 0.9:
+            verdict = "  <-- off"
+            misses += 1
+        elif ratio < 0.9:
+            verdict = "  (noise: its forced twin is within 10%)"
+            noise += 1
+        line += "  | %8s %9.2f %7.2fx %7.2fx%s" % (name, mine, ratio, as_forced, verdict)
         print(line)
     if coll == "allreduce" and 8 in model_rows and "ring" in results:
         ring = results["ring"][0].get(8)
         if ring:
             print("8 B allreduce: chosen %.2f us, ring %.2f us: %.1fx"
                   % (model_rows[8][0], ring[0], ring[0] / max(model_rows[8][0], 1e-9)))
-    return misses, failures
+    return misses, noise, failures
 
 
 def pick_choice(chosen, size, coll, nranks):

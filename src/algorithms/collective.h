@@ -55,6 +55,13 @@ struct SelectionContext {
   double scheduleOverheadSeconds = 1e-6;
   // Each rank's share of its host's last-level cache, the smallest over hosts (0: unknown).
   size_t cacheBytesPerRank = 0;
+  // Ranks per CPU on the most crowded machine, at least 1. During a collective every rank works
+  // at once, so with 8 ranks on 2 CPUs each copies and reduces at a quarter of the rate the
+  // calibration's pairs saw: a scheduler time slice (milliseconds) outlasts one measured
+  // exchange, so a pair is timed mostly while the other ranks wait. 8 ranks here, per KiB of
+  // allreduce: rd 2.6-3.1 us, Rabenseifner 1.4-1.8 us, against the uncontended 0.7 and 0.3
+  // predicted; with the factor both come out within 15%.
+  double ranksPerCpu = 1;
   std::string source = "defaults";  // where the link costs came from
   // Read once at init (BCCL_ALGO, BCCL_CHUNK_BYTES), so a collective reads no environment.
   std::string forcedAlgorithms;

@@ -96,9 +96,11 @@ void logChoice(const OpArgs& a, const SelectionContext& ctx, const Choice& c) {
   if (logLevel() < LogLevel::kInfo || c.algorithm.empty()) return;
   std::ostringstream alts;
   for (const auto& p : c.predictions) alts << " " << p.first << "=" << p.second * 1e6 << "us";
-  BCCL_INFO("%s of %zu bytes on %d ranks / %zu hosts: %s (%s; predicted:%s; link costs: %s)",
+  BCCL_INFO("%s of %zu bytes on %d ranks / %zu hosts: %s (%s; predicted:%s; link costs: %s; "
+            "reduce %.1f GB/s; %.3g ranks per CPU)",
             collName(a.kind), a.count * dtypeSize(a.dtype), ctx.nranks, ctx.hosts.size(),
-            c.algorithm.c_str(), c.reason.c_str(), alts.str().c_str(), ctx.source.c_str());
+            c.algorithm.c_str(), c.reason.c_str(), alts.str().c_str(), ctx.source.c_str(),
+            ctx.reduceBytesPerSecond * 1e-9, ctx.ranksPerCpu);
 }
 
 }  // namespace
@@ -136,6 +138,22 @@ const char* collName(CollKind kind) {
   return "?";
 }
 
+// What one rank gets of the machine while every rank works at once: with more ranks than CPUs,
+// copies and reductions (and a shared-memory message is both) run at a share of the measured
+// rates (SelectionContext::ranksPerCpu). The network link's rate stays: the model already
+// shares it among the ranks crossing at once, and the wire, not the CPU, bounds it.
+struct RatesUnderLoad {
+  LinkCost intra, inter;
+  double reduceBytesPerSecond;
+};
+
+RatesUnderLoad ratesUnderLoad(const SelectionContext& ctx) {
+  const double share = std::max(1.0, ctx.ranksPerCpu);
+  return {LinkCost{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond / share},
+          LinkCost{ctx.interAlphaSeconds, ctx.interBytesPerSecond},
+          ctx.reduceBytesPerSecond / share};
+}
+
 // "direct" over the shared-memory boards, when every rank shares memory and the post fits: one
 // synchronisation (one alpha, whatever the rank count), copying the post in before anyone can
 // read it (no pipelining behind it), then reading what this rank needs of the others' posts,
@@ -158,12 +176,21 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
 }
 
 double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
+  const RatesUnderLoad rates = ratesUnderLoad(ctx);
   const double n = ctx.nranks, others = n - 1;
   const double post = static_cast<double>(directPostBytes(a, ctx.nranks));
-  const double copyIn = post / ctx.reduceBytesPerSecond;  // copies run at memory speed too
+  const double copyIn = post / rates.reduceBytesPerSecond;  // copies run at memory speed too
   const double alpha = ctx.intraAlphaSeconds;
-  auto read = [&](double bytes) { return bytes / ctx.intraBytesPerSecond; };
-  auto reduce = [&](double bytes) { return bytes / ctx.reduceBytesPerSecond; };
+  // Reading a post another CPU wrote costs what a message does; of the others, those sharing
+  // my CPU (ranksPerCpu - 1 of them) wrote theirs into this CPU's cache, which reads at memory
+  // speed. 8 ranks on 2 CPUs, charging every read at the message rate lost allreduces of 4-8
+  // KiB to rd, where direct was 1.2-1.4x faster.
+  const double mine = std::min(others, std::max(1.0, ctx.ranksPerCpu) - 1) / std::max(others, 1.0);
+  auto read = [&](double bytes) {
+    return bytes * (1 - mine) / rates.intra.bytesPerSecond +
+           bytes * mine / rates.reduceBytesPerSecond;
+  };
+  auto reduce = [&](double bytes) { return bytes / rates.reduceBytesPerSecond; };
   switch (a.kind) {
     case CollKind::kAllReduce:
     case CollKind::kReduce:  // the root's time: it reads and combines every post
@@ -181,20 +208,21 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
 
 Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowDirect) {
   Choice choice;
-  const LinkCost intra{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond};
-  const LinkCost inter{ctx.interAlphaSeconds, ctx.interBytesPerSecond};
+  const RatesUnderLoad rates = ratesUnderLoad(ctx);
+  const LinkCost& intra = rates.intra;
+  const LinkCost& inter = rates.inter;
   const size_t bytes = a.count * dtypeSize(a.dtype);
   const size_t chunk = std::max<size_t>(ctx.chunkBytes, 1);
   std::vector<Candidate> ranked =
       rankAlgorithms(a.kind, bytes, ctx.nranks, intra, inter, static_cast<int>(ctx.hosts.size()),
-                     ctx.reduceBytesPerSecond, chunk, ctx.allShm ? ctx.cacheBytesPerRank : 0);
+                     rates.reduceBytesPerSecond, chunk, ctx.allShm ? ctx.cacheBytesPerRank : 0);
   // hier's prediction from the real host sizes (rankAlgorithms assumes an even spread).
   std::vector<int> sizes;
   for (const auto& h : ctx.hosts) sizes.push_back(static_cast<int>(h.size()));
   for (Candidate& c : ranked)
     if (isHierarchical(a.kind, c.algorithm) && ctx.hosts.size() > 1)
       c.seconds =
-          predictHierarchicalAllReduce(bytes, sizes, intra, inter, ctx.reduceBytesPerSecond, chunk);
+          predictHierarchicalAllReduce(bytes, sizes, intra, inter, rates.reduceBytesPerSecond, chunk);
   // Listed first, so that on a tie (two ranks: one round either way) no message is sent. Against
   // direct, the message algorithms pay the schedule's fixed cost, which direct does not.
   if (allowDirect && directFits(a, ctx)) {

@@ -124,6 +124,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   topology_ = topo.value();
   mine.numaNode = topology_.myNumaNode;
   mine.llcBytes = topology_.llcBytes;
+  mine.cpus = topology_.pus;
   mine.boundCpu = boundCpu();
 
   BCCL_RETURN_IF_ERROR(prepareUcx(&mine));

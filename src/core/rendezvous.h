@@ -28,6 +28,7 @@ struct PeerInfo {
   int32_t numaNode = 0;          // where this rank runs (topology)
   int32_t boundCpu = -1;         // the lowest CPU it is bound to, -1 if unbound (placement.h)
   uint64_t llcBytes = 0;         // its host's last-level cache (topology), 0 if unknown
+  int32_t cpus = 0;              // its machine's processing units (topology), 0 if unknown
   uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX
   char ucxAddress[1024] = {};
   // What this rank offers the verbs transport (see comm_verbs.cc); QPs are set up per pair.

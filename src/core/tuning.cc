@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/params.h"
@@ -15,7 +16,7 @@ namespace {
 const StringParam kTuneFile("BCCL_TUNE_FILE", "",
                             "Link costs for algorithm selection ('key = value': intra_alpha_us, "
                             "intra_gbps, inter_alpha_us, inter_gbps, reduce_gbps, "
-                            "schedule_overhead_us)");
+                            "schedule_overhead_us, ranks_per_cpu)");
 
 // TCP between processes of one machine: no wire, but the kernel's copies and wake-ups.
 constexpr double kLoopbackTcpAlpha = 15e-6, kLoopbackTcpBytesPerSecond = 2.5e9;
@@ -46,6 +47,8 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
       ctx->reduceBytesPerSecond = value * 1e9;
     else if (key == "schedule_overhead_us")
       ctx->scheduleOverheadSeconds = value * 1e-6;
+    else if (key == "ranks_per_cpu")
+      ctx->ranksPerCpu = std::max(1.0, value);
     else
       return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
   }
@@ -56,6 +59,20 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
 }  // namespace
 
 bool tuneFileGiven() { return kTuneFile.isSet(); }
+
+double ranksPerCpuOf(const std::vector<PeerInfo>& peers) {
+  // Machines, not hosts: ranks feigning several hosts (BCCL_HOST_ID) still share the CPUs.
+  std::map<uint64_t, std::pair<int, int>> machines;  // hash -> ranks, fewest CPUs reported
+  for (const PeerInfo& p : peers) {
+    auto& [ranks, cpus] = machines[p.machineHash];
+    ++ranks;
+    if (p.cpus > 0) cpus = cpus == 0 ? p.cpus : std::min(cpus, p.cpus);
+  }
+  double most = 1;
+  for (const auto& [hash, m] : machines)
+    if (m.second > 0) most = std::max(most, static_cast<double>(m.first) / m.second);
+  return most;
+}
 
 StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& peers,
                                                 const CommConfig& config) {
@@ -70,6 +87,7 @@ StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& pee
     for (int r : host)
       share = std::min(share, peers[static_cast<size_t>(r)].llcBytes / host.size());
   ctx.cacheBytesPerRank = share == UINT64_MAX ? 0 : static_cast<size_t>(share);
+  ctx.ranksPerCpu = ranksPerCpuOf(peers);
   if (!config.allowShm) {
     // Ranks of one host talk TCP too: their link costs what loopback TCP costs.
     ctx.intraAlphaSeconds = kLoopbackTcpAlpha;

@@ -14,6 +14,9 @@ namespace bccl {
 // Whether BCCL_TUNE_FILE names a file (then nothing is measured at init).
 bool tuneFileGiven();
 
+// Ranks per CPU on the most crowded machine of `peers`, at least 1 (SelectionContext).
+double ranksPerCpuOf(const std::vector<PeerInfo>& peers);
+
 StatusOr<SelectionContext> makeSelectionContext(const std::vector<PeerInfo>& peers,
                                                 const CommConfig& config);
 

@@ -206,12 +206,12 @@ TEST(CostModel, InapplicableOrTrivial) {
 // on 2 cores: ring 0.57 / 0.96 / 2.8 us against direct 0.61 / 1.46 / 5.4 us at 8 / 32 / 128 KiB;
 // 8 ranks, 256 KiB allgather: direct 64-109 us against 189-214 us for the ring and rd.
 struct Calibration {
-  double alphaUs, gbps, overheadUs;
+  double alphaUs, gbps, reduceGbps, overheadUs, ranksPerCpu;
 };
 // As measured at init on this machine (2 cores): 2 ranks, and 8 ranks sharing the cores.
-constexpr Calibration kTwoRanks{0.6, 13.9, 0.3}, kEightRanks{4.2, 8.75, 5.0};
+constexpr Calibration kTwoRanks{0.6, 13.9, 49.3, 0.3, 1}, kEightRanks{6.9, 5.99, 53.9, 1.1, 4};
 
-std::string chosenForAllGather(int nranks, size_t bytesPerRank, const Calibration& c) {
+SelectionContext boardContext(int nranks, const Calibration& c) {
   SelectionContext ctx;
   ctx.nranks = nranks;
   ctx.hosts = {{}};
@@ -219,13 +219,44 @@ std::string chosenForAllGather(int nranks, size_t bytesPerRank, const Calibratio
   ctx.allShm = true;
   ctx.boardBytes = 256 * 1024;
   ctx.intraAlphaSeconds = c.alphaUs * 1e-6;
-  ctx.intraBytesPerSecond = ctx.reduceBytesPerSecond = c.gbps * 1e9;
+  ctx.intraBytesPerSecond = c.gbps * 1e9;
+  ctx.reduceBytesPerSecond = c.reduceGbps * 1e9;
   ctx.scheduleOverheadSeconds = c.overheadUs * 1e-6;
+  ctx.ranksPerCpu = c.ranksPerCpu;
+  return ctx;
+}
+
+std::string chosenForAllGather(int nranks, size_t bytesPerRank, const Calibration& c) {
+  const SelectionContext ctx = boardContext(nranks, c);
   OpArgs a;
   a.kind = CollKind::kAllGather;
   a.count = bytesPerRank;
   a.dtype = bcclUint8;
   return chooseAlgorithm(a, ctx).algorithm;
+}
+
+std::string chosenForAllReduce(size_t bytes, double ranksPerCpu) {
+  SelectionContext ctx = boardContext(8, kEightRanks);
+  ctx.ranksPerCpu = ranksPerCpu;
+  OpArgs a;
+  a.kind = CollKind::kAllReduce;
+  a.count = bytes / 4;
+  a.dtype = bcclFloat32;
+  a.op = bcclSum;
+  return chooseAlgorithm(a, ctx).algorithm;
+}
+
+// 8 ranks on 2 CPUs, per call (us), rd / Rabenseifner / direct: 8 KiB 49-61 / 55-64 / 36-45,
+// 32 KiB 121-135 / 92-107 / 97-127, 128 KiB 364-427 / 224-278 / 339-354. Every rank copies and
+// reduces at once, at a quarter of the calibrated rates; the model without that picked rd at 32
+// KiB, the slowest of the three.
+TEST(CostModel, RanksSharingCpusFavourFewerBytesOverFewerRounds) {
+  EXPECT_EQ(chosenForAllReduce(32 * 1024, 1), "rd");  // what the uncontended rates pick
+  EXPECT_NE(chosenForAllReduce(32 * 1024, 4), "rd");
+  EXPECT_EQ(chosenForAllReduce(8 * 1024, 4), "direct");
+  EXPECT_EQ(chosenForAllReduce(128 * 1024, 4), "rhd");
+  // Where bytes dominate every algorithm alike, sharing CPUs changes nothing.
+  EXPECT_EQ(chosenForAllReduce(256 * 1024 * 1024, 4), chosenForAllReduce(256 * 1024 * 1024, 1));
 }
 
 TEST(CostModel, BoardsWinTinyCollectivesAndManyRankAllGathersUpToTheirCapacity) {

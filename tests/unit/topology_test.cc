@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/tuning.h"
 #include "topology/placement.h"
 
 namespace bccl {
@@ -137,6 +138,34 @@ TEST(Placement, RingNeighboursShareACoreAndAHost) {
   // Already in order, or unbound everywhere: rank order, said as an empty order.
   EXPECT_EQ(ringFor({{1, 0}, {1, 0}, {1, 1}, {1, 1}}), std::vector<int>{});
   EXPECT_EQ(ringFor({{1, -1}, {1, -1}}), std::vector<int>{});
+}
+
+// Ranks as (machine, CPUs it reports).
+double crowding(const std::vector<std::pair<uint64_t, int>>& ranks) {
+  std::vector<PeerInfo> peers(ranks.size());
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    peers[r].machineHash = peers[r].hostHash = ranks[r].first;
+    peers[r].cpus = ranks[r].second;
+  }
+  return ranksPerCpuOf(peers);
+}
+
+TEST(Placement, RanksPerCpuIsThatOfTheMostCrowdedMachine) {
+  EXPECT_EQ(crowding({{1, 2}, {1, 2}}), 1);
+  EXPECT_EQ(crowding({{1, 2}, {1, 2}, {1, 2}, {1, 2}, {1, 2}, {1, 2}, {1, 2}, {1, 2}}), 4);
+  EXPECT_EQ(crowding({{1, 8}, {1, 8}}), 1);  // never below one
+  EXPECT_EQ(crowding({{1, 2}, {2, 1}, {2, 1}, {2, 1}}), 3);
+  EXPECT_EQ(crowding({{1, 0}, {1, 0}, {1, 0}}), 1);  // unknown: assume a CPU each
+}
+
+TEST(Placement, FeignedHostsOnOneMachineShareItsCpus) {
+  std::vector<PeerInfo> peers(4);
+  for (size_t r = 0; r < peers.size(); ++r) {
+    peers[r].machineHash = 5;
+    peers[r].hostHash = 10 + r / 2;  // BCCL_HOST_ID: 2 hosts of 2
+    peers[r].cpus = 2;
+  }
+  EXPECT_EQ(ranksPerCpuOf(peers), 2);
 }
 
 TEST(Placement, BoundCpuFollowsTheAffinityMask) {
