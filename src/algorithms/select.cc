@@ -96,11 +96,12 @@ void logChoice(const OpArgs& a, const SelectionContext& ctx, const Choice& c) {
   if (logLevel() < LogLevel::kInfo || c.algorithm.empty()) return;
   std::ostringstream alts;
   for (const auto& p : c.predictions) alts << " " << p.first << "=" << p.second * 1e6 << "us";
-  BCCL_INFO("%s of %zu bytes on %d ranks / %zu hosts: %s (%s; predicted:%s; link costs: %s; "
-            "reduce %.1f GB/s; %.3g ranks per CPU)",
-            collName(a.kind), a.count * dtypeSize(a.dtype), ctx.nranks, ctx.hosts.size(),
-            c.algorithm.c_str(), c.reason.c_str(), alts.str().c_str(), ctx.source.c_str(),
-            ctx.reduceBytesPerSecond * 1e-9, ctx.ranksPerCpu);
+  BCCL_INFO(
+      "%s of %zu bytes on %d ranks / %zu hosts: %s (%s; predicted:%s; link costs: %s; "
+      "reduce %.1f GB/s; %.3g ranks per CPU)",
+      collName(a.kind), a.count * dtypeSize(a.dtype), ctx.nranks, ctx.hosts.size(),
+      c.algorithm.c_str(), c.reason.c_str(), alts.str().c_str(), ctx.source.c_str(),
+      ctx.reduceBytesPerSecond * 1e-9, ctx.ranksPerCpu);
 }
 
 }  // namespace
@@ -221,8 +222,8 @@ Choice chooseAlgorithm(const OpArgs& a, const SelectionContext& ctx, bool allowD
   for (const auto& h : ctx.hosts) sizes.push_back(static_cast<int>(h.size()));
   for (Candidate& c : ranked)
     if (isHierarchical(a.kind, c.algorithm) && ctx.hosts.size() > 1)
-      c.seconds =
-          predictHierarchicalAllReduce(bytes, sizes, intra, inter, rates.reduceBytesPerSecond, chunk);
+      c.seconds = predictHierarchicalAllReduce(bytes, sizes, intra, inter,
+                                               rates.reduceBytesPerSecond, chunk);
   // Listed first, so that on a tie (two ranks: one round either way) no message is sent. Against
   // direct, the message algorithms pay the schedule's fixed cost, which direct does not.
   if (allowDirect && directFits(a, ctx)) {
