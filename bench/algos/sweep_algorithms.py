@@ -219,7 +219,7 @@ def report(coll, nranks, algos, results, layout):
         # run is off and it chose the best forced algorithm, the gap is run-to-run noise.
         forced = figures.get(name)
         as_forced = float("nan")
-        if forced and figures:
+        if forced:
             as_forced = best / forced if latency else forced / best
         verdict = ""
         if ratio < 0.9 and not as_forced >= 0.9:

@@ -146,13 +146,14 @@ const char* collName(CollKind kind) {
 struct RatesUnderLoad {
   LinkCost intra, inter;
   double reduceBytesPerSecond;
+  double ranksPerCpu;  // at least 1
 };
 
 RatesUnderLoad ratesUnderLoad(const SelectionContext& ctx) {
   const double share = std::max(1.0, ctx.ranksPerCpu);
   return {LinkCost{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond / share},
           LinkCost{ctx.interAlphaSeconds, ctx.interBytesPerSecond},
-          ctx.reduceBytesPerSecond / share};
+          ctx.reduceBytesPerSecond / share, share};
 }
 
 // "direct" over the shared-memory boards, when every rank shares memory and the post fits: one
@@ -186,7 +187,7 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
   // my CPU (ranksPerCpu - 1 of them) wrote theirs into this CPU's cache, which reads at memory
   // speed. 8 ranks on 2 CPUs, charging every read at the message rate lost allreduces of 4-8
   // KiB to rd, where direct was 1.2-1.4x faster.
-  const double mine = std::min(others, std::max(1.0, ctx.ranksPerCpu) - 1) / std::max(others, 1.0);
+  const double mine = std::min(others, rates.ranksPerCpu - 1) / std::max(others, 1.0);
   auto read = [&](double bytes) {
     return bytes * (1 - mine) / rates.intra.bytesPerSecond +
            bytes * mine / rates.reduceBytesPerSecond;
