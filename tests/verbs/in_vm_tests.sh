@@ -83,9 +83,15 @@ qp_failover() {  # perf tool [VAR=value...]
     BCCL_FAULT_INJECT="rank=0,op=12,action=path;rank=1,op=30,action=path" \
     "$build/bcclrun" -n 2 --timeout 240 "$build/$tool" -b 64K -e 1M -f 4 -c 1 -n 8 -w 1 2>&1)
   printf '%s\n' "$out" | grep -E "^\[0\] +[0-9]|cut out" | cut -c1-200
-  grep -q "Out of bounds values : 0 OK" <<<"$out" || { echo "wrong results or no result line"; return 1; }
+  local why=""
+  grep -q "Out of bounds values : 0 OK" <<<"$out" || why="wrong results or no result line"
   cut=$(grep -c "cut out" <<<"$out")
-  [ "$cut" -ge 4 ] || { echo "$cut QP ends cut out; want 4 (2 QPs, each at both ends)"; return 1; }
+  [ -n "$why" ] || [ "$cut" -ge 4 ] || why="$cut QP ends cut out; want 4 (2 QPs, each at both ends)"
+  [ -z "$why" ] && return 0
+  # The whole run's tail, so a failure in CI can be read without rerunning the VM.
+  echo "$why; the run's last 60 lines:"
+  printf '%s\n' "$out" | tail -n 60 | cut -c1-300
+  return 1
 }
 for tool in all_reduce_perf all_gather_perf; do
   step "a QP forced into error mid-run fails over to the other 3 ($tool)" qp_failover "$tool"
