@@ -99,7 +99,9 @@ def run_one(build, coll, nranks, algo, sizes, iters, layout):
         if m:
             rows[int(m.group(1))] = (float(m.group(3)), float(m.group(5)), int(m.group(6)))
         c = CHOICE.search(line)
-        if c:
+        # Only this collective's choices: the tool's own checks run other collectives (an
+        # allreduce of the error counts) whose sizes can coincide with a row's.
+        if c and c.group(1) == coll:
             chosen[int(c.group(2))] = c.group(3)
     if code != 0 or not rows:
         print("  (%s %s n%d: exit %d%s)" % (coll, algo or "model", nranks, code,
