@@ -169,13 +169,11 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
       (via == "ucx" ? viaUcx : via == "verbs" ? viaVerbs : remote).push_back(r);
     }
   }
-  int sameMachine = 0;
-  for (const PeerInfo& p : peers_) sameMachine += p.machineHash == mine.machineHash ? 1 : 0;
   spinMicros_ = static_cast<int>(kSpinUs.get());
   // Oversubscribed, a spinning rank holds the core its peer needs to make the progress it waits
   // for: 8 processes on 2 cores passing a barrier took 5 us with no spin and 9 us with 50 pauses
-  // (about 1 us) before each yield.
-  if (spinMicros_ < 0) spinMicros_ = sameMachine <= sysconf(_SC_NPROCESSORS_ONLN) ? 30 : 0;
+  // (about 1 us) before each yield. The same count the cost model divides rates by.
+  if (spinMicros_ < 0) spinMicros_ = ranksPerCpuOn(peers_, mine.machineHash) <= 1 ? 30 : 0;
   if (local.size() > 1) {
     BCCL_RETURN_IF_ERROR(connectShmPeers(local));
   } else {

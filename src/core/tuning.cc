@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "core/params.h"
@@ -16,7 +17,7 @@ namespace {
 const StringParam kTuneFile("BCCL_TUNE_FILE", "",
                             "Link costs for algorithm selection ('key = value': intra_alpha_us, "
                             "intra_gbps, inter_alpha_us, inter_gbps, reduce_gbps, "
-                            "schedule_overhead_us, ranks_per_cpu)");
+                            "schedule_overhead_us, ranks_per_cpu, direct_gbps)");
 
 // TCP between processes of one machine: no wire, but the kernel's copies and wake-ups.
 constexpr double kLoopbackTcpAlpha = 15e-6, kLoopbackTcpBytesPerSecond = 2.5e9;
@@ -49,6 +50,8 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
       ctx->scheduleOverheadSeconds = value * 1e-6;
     else if (key == "ranks_per_cpu")
       ctx->ranksPerCpu = std::max(1.0, value);
+    else if (key == "direct_gbps")
+      ctx->directSecondsPerPostByte = value > 0 ? 1e-9 / value : 0;
     else
       return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
   }
@@ -60,17 +63,22 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
 
 bool tuneFileGiven() { return kTuneFile.isSet(); }
 
-double ranksPerCpuOf(const std::vector<PeerInfo>& peers) {
-  // Machines, not hosts: ranks feigning several hosts (BCCL_HOST_ID) still share the CPUs.
-  std::map<uint64_t, std::pair<int, int>> machines;  // hash -> ranks, fewest CPUs reported
+// Machines, not hosts: ranks feigning several hosts (BCCL_HOST_ID) still share the CPUs.
+double ranksPerCpuOn(const std::vector<PeerInfo>& peers, uint64_t machineHash) {
+  int ranks = 0, cpus = 0;  // the fewest CPUs any rank there reported
   for (const PeerInfo& p : peers) {
-    auto& [ranks, cpus] = machines[p.machineHash];
+    if (p.machineHash != machineHash) continue;
     ++ranks;
     if (p.cpus > 0) cpus = cpus == 0 ? p.cpus : std::min(cpus, p.cpus);
   }
+  return cpus > 0 ? static_cast<double>(ranks) / cpus : 1;
+}
+
+double ranksPerCpuOf(const std::vector<PeerInfo>& peers) {
+  std::set<uint64_t> machines;
+  for (const PeerInfo& p : peers) machines.insert(p.machineHash);
   double most = 1;
-  for (const auto& [hash, m] : machines)
-    if (m.second > 0) most = std::max(most, static_cast<double>(m.first) / m.second);
+  for (uint64_t m : machines) most = std::max(most, ranksPerCpuOn(peers, m));
   return most;
 }
 

@@ -14,6 +14,8 @@ namespace bccl {
 // Whether BCCL_TUNE_FILE names a file (then nothing is measured at init).
 bool tuneFileGiven();
 
+// Ranks per CPU on the machine `machineHash` names, or 1 if no rank there reported its CPUs.
+double ranksPerCpuOn(const std::vector<PeerInfo>& peers, uint64_t machineHash);
 // Ranks per CPU on the most crowded machine of `peers`, at least 1 (SelectionContext).
 double ranksPerCpuOf(const std::vector<PeerInfo>& peers);
 
