@@ -53,10 +53,6 @@ struct SelectionContext {
   // "direct" path does not (one post, one wait). Measured at init: rounds as separate schedules
   // against the same rounds in one.
   double scheduleOverheadSeconds = 1e-6;
-  // What a byte of post costs "direct" over the boards, timed at init as direct allreduces with
-  // every rank at once (contention included, so not divided by ranksPerCpu): seconds per byte,
-  // beyond a tiny one's time. 0: not measured; the model then builds it from the link costs.
-  double directSecondsPerPostByte = 0;
   // Each rank's share of its host's last-level cache, the smallest over hosts (0: unknown).
   size_t cacheBytesPerRank = 0;
   // Ranks per CPU on the most crowded machine, at least 1. During a collective every rank works

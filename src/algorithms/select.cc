@@ -182,34 +182,25 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
   const double n = ctx.nranks, others = n - 1;
   const double post = static_cast<double>(directPostBytes(a, ctx.nranks));
   const double copyIn = post / rates.reduceBytesPerSecond;  // copies run at memory speed too
-  const bool measured = ctx.directSecondsPerPostByte > 0;
   const double alpha = ctx.intraAlphaSeconds;
-  // Measured (calibrate.cc): the allreduce timed copies its post in, then reads and combines
-  // `others` posts of that size; what its time per byte leaves after the copy-in is one other
-  // post's byte read and combined, which the other kinds scale.
-  const double perOther =
-      measured ? std::max(ctx.directSecondsPerPostByte - 1 / rates.reduceBytesPerSecond, 0.0) /
-                     std::max(others, 1.0)
-               : 0;
-  // Otherwise from the link costs: reading a post another CPU wrote costs what a message does;
-  // of the others, those sharing my CPU (ranksPerCpu - 1 of them) wrote theirs into this CPU's
-  // cache, which reads at memory speed. 8 ranks on 2 CPUs, charging every read at the message
-  // rate lost allreduces of 4-8 KiB to rd, where direct was 1.2-1.4x faster.
+  // Reading a post another CPU wrote costs what a message does; of the others, those sharing
+  // my CPU (ranksPerCpu - 1 of them) wrote theirs into this CPU's cache, which reads at memory
+  // speed. 8 ranks on 2 CPUs, charging every read at the message rate lost allreduces of 4-8
+  // KiB to rd, where direct was 1.2-1.4x faster.
   const double mine = std::min(others, rates.ranksPerCpu - 1) / std::max(others, 1.0);
   auto read = [&](double bytes) {
-    if (measured) return bytes * perOther;
     return bytes * (1 - mine) / rates.intra.bytesPerSecond +
            bytes * mine / rates.reduceBytesPerSecond;
   };
-  auto combine = [&](double bytes) { return measured ? 0 : bytes / rates.reduceBytesPerSecond; };
+  auto reduce = [&](double bytes) { return bytes / rates.reduceBytesPerSecond; };
   switch (a.kind) {
     case CollKind::kAllReduce:
     case CollKind::kReduce:  // the root's time: it reads and combines every post
-      return alpha + copyIn + read(others * post) + combine(others * post);
+      return alpha + copyIn + read(others * post) + reduce(others * post);
     case CollKind::kReduceScatter:  // my block of every other post
-      return alpha + copyIn + read(others * post / n) + combine(others * post / n);
+      return alpha + copyIn + read(others * post / n) + reduce(others * post / n);
     case CollKind::kAllGather:  // every other post, and my own block out of my board
-      return alpha + copyIn + read(others * post) + post / rates.reduceBytesPerSecond;
+      return alpha + copyIn + read(others * post) + reduce(post);
     case CollKind::kBroadcast:
       return alpha + copyIn + read(post);
     default:

@@ -2,11 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <memory>
-#include <string>
 #include <vector>
 
-#include "algorithms/compiled_schedule.h"
 #include "algorithms/executor.h"
 #include "core/comm.h"
 #include "core/params.h"
@@ -124,52 +121,6 @@ Status measureLink(Communicator* comm, int peer, double* sums, double* overhead 
   return Status::ok();
 }
 
-// Direct allreduces over the boards (algorithms/direct.h), every rank at once: `reps` of
-// `count` floats back to back after a warm-up, in seconds per allreduce. One timed alone would
-// mostly measure when this rank arrived: the last to post waits for nobody.
-StatusOr<double> timeDirectAllReduce(Communicator* comm, size_t count, int reps) {
-  auto compiled = std::make_shared<CompiledSchedule>();
-  compiled->schedule.algorithm = "direct";
-  compiled->direct = true;
-  std::vector<float> in(count, 1.0f), out(count);
-  int64_t t0 = 0;
-  for (int i = 0; i <= reps; ++i) {
-    if (i == 1) t0 = nowNs();
-    Plan plan;
-    plan.ctx = comm;
-    plan.compiled = compiled;
-    plan.args.kind = CollKind::kAllReduce;
-    plan.args.sendbuf = in.data();
-    plan.args.recvbuf = out.data();
-    plan.args.count = count;
-    plan.args.dtype = bcclFloat32;
-    plan.args.op = bcclSum;
-    plan.ticket = comm->takeTicket();
-    BCCL_RETURN_IF_ERROR(executePlan(&plan));
-  }
-  return static_cast<double>(nowNs() - t0) * 1e-9 / reps;
-}
-
-// Adds direct's time per byte of post to *sum: copying the post in, reading and combining the
-// others'. Timed as direct runs, every rank at once, because that is what its reads cost: 8
-// ranks on 2 CPUs, charging them at the rate of a message (two copies and a handshake, divided
-// by the ranks per CPU) predicted 55-100 us for a 4 KiB allreduce that took 15-17 us, and lost
-// it to Rabenseifner (32 us) whenever the message rate calibrated low. Its fixed cost stays the
-// link's alpha, as the message algorithms' does: timed whole, a tiny direct allreduce also holds
-// the ranks' arrival, which their alpha (a slope over rounds) leaves out, and the comparison at
-// 8 B went to rd, 2x slower, on 4 ranks.
-Status measureDirect(Communicator* comm, double* sum) {
-  constexpr size_t kTinyCount = 2, kPostCount = 8192;  // 8 B and 32 KiB of floats
-  constexpr int kReps = 20;
-  StatusOr<double> tiny = timeDirectAllReduce(comm, kTinyCount, kReps);
-  if (!tiny.isOk()) return tiny.status();
-  StatusOr<double> post = timeDirectAllReduce(comm, kPostCount, kReps);
-  if (!post.isOk()) return post.status();
-  *sum += std::max(post.value() - tiny.value(), 1e-12) /
-          static_cast<double>((kPostCount - kTinyCount) * sizeof(float));
-  return Status::ok();
-}
-
 double measureReduceBytesPerSecond() {
   const size_t count = kLargeBytes / sizeof(float);
   std::vector<float> a(count, 1.0f), b(count, 2.0f);
@@ -205,13 +156,10 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   partners(*ctx, comm->rank(), &intra, &inter);
   // Sums over ranks: intra alpha, bandwidth, count; inter alpha, bandwidth, count; reduce;
   // the schedule's fixed cost (intra pairs only: it is what the boards save within a host).
-  // Then direct's seconds per post byte, when every rank has a board.
-  std::vector<double> sums(9, 0.0);
+  std::vector<double> sums(8, 0.0);
   BCCL_RETURN_IF_ERROR(measureLink(comm, intra, &sums[0], &sums[7]).withContext("measuring links"));
   BCCL_RETURN_IF_ERROR(measureLink(comm, inter, &sums[3]).withContext("measuring links"));
   sums[6] = measureReduceBytesPerSecond();
-  const bool boards = ctx->boardBytes >= 8192 * sizeof(float) && comm->board() != nullptr;
-  if (boards) BCCL_RETURN_IF_ERROR(measureDirect(comm, &sums[8]).withContext("measuring direct"));
   OpArgs sum;
   sum.kind = CollKind::kAllReduce;
   sum.sendbuf = sum.recvbuf = sums.data();
@@ -230,28 +178,21 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
     return std::min(static_cast<double>(kLargeBytes) / (transferSum / count),
                     ctx->reduceBytesPerSecond);
   };
-  std::string source = "measured at init:";
-  char part[96];
+  char source[160];
+  int len = snprintf(source, sizeof(source), "measured at init:");
   if (sums[2] > 0) {
     ctx->scheduleOverheadSeconds = sums[7] / sums[2];
     ctx->intraAlphaSeconds = sums[0] / sums[2];
     ctx->intraBytesPerSecond = bandwidth(sums[1], sums[2]);
-    snprintf(part, sizeof(part), " intra %.1f us %.2f GB/s (+%.1f us/op)",
-             ctx->intraAlphaSeconds * 1e6, ctx->intraBytesPerSecond * 1e-9,
-             ctx->scheduleOverheadSeconds * 1e6);
-    source += part;
+    len += snprintf(source + len, sizeof(source) - len, " intra %.1f us %.2f GB/s (+%.1f us/op)",
+                    ctx->intraAlphaSeconds * 1e6, ctx->intraBytesPerSecond * 1e-9,
+                    ctx->scheduleOverheadSeconds * 1e6);
   }
   if (sums[5] > 0) {
     ctx->interAlphaSeconds = sums[3] / sums[5];
     ctx->interBytesPerSecond = bandwidth(sums[4], sums[5]);
-    snprintf(part, sizeof(part), " inter %.1f us %.2f GB/s", ctx->interAlphaSeconds * 1e6,
-             ctx->interBytesPerSecond * 1e-9);
-    source += part;
-  }
-  if (boards) {
-    ctx->directSecondsPerPostByte = sums[8] / comm->nranks();
-    snprintf(part, sizeof(part), " direct %.2f GB/s", 1e-9 / ctx->directSecondsPerPostByte);
-    source += part;
+    snprintf(source + len, sizeof(source) - len, " inter %.1f us %.2f GB/s",
+             ctx->interAlphaSeconds * 1e6, ctx->interBytesPerSecond * 1e-9);
   }
   ctx->source = source;
   return Status::ok();
@@ -264,7 +205,6 @@ void copyLinkCosts(const SelectionContext& from, SelectionContext* to) {
   to->interBytesPerSecond = from.interBytesPerSecond;
   to->reduceBytesPerSecond = from.reduceBytesPerSecond;
   to->scheduleOverheadSeconds = from.scheduleOverheadSeconds;
-  to->directSecondsPerPostByte = from.directSecondsPerPostByte;
   to->source = from.source;
 }
 

@@ -17,7 +17,7 @@ namespace {
 const StringParam kTuneFile("BCCL_TUNE_FILE", "",
                             "Link costs for algorithm selection ('key = value': intra_alpha_us, "
                             "intra_gbps, inter_alpha_us, inter_gbps, reduce_gbps, "
-                            "schedule_overhead_us, ranks_per_cpu, direct_gbps)");
+                            "schedule_overhead_us, ranks_per_cpu)");
 
 // TCP between processes of one machine: no wire, but the kernel's copies and wake-ups.
 constexpr double kLoopbackTcpAlpha = 15e-6, kLoopbackTcpBytesPerSecond = 2.5e9;
@@ -50,8 +50,6 @@ Status applyTuneFile(const std::string& path, SelectionContext* ctx) {
       ctx->scheduleOverheadSeconds = value * 1e-6;
     else if (key == "ranks_per_cpu")
       ctx->ranksPerCpu = std::max(1.0, value);
-    else if (key == "direct_gbps")
-      ctx->directSecondsPerPostByte = value > 0 ? 1e-9 / value : 0;
     else
       return invalidArgument(path + ":" + std::to_string(lineNo) + ": unknown key '" + key + "'");
   }

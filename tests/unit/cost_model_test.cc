@@ -259,31 +259,6 @@ TEST(CostModel, RanksSharingCpusFavourFewerBytesOverFewerRounds) {
   EXPECT_EQ(chosenForAllReduce(256 * 1024 * 1024, 4), chosenForAllReduce(256 * 1024 * 1024, 1));
 }
 
-// Direct's reads timed at init (SelectionContext::directSecondsPerPostByte), not built from
-// the message rate. 8 ranks on 2 CPUs, per 4 KiB allreduce: direct 15-21 us, rd 26-28,
-// Rabenseifner 32; a launch whose message rate calibrated at 1.1-1.2 GB/s (others here: 4-40)
-// charged direct's reads as messages and chose Rabenseifner. Direct moved 0.4-0.6 GB/s of post.
-TEST(CostModel, DirectTimedAtInitKeepsSmallAllReducesWhenTheMessageRateCalibratesLow) {
-  SelectionContext ctx = boardContext(8, kEightRanks);
-  ctx.intraBytesPerSecond = 1.1e9;
-  OpArgs a;
-  a.kind = CollKind::kAllReduce;
-  a.count = 1024;
-  a.dtype = bcclFloat32;
-  a.op = bcclSum;
-  EXPECT_NE(chooseAlgorithm(a, ctx).algorithm, "direct");  // what the message rate predicts
-  ctx.directSecondsPerPostByte = 1 / 0.5e9;
-  EXPECT_EQ(chooseAlgorithm(a, ctx).algorithm, "direct");
-  // At 128 KiB the post's bytes outweigh the rounds it saves (measured: Rabenseifner 224-278
-  // us, direct 339-354) at the usual 8-rank calibration.
-  ctx.intraBytesPerSecond = kEightRanks.gbps * 1e9;
-  a.count = 32 * 1024;
-  EXPECT_EQ(chooseAlgorithm(a, ctx).algorithm, "rhd");
-  // Measured or not, its fixed cost is the link's alpha: an 8 B allreduce stays direct.
-  a.count = 2;
-  EXPECT_EQ(chooseAlgorithm(a, ctx).algorithm, "direct");
-}
-
 TEST(CostModel, BoardsWinTinyCollectivesAndManyRankAllGathersUpToTheirCapacity) {
   EXPECT_EQ(chosenForAllGather(2, 8, kTwoRanks), "direct");
   EXPECT_NE(chosenForAllGather(2, 64 * 1024, kTwoRanks), "direct");
