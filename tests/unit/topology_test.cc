@@ -158,6 +158,21 @@ TEST(Placement, RanksPerCpuIsThatOfTheMostCrowdedMachine) {
   EXPECT_EQ(crowding({{1, 0}, {1, 0}, {1, 0}}), 1);  // unknown: assume a CPU each
 }
 
+// What decides whether an idle rank spins: its own machine's count, not the most crowded one.
+TEST(Placement, RanksPerCpuOfOneMachineCountsOnlyItsRanks) {
+  std::vector<PeerInfo> peers(4);
+  const uint64_t machineOf[] = {1, 2, 2, 2};
+  const int cpusOf[] = {2, 1, 1, 0};  // a rank that did not say is not counted as none
+  for (size_t r = 0; r < peers.size(); ++r) {
+    peers[r].machineHash = peers[r].hostHash = machineOf[r];
+    peers[r].cpus = cpusOf[r];
+  }
+  EXPECT_EQ(ranksPerCpuOn(peers, 1), 0.5);  // a spare CPU: below one, so it spins
+  EXPECT_EQ(ranksPerCpuOn(peers, 2), 3);
+  EXPECT_EQ(ranksPerCpuOn(peers, 3), 1);  // no rank there said: a CPU each
+  EXPECT_EQ(ranksPerCpuOf(peers), 3);
+}
+
 TEST(Placement, FeignedHostsOnOneMachineShareItsCpus) {
   std::vector<PeerInfo> peers(4);
   for (size_t r = 0; r < peers.size(); ++r) {
