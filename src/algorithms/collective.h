@@ -62,6 +62,9 @@ struct SelectionContext {
   // allreduce: rd 2.6-3.1 us, Rabenseifner 1.4-1.8 us, against the uncontended 0.7 and 0.3
   // predicted; with the factor both come out within 15%.
   double ranksPerCpu = 1;
+  // The intra rate was measured with every rank moving at once (calibrate.cc, when ranks share
+  // CPUs): it is already one rank's share, and the model does not divide it again.
+  bool intraRateShared = false;
   std::string source = "defaults";  // where the link costs came from
   // Read once at init (BCCL_ALGO, BCCL_CHUNK_BYTES), so a collective reads no environment.
   std::string forcedAlgorithms;

@@ -151,7 +151,8 @@ struct RatesUnderLoad {
 
 RatesUnderLoad ratesUnderLoad(const SelectionContext& ctx) {
   const double share = std::max(1.0, ctx.ranksPerCpu);
-  return {LinkCost{ctx.intraAlphaSeconds, ctx.intraBytesPerSecond / share},
+  return {LinkCost{ctx.intraAlphaSeconds,
+                   ctx.intraBytesPerSecond / (ctx.intraRateShared ? 1.0 : share)},
           LinkCost{ctx.interAlphaSeconds, ctx.interBytesPerSecond},
           ctx.reduceBytesPerSecond / share, share};
 }

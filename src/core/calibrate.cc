@@ -43,8 +43,17 @@ Status runSchedule(Communicator* comm, Schedule schedule, std::vector<char*> buf
   return st;
 }
 
+Status runBarrier(Communicator* comm, const SelectionContext& ctx) {
+  OpArgs barrier;
+  barrier.kind = CollKind::kBarrier;
+  StatusOr<Schedule> s = buildCollectiveSchedule(barrier, comm->rank(), ctx);
+  if (!s.isOk()) return s.status();
+  return runSchedule(comm, std::move(s.value()), {nullptr});
+}
+
 // `rounds` simultaneous sends and receives of `bytes` with `peer`, each round starting when the
-// previous one's message has arrived, in one schedule; returns seconds.
+// previous one's message has arrived, in one schedule; returns seconds. Without a peer (a rank
+// left over in together mode) the schedule is empty.
 StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in, size_t bytes,
                               int rounds) {
   Schedule s;
@@ -54,7 +63,7 @@ StatusOr<double> timeExchange(Communicator* comm, int peer, char* out, char* in,
   s.numBuffers = 3;
   const BufRef src{1, 0}, dst{2, 0};
   std::vector<uint32_t> previous;
-  for (int i = 0; i < rounds; ++i) {
+  for (int i = 0; i < rounds && peer >= 0; ++i) {
     s.add(sendStep(peer, src, bytes), previous);
     previous = {s.add(recvStep(peer, dst, bytes), previous)};
   }
@@ -77,14 +86,30 @@ StatusOr<double> timeSeparateExchanges(Communicator* comm, int peer, char* out, 
 
 using ExchangeTimer = StatusOr<double> (*)(Communicator*, int, char*, char*, size_t, int);
 
-StatusOr<double> medianExchange(Communicator* comm, int peer, std::vector<char>& out,
+// How the pairs are timed. Alone, each rank's clock runs over its own exchange. Together (ranks
+// sharing CPUs), every rank starts at a barrier and the clock stops at the next one, so each
+// figure is what a pair gets while every other pair moves too, as in a collective. Timed alone
+// with 8 ranks on 2 CPUs, the 1 MiB rate came out anywhere in 0.54-44.9 GB/s: whether a pair
+// ran inside one scheduler slice or was cut off in the middle decided it.
+struct Timing {
+  Communicator* comm;
+  const SelectionContext* ctx;
+  bool together;
+};
+
+StatusOr<double> medianExchange(const Timing& timing, int peer, std::vector<char>& out,
                                 std::vector<char>& in, size_t bytes, int reps, int rounds = 1,
                                 ExchangeTimer timer = timeExchange) {
   std::vector<double> times;
   for (int i = 0; i <= reps; ++i) {  // the first is a warm-up
-    StatusOr<double> t = timer(comm, peer, out.data(), in.data(), bytes, rounds);
+    if (timing.together) BCCL_RETURN_IF_ERROR(runBarrier(timing.comm, *timing.ctx));
+    const int64_t t0 = nowNs();
+    StatusOr<double> t = timer(timing.comm, peer, out.data(), in.data(), bytes, rounds);
     if (!t.isOk()) return t.status();
-    if (i > 0) times.push_back(t.value());
+    if (timing.together) BCCL_RETURN_IF_ERROR(runBarrier(timing.comm, *timing.ctx));
+    const double seconds =
+        timing.together ? static_cast<double>(nowNs() - t0) * 1e-9 : t.value();
+    if (i > 0) times.push_back(seconds);
   }
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   return times[times.size() / 2];
@@ -92,15 +117,22 @@ StatusOr<double> medianExchange(Communicator* comm, int peer, std::vector<char>&
 
 // Adds this rank's alpha and large-message transfer time with `peer` (if any) to sums[0..2],
 // and what running one more schedule costs beyond its rounds to *overhead.
-Status measureLink(Communicator* comm, int peer, double* sums, double* overhead = nullptr) {
-  if (peer < 0) return Status::ok();
+// Timed together, a rank without a partner still takes part in every barrier.
+Status measureLink(const Timing& timing, int peer, double* sums, double* overhead = nullptr) {
+  if (peer < 0 && !timing.together) return Status::ok();
   std::vector<char> out(kLargeBytes, 1), in(kLargeBytes);
-  StatusOr<double> small = medianExchange(comm, peer, out, in, kSmallBytes, kSmallReps);
+  StatusOr<double> small = medianExchange(timing, peer, out, in, kSmallBytes, kSmallReps);
   if (!small.isOk()) return small.status();
-  StatusOr<double> many = medianExchange(comm, peer, out, in, kSmallBytes, kSmallReps, kRounds);
+  StatusOr<double> many = medianExchange(timing, peer, out, in, kSmallBytes, kSmallReps, kRounds);
   if (!many.isOk()) return many.status();
-  StatusOr<double> large = medianExchange(comm, peer, out, in, kLargeBytes, kLargeReps);
+  StatusOr<double> large = medianExchange(timing, peer, out, in, kLargeBytes, kLargeReps);
   if (!large.isOk()) return large.status();
+  StatusOr<double> apart = 0.0;
+  if (overhead != nullptr)
+    apart = medianExchange(timing, peer, out, in, kSmallBytes, kSmallReps, kRounds,
+                           timeSeparateExchanges);
+  if (!apart.isOk()) return apart.status();
+  if (peer < 0) return Status::ok();
   // Noise can make the slope tiny or negative: a round costs at least a tenth of one exchange.
   const double perRound =
       std::max((many.value() - small.value()) / (kRounds - 1), 0.1 * small.value());
@@ -113,9 +145,6 @@ Status measureLink(Communicator* comm, int peer, double* sums, double* overhead 
   if (overhead != nullptr) {
     // The same rounds as separate schedules pay the schedule's fixed cost each time; the first
     // round of either also waits for the peer to arrive, which the difference cancels.
-    StatusOr<double> apart = medianExchange(comm, peer, out, in, kSmallBytes, kSmallReps, kRounds,
-                                            timeSeparateExchanges);
-    if (!apart.isOk()) return apart.status();
     *overhead += std::max((apart.value() - many.value()) / (kRounds - 1), 0.0);
   }
   return Status::ok();
@@ -131,18 +160,27 @@ double measureReduceBytesPerSecond() {
   return 3.0 * static_cast<double>(kLargeBytes) / seconds;  // two reads and a write per element
 }
 
-// Partners: the neighbour in my host (pairs 0-1, 2-3, ... of its ranks), and the rank with my
-// index on the paired host (hosts 0-1, 2-3, ...).
+// Partners: the neighbour in my host (pairs 0-1, 2-3, ... of its ranks in ring order, so that
+// partners share a core as the algorithms' nearest partners do), and the rank with my index on
+// the paired host (hosts 0-1, 2-3, ...).
 void partners(const SelectionContext& ctx, int rank, int* intra, int* inter) {
   *intra = *inter = -1;
+  auto inOrder = [&](const std::vector<int>& host) {
+    if (ctx.ringOrder.empty()) return host;
+    std::vector<int> ordered;
+    for (int r : ctx.ringOrder)
+      if (std::find(host.begin(), host.end(), r) != host.end()) ordered.push_back(r);
+    return ordered.size() == host.size() ? ordered : host;
+  };
   for (size_t h = 0; h < ctx.hosts.size(); ++h) {
-    const std::vector<int>& mine = ctx.hosts[h];
+    const std::vector<int> mine = inOrder(ctx.hosts[h]);
     auto it = std::find(mine.begin(), mine.end(), rank);
     if (it == mine.end()) continue;
     const size_t i = static_cast<size_t>(it - mine.begin());
     if ((i ^ 1) < mine.size()) *intra = mine[i ^ 1];
     const size_t other = h ^ 1;
-    if (other < ctx.hosts.size() && i < ctx.hosts[other].size()) *inter = ctx.hosts[other][i];
+    const std::vector<int> theirs = other < ctx.hosts.size() ? inOrder(ctx.hosts[other]) : mine;
+    if (other < ctx.hosts.size() && i < theirs.size()) *inter = theirs[i];
   }
 }
 
@@ -157,8 +195,13 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
   // Sums over ranks: intra alpha, bandwidth, count; inter alpha, bandwidth, count; reduce;
   // the schedule's fixed cost (intra pairs only: it is what the boards save within a host).
   std::vector<double> sums(8, 0.0);
-  BCCL_RETURN_IF_ERROR(measureLink(comm, intra, &sums[0], &sums[7]).withContext("measuring links"));
-  BCCL_RETURN_IF_ERROR(measureLink(comm, inter, &sums[3]).withContext("measuring links"));
+  // Only the links within a machine share its CPUs; the network's pairs are timed alone (the
+  // model divides a host's network bandwidth among the pairs crossing at once itself).
+  const bool together = ctx->ranksPerCpu > 1;
+  const Timing intraTiming{comm, ctx, together}, interTiming{comm, ctx, false};
+  BCCL_RETURN_IF_ERROR(
+      measureLink(intraTiming, intra, &sums[0], &sums[7]).withContext("measuring links"));
+  BCCL_RETURN_IF_ERROR(measureLink(interTiming, inter, &sums[3]).withContext("measuring links"));
   sums[6] = measureReduceBytesPerSecond();
   OpArgs sum;
   sum.kind = CollKind::kAllReduce;
@@ -184,9 +227,10 @@ Status calibrateLinkCosts(Communicator* comm, SelectionContext* ctx) {
     ctx->scheduleOverheadSeconds = sums[7] / sums[2];
     ctx->intraAlphaSeconds = sums[0] / sums[2];
     ctx->intraBytesPerSecond = bandwidth(sums[1], sums[2]);
-    len += snprintf(source + len, sizeof(source) - len, " intra %.1f us %.2f GB/s (+%.1f us/op)",
+    ctx->intraRateShared = together;
+    len += snprintf(source + len, sizeof(source) - len, " intra %.1f us %.2f GB/s%s (+%.1f us/op)",
                     ctx->intraAlphaSeconds * 1e6, ctx->intraBytesPerSecond * 1e-9,
-                    ctx->scheduleOverheadSeconds * 1e6);
+                    together ? " per pair, all at once" : "", ctx->scheduleOverheadSeconds * 1e6);
   }
   if (sums[5] > 0) {
     ctx->interAlphaSeconds = sums[3] / sums[5];
@@ -205,6 +249,7 @@ void copyLinkCosts(const SelectionContext& from, SelectionContext* to) {
   to->interBytesPerSecond = from.interBytesPerSecond;
   to->reduceBytesPerSecond = from.reduceBytesPerSecond;
   to->scheduleOverheadSeconds = from.scheduleOverheadSeconds;
+  to->intraRateShared = from.intraRateShared;
   to->source = from.source;
 }
 

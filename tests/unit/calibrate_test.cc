@@ -3,7 +3,9 @@
 // BCCL_CALIBRATE=0 / split children must not measure.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,12 +18,15 @@ namespace {
 struct Costs {
   double intraAlpha = 0, intraBps = 0, interAlpha = 0, interBps = 0, reduceBps = 0;
   std::string source;
+  bool intraShared = false;
+  double ranksPerCpu = 0;
 };
 
 Costs costsOf(bcclComm_t comm) {
   const bccl::SelectionContext& s = comm->impl->selection();
   return {s.intraAlphaSeconds,   s.intraBytesPerSecond,  s.interAlphaSeconds,
-          s.interBytesPerSecond, s.reduceBytesPerSecond, s.source};
+          s.interBytesPerSecond, s.reduceBytesPerSecond, s.source,
+          s.intraRateShared,     s.ranksPerCpu};
 }
 
 // Creates an n-rank communicator (one thread per rank) and returns each rank's costs, and those
@@ -90,6 +95,42 @@ TEST_P(Calibration, TurnedOffKeepsDefaults) {
   unsetenv("BCCL_CALIBRATE");
   expectIdentical(costs);
   EXPECT_EQ(costs[0].source.rfind("defaults", 0), 0u) << costs[0].source;
+}
+
+// Every rank reports a topology of `pus` CPUs on one host (BCCL_TOPO_FILE).
+void feignCpus(int pus) {
+  const std::string path = "/tmp/bccl-calibrate-topo-" + std::to_string(getpid()) + ".json";
+  std::ofstream(path) << "{\"host\": \"calibrate-test\", \"source\": \"test\", \"packages\": 1, "
+                         "\"numa_nodes\": 1, \"cores\": "
+                      << pus << ", \"pus\": " << pus << ", \"my_numa_node\": 0, \"nics\": []}";
+  setenv("BCCL_TOPO_FILE", path.c_str(), 1);
+}
+
+// Ranks sharing CPUs time their pairs all at once, between barriers: the intra rate is then a
+// share already, which the model must not divide again. Three ranks: the one without a partner
+// must still take part in every barrier, or the others would wait for it until the timeout.
+TEST_P(Calibration, RanksSharingCpusAreTimedTogether) {
+  unsetenv("BCCL_CALIBRATE");
+  feignCpus(1);
+  std::vector<Costs> costs, child;
+  createAll(3, GetParam(), &costs, &child);
+  unsetenv("BCCL_TOPO_FILE");
+  expectIdentical(costs);
+  EXPECT_EQ(costs[0].ranksPerCpu, 3.0);
+  EXPECT_TRUE(costs[0].intraShared);
+  EXPECT_NE(costs[0].source.find("all at once"), std::string::npos) << costs[0].source;
+  EXPECT_GT(costs[0].intraBps, 1e6);
+  EXPECT_TRUE(child[0].intraShared);  // inherited with the rates it qualifies
+}
+
+TEST_P(Calibration, RanksWithACpuEachAreTimedAlone) {
+  unsetenv("BCCL_CALIBRATE");
+  feignCpus(64);
+  std::vector<Costs> costs, child;
+  createAll(3, GetParam(), &costs, &child);
+  unsetenv("BCCL_TOPO_FILE");
+  EXPECT_FALSE(costs[0].intraShared);
+  EXPECT_EQ(costs[0].source.find("all at once"), std::string::npos) << costs[0].source;
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Calibration, ::testing::Values("shm", "tcp"));

@@ -259,6 +259,36 @@ TEST(CostModel, RanksSharingCpusFavourFewerBytesOverFewerRounds) {
   EXPECT_EQ(chosenForAllReduce(256 * 1024 * 1024, 4), chosenForAllReduce(256 * 1024 * 1024, 1));
 }
 
+// Timed with every pair moving at once (ranks sharing CPUs), the intra rate is already one
+// rank's share: the model must not divide it by the ranks per CPU again. 8 ranks on 2 CPUs so
+// timed here: 10-19 us and 1.8-2.6 GB/s per pair, steady from launch to launch, where pairs timed
+// alone gave 0.54-44.9 GB/s and the 4 KiB allreduce went to Rabenseifner (38 us, direct 17).
+TEST(CostModel, AnIntraRateMeasuredUnderLoadIsNotSharedAgain) {
+  constexpr Calibration kTogether{12.5, 2.2, 53.9, 6.0, 4};
+  SelectionContext shared = boardContext(8, kTogether);
+  shared.intraRateShared = true;
+  SelectionContext alone = shared;
+  alone.intraRateShared = false;
+  alone.intraBytesPerSecond *= 4;
+  OpArgs a;
+  a.kind = CollKind::kAllReduce;
+  a.dtype = bcclFloat32;
+  a.op = bcclSum;
+  for (size_t bytes : {size_t{4096}, size_t{128} << 10, size_t{256} << 20}) {
+    a.count = bytes / 4;
+    const Choice x = chooseAlgorithm(a, shared), y = chooseAlgorithm(a, alone);
+    ASSERT_EQ(x.predictions.size(), y.predictions.size());
+    for (size_t i = 0; i < x.predictions.size(); ++i) {
+      EXPECT_EQ(x.predictions[i].first, y.predictions[i].first) << bytes;
+      EXPECT_DOUBLE_EQ(x.predictions[i].second, y.predictions[i].second) << bytes;
+    }
+  }
+  a.count = 1024;
+  EXPECT_EQ(chooseAlgorithm(a, shared).algorithm, "direct");
+  a.count = 32 * 1024;
+  EXPECT_NE(chooseAlgorithm(a, shared).algorithm, "rd");
+}
+
 TEST(CostModel, BoardsWinTinyCollectivesAndManyRankAllGathersUpToTheirCapacity) {
   EXPECT_EQ(chosenForAllGather(2, 8, kTwoRanks), "direct");
   EXPECT_NE(chosenForAllGather(2, 64 * 1024, kTwoRanks), "direct");
