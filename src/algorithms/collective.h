@@ -56,11 +56,10 @@ struct SelectionContext {
   // Each rank's share of its host's last-level cache, the smallest over hosts (0: unknown).
   size_t cacheBytesPerRank = 0;
   // Ranks per CPU on the most crowded machine, at least 1. During a collective every rank works
-  // at once, so with 8 ranks on 2 CPUs each copies and reduces at a quarter of the rate the
-  // calibration's pairs saw: a scheduler time slice (milliseconds) outlasts one measured
-  // exchange, so a pair is timed mostly while the other ranks wait. 8 ranks here, per KiB of
-  // allreduce: rd 2.6-3.1 us, Rabenseifner 1.4-1.8 us, against the uncontended 0.7 and 0.3
-  // predicted; with the factor both come out within 15%.
+  // at once, so with 8 ranks on 2 CPUs each reduces at a quarter of the rate one rank alone
+  // measured, and the model divides that rate (and an intra rate not timed under load) by this.
+  // 8 ranks here, per KiB of allreduce: rd 2.6-3.1 us, Rabenseifner 1.4-1.8 us, against the
+  // uncontended 0.7 and 0.3 predicted; with the factor both come out within 15%.
   double ranksPerCpu = 1;
   // The intra rate was measured with every rank moving at once (calibrate.cc, when ranks share
   // CPUs): it is already one rank's share, and the model does not divide it again.

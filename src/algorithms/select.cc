@@ -141,8 +141,9 @@ const char* collName(CollKind kind) {
 
 // What one rank gets of the machine while every rank works at once: with more ranks than CPUs,
 // copies and reductions (and a shared-memory message is both) run at a share of the measured
-// rates (SelectionContext::ranksPerCpu). The network link's rate stays: the model already
-// shares it among the ranks crossing at once, and the wire, not the CPU, bounds it.
+// rates (SelectionContext::ranksPerCpu), unless the intra rate was timed with every pair at
+// once (intraRateShared): that one is a share already. The network link's rate stays: the
+// model already shares it among the ranks crossing at once, and the wire, not the CPU, bounds it.
 struct RatesUnderLoad {
   LinkCost intra, inter;
   double reduceBytesPerSecond;
