@@ -107,8 +107,7 @@ StatusOr<double> medianExchange(const Timing& timing, int peer, std::vector<char
     StatusOr<double> t = timer(timing.comm, peer, out.data(), in.data(), bytes, rounds);
     if (!t.isOk()) return t.status();
     if (timing.together) BCCL_RETURN_IF_ERROR(runBarrier(timing.comm, *timing.ctx));
-    const double seconds =
-        timing.together ? static_cast<double>(nowNs() - t0) * 1e-9 : t.value();
+    const double seconds = timing.together ? static_cast<double>(nowNs() - t0) * 1e-9 : t.value();
     if (i > 0) times.push_back(seconds);
   }
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());

@@ -97,24 +97,26 @@ TEST_P(Calibration, TurnedOffKeepsDefaults) {
   EXPECT_EQ(costs[0].source.rfind("defaults", 0), 0u) << costs[0].source;
 }
 
-// Every rank reports a topology of `pus` CPUs on one host (BCCL_TOPO_FILE).
-void feignCpus(int pus) {
+// Three ranks, calibrating, each reporting a topology of `pus` CPUs on one host (BCCL_TOPO_FILE).
+void createOnCpus(int pus, const char* transports, std::vector<Costs>* costs,
+                  std::vector<Costs>* childCosts) {
   const std::string path = "/tmp/bccl-calibrate-topo-" + std::to_string(getpid()) + ".json";
   std::ofstream(path) << "{\"host\": \"calibrate-test\", \"source\": \"test\", \"packages\": 1, "
                          "\"numa_nodes\": 1, \"cores\": "
                       << pus << ", \"pus\": " << pus << ", \"my_numa_node\": 0, \"nics\": []}";
+  unsetenv("BCCL_CALIBRATE");
   setenv("BCCL_TOPO_FILE", path.c_str(), 1);
+  createAll(3, transports, costs, childCosts);
+  unsetenv("BCCL_TOPO_FILE");
+  unlink(path.c_str());
 }
 
 // Ranks sharing CPUs time their pairs all at once, between barriers: the intra rate is then a
 // share already, which the model must not divide again. Three ranks: the one without a partner
 // must still take part in every barrier, or the others would wait for it until the timeout.
 TEST_P(Calibration, RanksSharingCpusAreTimedTogether) {
-  unsetenv("BCCL_CALIBRATE");
-  feignCpus(1);
   std::vector<Costs> costs, child;
-  createAll(3, GetParam(), &costs, &child);
-  unsetenv("BCCL_TOPO_FILE");
+  createOnCpus(1, GetParam(), &costs, &child);
   expectIdentical(costs);
   EXPECT_EQ(costs[0].ranksPerCpu, 3.0);
   EXPECT_TRUE(costs[0].intraShared);
@@ -124,11 +126,8 @@ TEST_P(Calibration, RanksSharingCpusAreTimedTogether) {
 }
 
 TEST_P(Calibration, RanksWithACpuEachAreTimedAlone) {
-  unsetenv("BCCL_CALIBRATE");
-  feignCpus(64);
   std::vector<Costs> costs, child;
-  createAll(3, GetParam(), &costs, &child);
-  unsetenv("BCCL_TOPO_FILE");
+  createOnCpus(64, GetParam(), &costs, &child);
   EXPECT_FALSE(costs[0].intraShared);
   EXPECT_EQ(costs[0].source.find("all at once"), std::string::npos) << costs[0].source;
 }
