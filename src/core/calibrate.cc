@@ -178,8 +178,9 @@ void partners(const SelectionContext& ctx, int rank, int* intra, int* inter) {
     const size_t i = static_cast<size_t>(it - mine.begin());
     if ((i ^ 1) < mine.size()) *intra = mine[i ^ 1];
     const size_t other = h ^ 1;
-    const std::vector<int> theirs = other < ctx.hosts.size() ? inOrder(ctx.hosts[other]) : mine;
-    if (other < ctx.hosts.size() && i < theirs.size()) *inter = theirs[i];
+    if (other >= ctx.hosts.size()) continue;
+    const std::vector<int> theirs = inOrder(ctx.hosts[other]);
+    if (i < theirs.size()) *inter = theirs[i];
   }
 }
 
