@@ -19,6 +19,13 @@ class Arrivals {
     while (next_ < board_.nranks() && board_.hasPosted(next_, seq_)) ++next_;
     return next_ == board_.nranks();
   }
+  // Whether every rank still missing (from the first, or `only`) runs on another CPU.
+  bool missingOnlyElsewhere(const ExecContext& ctx, int only = -1) const {
+    const int from = only >= 0 ? only : next_, to = only >= 0 ? only + 1 : board_.nranks();
+    for (int r = from; r < to; ++r)
+      if (!ctx.runsOnOtherCpu(r) && !board_.hasPosted(r, seq_)) return false;
+    return true;
+  }
   std::vector<int> missing(int only = -1) const {
     std::vector<int> out;
     for (int r = 0; r < board_.nranks(); ++r)
@@ -38,7 +45,8 @@ Status awaitPosts(ExecContext* ctx, const ShmBoard& board, uint64_t seq, int onl
   Arrivals arrivals(board, seq);
   return waitPolitely(
       ctx, [&] { return arrivals.allFrom(only); }, [&] { return arrivals.missing(only); },
-      kMaxSleepUs, what, board.groupBell());
+      [&] { return arrivals.missingOnlyElsewhere(*ctx, only); }, kMaxSleepUs, what,
+      board.groupBell());
 }
 
 // dst = combination, in rank order, of `bytes` at `offset` of every rank's post.

@@ -24,6 +24,10 @@ class ExecContext {
   // How long an idle executor may spin before yielding: long when every rank has a core of its
   // own, near zero when ranks share cores (a spinner steals its peer's core).
   virtual int spinMicros() const = 0;
+  // Whether `peer` certainly runs on another CPU than this rank (both bound, to different
+  // CPUs). When ranks share CPUs, a wait for such peers only may still spin: the ranks this one
+  // would yield its CPU to are not among those it waits for.
+  virtual bool runsOnOtherCpu(int /*peer*/) const { return false; }
   // A non-OK status once the communicator has failed or been aborted: running plans stop.
   virtual Status health() const = 0;
   // Records the first failure; later operations fail fast with it.

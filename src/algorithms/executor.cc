@@ -17,6 +17,10 @@ namespace {
 const IntParam kYieldPasses(
     "BCCL_YIELD_PASSES", 16,
     "Idle passes spent in sched_yield() before sleeping on a doorbell/poll");
+const IntParam kSpinElsewhereUs(
+    "BCCL_SPIN_ELSEWHERE_US", 50,
+    "Ranks sharing CPUs: how long a wait may spin in all, instead of yielding, while every rank "
+    "it awaits is bound to another CPU than its own (0: never)");
 
 struct PeerQueue {
   int peer;
@@ -250,6 +254,11 @@ int64_t yieldPassesBeforeSleep() {
   // Read once per process: a collective's hot path reads no environment.
   static const int64_t passes = kYieldPasses.get();
   return passes;
+}
+
+int64_t spinElsewhereNs() {
+  static const int64_t ns = std::max<int64_t>(0, kSpinElsewhereUs.get()) * 1000;
+  return ns;
 }
 
 Status executePlan(Plan* plan) {

@@ -66,6 +66,7 @@ class Communicator final : public ExecContext {
   std::string peerName(int peer) const override;
   int timeoutMs() const override { return config_.timeoutMs; }
   int spinMicros() const override { return spinMicros_; }
+  bool runsOnOtherCpu(int peer) const override { return onOtherCpu_[peer] != 0; }
   Status health() const override;
   void recordError(const Status& status) override;
   void addWakeHandles(WaitSet* set) override;
@@ -161,6 +162,7 @@ class Communicator final : public ExecContext {
 
   uint32_t childSeq_ = 0;
   int spinMicros_ = 0;
+  std::vector<char> onOtherCpu_;  // per rank: certainly never on this rank's CPU (placement.h)
   std::atomic<uint64_t> opsIssued_{0};
   std::atomic<uint64_t> nextTicket_{0};
   std::atomic<uint64_t> serving_{0};

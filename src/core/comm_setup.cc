@@ -126,6 +126,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   mine.llcBytes = topology_.llcBytes;
   mine.cpus = topology_.pus;
   mine.boundCpu = boundCpu();
+  mine.onlyCpu = onlyCpu();
 
   BCCL_RETURN_IF_ERROR(prepareUcx(&mine));
   BCCL_RETURN_IF_ERROR(prepareVerbs(&mine));
@@ -141,6 +142,7 @@ Status Communicator::setUp(const uint8_t* secret, int shmTag, const SockAddr& ro
   nranks_ = static_cast<int>(peers_.size());
   for (int r = 0; r < nranks_; ++r) peers_[r].rank = r;
   mine = peers_[rank_];
+  onOtherCpu_ = ranksOnOtherCpus(peers_, rank_);
   ScopedLogRank tag(rank_);
   // Paths to a peer: as many as both ends offer (path i joins their addresses i).
   auto pathsWith = [this, &mine](int q) {

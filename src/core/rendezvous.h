@@ -27,6 +27,7 @@ struct PeerInfo {
   int32_t shmTag = 0;            // names this rank's shared-memory segment within the comm
   int32_t numaNode = 0;          // where this rank runs (topology)
   int32_t boundCpu = -1;         // the lowest CPU it is bound to, -1 if unbound (placement.h)
+  int32_t onlyCpu = -1;          // the one CPU it may run on, -1 if several (placement.h)
   uint64_t llcBytes = 0;         // its host's last-level cache (topology), 0 if unknown
   int32_t cpus = 0;              // its machine's processing units (topology), 0 if unknown
   uint32_t ucxAddressBytes = 0;  // this rank's UCX worker address, when it offers UCX

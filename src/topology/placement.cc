@@ -4,18 +4,43 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace bccl {
 
-int boundCpu() {
+namespace {
+
+// The lowest CPU of this process's affinity when it is narrower than the CPUs online, with how
+// many CPUs it holds; {-1, 0} when the process may run anywhere.
+std::pair<int, int> affinity() {
   cpu_set_t mask;
   CPU_ZERO(&mask);
-  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return -1;
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return {-1, 0};
   const long online = sysconf(_SC_NPROCESSORS_ONLN);
-  if (online <= 0 || CPU_COUNT(&mask) >= online) return -1;
+  if (online <= 0 || CPU_COUNT(&mask) >= online) return {-1, 0};
   for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-    if (CPU_ISSET(cpu, &mask)) return cpu;
-  return -1;
+    if (CPU_ISSET(cpu, &mask)) return {cpu, CPU_COUNT(&mask)};
+  return {-1, 0};
+}
+
+}  // namespace
+
+int boundCpu() { return affinity().first; }
+
+int onlyCpu() {
+  const std::pair<int, int> a = affinity();
+  return a.second == 1 ? a.first : -1;
+}
+
+std::vector<char> ranksOnOtherCpus(const std::vector<PeerInfo>& peers, int me) {
+  std::vector<char> elsewhere(peers.size(), 0);
+  const PeerInfo& mine = peers[static_cast<size_t>(me)];
+  for (size_t r = 0; r < peers.size(); ++r) {
+    const PeerInfo& p = peers[r];
+    elsewhere[r] = p.machineHash != mine.machineHash ||
+                   (mine.onlyCpu >= 0 && p.onlyCpu >= 0 && p.onlyCpu != mine.onlyCpu);
+  }
+  return elsewhere;
 }
 
 std::vector<int> ringOrderOf(const std::vector<PeerInfo>& peers,

@@ -194,9 +194,32 @@ TEST(Placement, BoundCpuFollowsTheAffinityMask) {
   CPU_ZERO(&one);
   CPU_SET(1, &one);
   ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
-  const int cpu = boundCpu();
+  const int cpu = boundCpu(), only = onlyCpu();
   ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
   EXPECT_EQ(cpu, 1);
+  EXPECT_EQ(only, 1);
+  EXPECT_EQ(onlyCpu(), -1) << "free again";
+}
+
+// Ranks as (machine, the one CPU it may run on, or -1): which ranks rank 0 may spin for.
+std::vector<char> elsewhereOfRank0(const std::vector<std::pair<uint64_t, int>>& ranks) {
+  std::vector<PeerInfo> peers(ranks.size());
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    peers[r].machineHash = peers[r].hostHash = ranks[r].first;
+    peers[r].onlyCpu = ranks[r].second;
+  }
+  return ranksOnOtherCpus(peers, 0);
+}
+
+TEST(Placement, RanksOnAnotherMachineOrBoundToAnotherCpuRunElsewhere) {
+  // Round-robin binding of 4 ranks on 2 CPUs: ranks 1 and 3 run on the other CPU.
+  EXPECT_EQ(elsewhereOfRank0({{1, 0}, {1, 1}, {1, 0}, {1, 1}}), (std::vector<char>{0, 1, 0, 1}));
+  // Unbound (or bound to several CPUs): it may run anywhere, on either side.
+  EXPECT_EQ(elsewhereOfRank0({{1, 0}, {1, -1}, {1, 1}}), (std::vector<char>{0, 0, 1}));
+  EXPECT_EQ(elsewhereOfRank0({{1, -1}, {1, 1}}), (std::vector<char>{0, 0}));
+  // Another machine is elsewhere whatever its CPU numbers say, bound or not.
+  EXPECT_EQ(elsewhereOfRank0({{1, 0}, {2, 0}, {2, -1}}), (std::vector<char>{0, 1, 1}));
+  EXPECT_EQ(elsewhereOfRank0({{1, -1}, {2, 0}}), (std::vector<char>{0, 1}));
 }
 
 }  // namespace
