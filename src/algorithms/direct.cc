@@ -1,5 +1,6 @@
 #include "algorithms/direct.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "algorithms/polite_wait.h"
@@ -60,12 +61,46 @@ void combineInRankOrder(const ShmBoard& board, uint64_t seq, size_t offset, cons
   if (a.op == bcclAvg) scaleDivide(dst, dst, count, a.dtype, n);
 }
 
+// Takes the board's next operation number, once posting into its area is safe: the area of
+// seq - 2 is free once everyone posted seq - 1 (shm_board.h).
+StatusOr<uint64_t> beginBoardOp(ExecContext* ctx, ShmBoard& board) {
+  const uint64_t seq = board.beginOp();
+  if (seq > 1) BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq - 1, -1, "the previous operation"));
+  return seq;
+}
+
+// An allgather of any size, a board area at a time: each round posts the next piece of every
+// rank's block and copies the pieces out. Each piece is read from the cache of the CPU that
+// wrote it a moment before, and each byte is copied twice (in, out), where a ring copies it
+// twice per step it travels (into the next rank's slot, out of it). Rounds cost a
+// synchronisation each, which is small beside a board area's copies.
+Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
+  const int me = ctx->rank(), n = board.nranks();
+  const size_t bytes = a.count * dtypeSize(a.dtype), piece = board.capacity();
+  const char* send = static_cast<const char*>(a.sendbuf);
+  char* recv = static_cast<char*>(a.recvbuf);
+  const bool inPlace = send == recv + me * bytes;  // my block is where it belongs already
+  size_t off = 0;
+  do {
+    const size_t len = std::min(piece, bytes - off);
+    StatusOr<uint64_t> seq = beginBoardOp(ctx, board);
+    if (!seq.isOk()) return seq.status();
+    board.post(seq.value(), send + off, len);
+    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, "allgather inputs from"));
+    for (int r = 0; r < n; ++r)
+      if (r != me || !inPlace) memcpy(recv + r * bytes + off, board.data(r, seq.value()), len);
+    off += len;
+  } while (off < bytes);
+  return Status::ok();
+}
+
 Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
+  if (a.kind == CollKind::kAllGather) return runDirectAllGather(ctx, board, a);
   const int me = ctx->rank(), n = board.nranks();
   const size_t es = dtypeSize(a.dtype), bytes = a.count * es;
-  const uint64_t seq = board.beginOp();
-  // Posting into the area of seq - 2 is safe once everyone posted seq - 1 (shm_board.h).
-  if (seq > 1) BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq - 1, -1, "the previous operation"));
+  StatusOr<uint64_t> begun = beginBoardOp(ctx, board);
+  if (!begun.isOk()) return begun.status();
+  const uint64_t seq = begun.value();
   char* recv = static_cast<char*>(a.recvbuf);
   switch (a.kind) {
     case CollKind::kAllReduce:
@@ -77,11 +112,6 @@ Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
       board.post(seq, a.sendbuf, bytes * n);
       BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, -1, "reduce-scatter inputs from"));
       combineInRankOrder(board, seq, me * bytes, a, recv);
-      return Status::ok();
-    case CollKind::kAllGather:
-      board.post(seq, a.sendbuf, bytes);
-      BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, -1, "allgather inputs from"));
-      for (int r = 0; r < n; ++r) memcpy(recv + r * bytes, board.data(r, seq), bytes);
       return Status::ok();
     case CollKind::kReduce:
       board.post(seq, a.sendbuf, bytes);

@@ -3,6 +3,7 @@
 // layout. Every input of the choice is the same on every rank, so all ranks build the same
 // algorithm; BCCL_DEBUG=INFO logs each distinct choice with the predictions it was made from.
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <sstream>
 #include <string>
@@ -176,6 +177,8 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
       return false;
   }
   const size_t post = directPostBytes(a, ctx.nranks);
+  // An allgather larger than a board area goes a board area at a time (direct.cc).
+  if (a.kind == CollKind::kAllGather) return post > 0 && ctx.boardBytes > 0;
   return post > 0 && post <= ctx.boardBytes;
 }
 
@@ -201,8 +204,11 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
       return alpha + copyIn + read(others * post) + reduce(others * post);
     case CollKind::kReduceScatter:  // my block of every other post
       return alpha + copyIn + read(others * post / n) + reduce(others * post / n);
-    case CollKind::kAllGather:  // every other post, and my own block out of my board
-      return alpha + copyIn + read(others * post) + reduce(post);
+    case CollKind::kAllGather: {  // every other post, and my own block out of my board
+      // A synchronisation per board area's round (direct.cc).
+      const double rounds = std::ceil(post / static_cast<double>(ctx.boardBytes));
+      return rounds * alpha + copyIn + read(others * post) + reduce(post);
+    }
     case CollKind::kBroadcast:
       return alpha + copyIn + read(post);
     default:
