@@ -6,6 +6,7 @@
 #include "algorithms/polite_wait.h"
 #include "core/dtype.h"
 #include "core/reduce.h"
+#include "core/uncached_copy.h"
 #include "transport/shm/shm_board.h"
 
 namespace bccl {
@@ -80,6 +81,10 @@ Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   const char* send = static_cast<const char*>(a.sendbuf);
   char* recv = static_cast<char*>(a.recvbuf);
   const bool inPlace = send == recv + me * bytes;  // my block is where it belongs already
+  // An output larger than this rank's share of the cache is not read back from the cache by
+  // anyone: written around it, it costs no read for ownership (8 ranks on 2 cores, 64-256 MiB:
+  // 1.3-1.5x the busbw of memcpy's stores).
+  const bool uncached = directOutputStreams(bytes * n, ctx->cacheBytesPerRank());
   size_t off = 0;
   do {
     const size_t len = std::min(piece, bytes - off);
@@ -88,7 +93,12 @@ Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
     board.post(seq.value(), send + off, len);
     BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, "allgather inputs from"));
     for (int r = 0; r < n; ++r)
-      if (r != me || !inPlace) memcpy(recv + r * bytes + off, board.data(r, seq.value()), len);
+      if (r != me || !inPlace) {
+        if (uncached)
+          copyUncached(recv + r * bytes + off, board.data(r, seq.value()), len);
+        else
+          memcpy(recv + r * bytes + off, board.data(r, seq.value()), len);
+      }
     off += len;
   } while (off < bytes);
   return Status::ok();
@@ -138,6 +148,10 @@ Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
 }
 
 }  // namespace
+
+bool directOutputStreams(size_t outputBytes, size_t cacheBytesPerRank) {
+  return cacheBytesPerRank > 0 && outputBytes > cacheBytesPerRank;
+}
 
 size_t directPostBytes(const OpArgs& a, int nranks) {
   const size_t bytes = a.count * dtypeSize(a.dtype);

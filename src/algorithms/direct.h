@@ -13,6 +13,9 @@ namespace bccl {
 
 // Bytes a rank posts for this collective (what must fit a board area).
 size_t directPostBytes(const OpArgs& args, int nranks);
+// Whether a direct allgather writes its output around the cache (non-temporal stores): when the
+// output is larger than this rank's share of the cache (0: unknown, never).
+bool directOutputStreams(size_t outputBytes, size_t cacheBytesPerRank);
 // Runs one plan whose compiled schedule is marked direct: waits for its turn, posts, waits,
 // combines. Failures are recorded on the communicator like an executor's.
 Status runDirectPlan(Plan* plan);

@@ -2,6 +2,7 @@
 // executor do not depend on the communicator's internals (and tests can supply their own).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -28,6 +29,8 @@ class ExecContext {
   // CPUs). When ranks share CPUs, a wait for such peers only may still spin: the ranks this one
   // would yield its CPU to are not among those it waits for.
   virtual bool runsOnOtherCpu(int /*peer*/) const { return false; }
+  // This rank's share of its host's last-level cache, 0 if unknown.
+  virtual size_t cacheBytesPerRank() const { return 0; }
   // A non-OK status once the communicator has failed or been aborted: running plans stop.
   virtual Status health() const = 0;
   // Records the first failure; later operations fail fast with it.

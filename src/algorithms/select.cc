@@ -205,9 +205,15 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
     case CollKind::kReduceScatter:  // my block of every other post
       return alpha + copyIn + read(others * post / n) + reduce(others * post / n);
     case CollKind::kAllGather: {  // every other post, and my own block out of my board
-      // A synchronisation per board area's round (direct.cc).
+      // A synchronisation per board area's round (direct.cc). An output larger than the cache
+      // share is written around the cache, with no read for ownership: such a copy ran 2x
+      // memcpy's speed alone here (docs/measurements/shm-nontemporal-20261204.txt), so the
+      // reads are charged half. 2 ranks, 64 / 256 MiB: 1.4x / 1.9x the ring's busbw, as this
+      // predicts; below the share the ring, overlapping copies in and out, wins (1 MiB: 0.8x).
+      // With ranks sharing CPUs it overstates direct's lead, which is large there anyway.
       const double rounds = std::ceil(post / static_cast<double>(ctx.boardBytes));
-      return rounds * alpha + copyIn + read(others * post) + reduce(post);
+      const double readShare = directOutputStreams(post * n, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
+      return rounds * alpha + copyIn + readShare * read(others * post) + reduce(post);
     }
     case CollKind::kBroadcast:
       return alpha + copyIn + read(post);

@@ -67,6 +67,7 @@ class Communicator final : public ExecContext {
   int timeoutMs() const override { return config_.timeoutMs; }
   int spinMicros() const override { return spinMicros_; }
   bool runsOnOtherCpu(int peer) const override { return onOtherCpu_[peer] != 0; }
+  size_t cacheBytesPerRank() const override { return selection_.cacheBytesPerRank; }
   Status health() const override;
   void recordError(const Status& status) override;
   void addWakeHandles(WaitSet* set) override;

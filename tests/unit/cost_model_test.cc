@@ -301,6 +301,23 @@ TEST(CostModel, BoardsWinTinyCollectivesAndManyRankAllGathersOfAnySize) {
   EXPECT_EQ(chosenForAllGather(8, 8 << 20, kEightRanks), "direct");     // in 32
 }
 
+// Two ranks: one step either way, so the ring's overlap of copies wins until the output outgrows
+// this rank's share of the cache; past it, direct writes the output around the cache (no read
+// for ownership) and wins (measured here: 1.4x / 1.9x the ring's busbw at 64 / 256 MiB).
+TEST(CostModel, TwoRankAllGathersGoToTheBoardsOnlyPastTheCacheShare) {
+  SelectionContext ctx = boardContext(2, kTwoRanks);
+  ctx.cacheBytesPerRank = 16 << 20;
+  OpArgs a;
+  a.kind = CollKind::kAllGather;
+  a.dtype = bcclUint8;
+  a.count = 4 << 20;  // 8 MiB of output
+  EXPECT_NE(chooseAlgorithm(a, ctx).algorithm, "direct");
+  a.count = 32 << 20;  // 64 MiB
+  EXPECT_EQ(chooseAlgorithm(a, ctx).algorithm, "direct");
+  ctx.cacheBytesPerRank = 0;  // unknown: never streamed
+  EXPECT_NE(chooseAlgorithm(a, ctx).algorithm, "direct");
+}
+
 // Each round past the first costs one more synchronisation.
 TEST(CostModel, ABoardAllGatherPaysASynchronisationPerRound) {
   const SelectionContext ctx = boardContext(8, kEightRanks);
