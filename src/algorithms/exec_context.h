@@ -25,9 +25,9 @@ class ExecContext {
   // How long an idle executor may spin before yielding: long when every rank has a core of its
   // own, near zero when ranks share cores (a spinner steals its peer's core).
   virtual int spinMicros() const = 0;
-  // Whether `peer` certainly runs on another CPU than this rank (both bound, to different
-  // CPUs). When ranks share CPUs, a wait for such peers only may still spin: the ranks this one
-  // would yield its CPU to are not among those it waits for.
+  // Whether `peer` certainly runs on another CPU than this rank (another machine, or both
+  // bound to one CPU each, different ones). When ranks share CPUs, a wait for such peers only
+  // may still spin: the ranks this one would yield its CPU to are not among those it waits for.
   virtual bool runsOnOtherCpu(int /*peer*/) const { return false; }
   // This rank's share of its host's last-level cache, 0 if unknown.
   virtual size_t cacheBytesPerRank() const { return 0; }
