@@ -104,8 +104,37 @@ Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   return Status::ok();
 }
 
+// A reduce-scatter larger than a board area, in rounds: each posts the next piece of every
+// rank's block (n pieces side by side), and each rank combines its own block's piece of every
+// post into its output. Each input byte is copied into the board once and read from cache by
+// the one rank that reduces it, where the ring moves every block through n - 1 slots.
+Status runDirectReduceScatter(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
+  const int me = ctx->rank(), n = board.nranks();
+  const size_t es = dtypeSize(a.dtype), bytes = a.count * es;
+  const size_t piece = board.capacity() / static_cast<size_t>(n) / es * es;
+  const char* send = static_cast<const char*>(a.sendbuf);
+  char* recv = static_cast<char*>(a.recvbuf);
+  size_t off = 0;
+  while (off < bytes) {
+    const size_t len = std::min(piece, bytes - off);
+    StatusOr<uint64_t> seq = beginBoardOp(ctx, board);
+    if (!seq.isOk()) return seq.status();
+    char* area = const_cast<char*>(board.data(me, seq.value()));
+    for (int r = 0; r < n; ++r) memcpy(area + r * len, send + r * bytes + off, len);
+    board.post(seq.value(), nullptr, 0);
+    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, "reduce-scatter inputs from"));
+    OpArgs part = a;
+    part.count = len / es;
+    combineInRankOrder(board, seq.value(), me * len, part, recv + off);
+    off += len;
+  }
+  return Status::ok();
+}
+
 Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   if (a.kind == CollKind::kAllGather) return runDirectAllGather(ctx, board, a);
+  if (a.kind == CollKind::kReduceScatter && directPostBytes(a, board.nranks()) > board.capacity())
+    return runDirectReduceScatter(ctx, board, a);
   const int me = ctx->rank(), n = board.nranks();
   const size_t es = dtypeSize(a.dtype), bytes = a.count * es;
   StatusOr<uint64_t> begun = beginBoardOp(ctx, board);

@@ -177,8 +177,9 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
       return false;
   }
   const size_t post = directPostBytes(a, ctx.nranks);
-  // An allgather larger than a board area goes a board area at a time (direct.cc).
-  if (a.kind == CollKind::kAllGather) return post > 0 && ctx.boardBytes > 0;
+  // An allgather or reduce-scatter larger than a board area goes an area at a time (direct.cc).
+  if (a.kind == CollKind::kAllGather || a.kind == CollKind::kReduceScatter)
+    return post > 0 && ctx.boardBytes > 0;
   return post > 0 && post <= ctx.boardBytes;
 }
 
@@ -202,8 +203,9 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
     case CollKind::kAllReduce:
     case CollKind::kReduce:  // the root's time: it reads and combines every post
       return alpha + copyIn + read(others * post) + reduce(others * post);
-    case CollKind::kReduceScatter:  // my block of every other post
-      return alpha + copyIn + read(others * post / n) + reduce(others * post / n);
+    case CollKind::kReduceScatter:  // my block of every other post, a board area per round
+      return std::ceil(post / static_cast<double>(ctx.boardBytes)) * alpha + copyIn +
+             read(others * post / n) + reduce(others * post / n);
     case CollKind::kAllGather: {  // every other post, and my own block out of my board
       // A synchronisation per board area's round (direct.cc). An output larger than the cache
       // share is written around the cache, with no read for ownership: such a copy ran 2x
