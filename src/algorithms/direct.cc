@@ -77,7 +77,9 @@ StatusOr<uint64_t> beginBoardOp(ExecContext* ctx, ShmBoard& board) {
 // synchronisation each, which is small beside a board area's copies.
 Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   const int me = ctx->rank(), n = board.nranks();
-  const size_t bytes = a.count * dtypeSize(a.dtype), piece = board.capacity();
+  const size_t bytes = a.count * dtypeSize(a.dtype);
+  const size_t piece = directRoundBytes(a, n, board.capacity());
+  if (piece == 0) return internalError("direct allgather: no room on the board");
   const char* send = static_cast<const char*>(a.sendbuf);
   char* recv = static_cast<char*>(a.recvbuf);
   const bool inPlace = send == recv + me * bytes;  // my block is where it belongs already
@@ -111,7 +113,8 @@ Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
 Status runDirectReduceScatter(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   const int me = ctx->rank(), n = board.nranks();
   const size_t es = dtypeSize(a.dtype), bytes = a.count * es;
-  const size_t piece = board.capacity() / static_cast<size_t>(n) / es * es;
+  const size_t piece = directRoundBytes(a, n, board.capacity());
+  if (piece == 0) return internalError("direct reduce-scatter: no room on the board");
   const char* send = static_cast<const char*>(a.sendbuf);
   char* recv = static_cast<char*>(a.recvbuf);
   size_t off = 0;
@@ -177,6 +180,18 @@ Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
 }
 
 }  // namespace
+
+size_t directRoundBytes(const OpArgs& a, int nranks, size_t capacity) {
+  const size_t es = dtypeSize(a.dtype);
+  switch (a.kind) {
+    case CollKind::kAllGather:
+      return capacity;
+    case CollKind::kReduceScatter:
+      return capacity / static_cast<size_t>(std::max(nranks, 1)) / es * es;
+    default:
+      return 0;
+  }
+}
 
 bool directOutputStreams(size_t outputBytes, size_t cacheBytesPerRank) {
   return cacheBytesPerRank > 0 && outputBytes > cacheBytesPerRank;

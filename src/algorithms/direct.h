@@ -13,6 +13,10 @@ namespace bccl {
 
 // Bytes a rank posts for this collective (what must fit a board area).
 size_t directPostBytes(const OpArgs& args, int nranks);
+// Allgathers and reduce-scatters go a board area at a time: the bytes of each rank's block one
+// round moves (a reduce-scatter's post holds a piece of every block, in whole elements), 0 when
+// not even one element fits (or the collective has no rounds).
+size_t directRoundBytes(const OpArgs& args, int nranks, size_t capacity);
 // Whether a direct allgather writes its output around the cache (non-temporal stores): when the
 // output is larger than this rank's share of the cache (0: unknown, never).
 bool directOutputStreams(size_t outputBytes, size_t cacheBytesPerRank);

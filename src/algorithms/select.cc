@@ -178,9 +178,15 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
   }
   const size_t post = directPostBytes(a, ctx.nranks);
   // An allgather or reduce-scatter larger than a board area goes an area at a time (direct.cc).
-  if (a.kind == CollKind::kAllGather || a.kind == CollKind::kReduceScatter)
-    return post > 0 && ctx.boardBytes > 0;
-  return post > 0 && post <= ctx.boardBytes;
+  return post > 0 &&
+         (post <= ctx.boardBytes || directRoundBytes(a, ctx.nranks, ctx.boardBytes) > 0);
+}
+
+// Board rounds of a direct allgather or reduce-scatter (direct.cc): one while the post fits.
+double directRounds(const OpArgs& a, const SelectionContext& ctx) {
+  if (directPostBytes(a, ctx.nranks) <= ctx.boardBytes) return 1;
+  const double block = static_cast<double>(a.count * dtypeSize(a.dtype));
+  return std::ceil(block / static_cast<double>(directRoundBytes(a, ctx.nranks, ctx.boardBytes)));
 }
 
 double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
@@ -204,8 +210,8 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
     case CollKind::kReduce:  // the root's time: it reads and combines every post
       return alpha + copyIn + read(others * post) + reduce(others * post);
     case CollKind::kReduceScatter:  // my block of every other post, a board area per round
-      return std::ceil(post / static_cast<double>(ctx.boardBytes)) * alpha + copyIn +
-             read(others * post / n) + reduce(others * post / n);
+      return directRounds(a, ctx) * alpha + copyIn + read(others * post / n) +
+             reduce(others * post / n);
     case CollKind::kAllGather: {  // every other post, and my own block out of my board
       // A synchronisation per board area's round (direct.cc). An output larger than the cache
       // share is written around the cache, with no read for ownership: such a copy ran 2x
@@ -213,7 +219,7 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
       // reads are charged half. 2 ranks, 64 / 256 MiB: 1.4x / 1.9x the ring's busbw, as this
       // predicts; below the share the ring, overlapping copies in and out, wins (1 MiB: 0.8x).
       // With ranks sharing CPUs it overstates direct's lead, which is large there anyway.
-      const double rounds = std::ceil(post / static_cast<double>(ctx.boardBytes));
+      const double rounds = directRounds(a, ctx);
       const double readShare = directOutputStreams(post * n, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
       return rounds * alpha + copyIn + readShare * read(others * post) + reduce(post);
     }
