@@ -331,6 +331,23 @@ TEST(CostModel, ManyRankReduceScattersOfAnySizeGoToTheBoards) {
   EXPECT_NE(chooseAlgorithm(a, boardContext(2, kTwoRanks)).algorithm, "direct");
 }
 
+// A round must hold at least one element of every block; a board too small for that is no
+// candidate (its rounds would move nothing, forever).
+TEST(CostModel, NoBoardRoundsWhenABlockPieceWouldHoldNoElement) {
+  SelectionContext ctx = boardContext(16, kEightRanks);
+  ctx.boardBytes = 64;  // 4 bytes per block and round: not one double
+  OpArgs a;
+  a.kind = CollKind::kReduceScatter;
+  a.dtype = bcclFloat64;
+  a.op = bcclSum;
+  a.count = 1000;
+  EXPECT_NE(chooseAlgorithm(a, ctx).algorithm, "direct");
+  ctx.forcedAlgorithms = "direct";
+  EXPECT_NE(chooseAlgorithm(a, ctx).algorithm, "direct") << "not even when forced";
+  a.dtype = bcclInt32;  // one element per block and round fits
+  EXPECT_EQ(chooseAlgorithm(a, ctx).algorithm, "direct");
+}
+
 // Each round past the first costs one more synchronisation.
 TEST(CostModel, ABoardAllGatherPaysASynchronisationPerRound) {
   const SelectionContext ctx = boardContext(8, kEightRanks);
