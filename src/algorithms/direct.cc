@@ -51,15 +51,19 @@ Status awaitPosts(ExecContext* ctx, const ShmBoard& board, uint64_t seq, int onl
       board.groupBell());
 }
 
-// dst = combination, in rank order, of `bytes` at `offset` of every rank's post.
+// dst = combination, in rank order, of `count` elements of each rank's source (`sourceOf(r)`).
+template <typename SourceOf>
+void combineInRankOrder(SourceOf sourceOf, int n, size_t count, const OpArgs& a, char* dst) {
+  reduceInto(dst, sourceOf(0), sourceOf(1), count, a.dtype, a.op);
+  for (int r = 2; r < n; ++r) reduceInto(dst, dst, sourceOf(r), count, a.dtype, a.op);
+  if (a.op == bcclAvg) scaleDivide(dst, dst, count, a.dtype, n);
+}
+
+// dst = combination, in rank order, of `a.count` elements at `offset` of every rank's post.
 void combineInRankOrder(const ShmBoard& board, uint64_t seq, size_t offset, const OpArgs& a,
                         char* dst) {
-  const size_t count = a.count;
-  const int n = board.nranks();
-  reduceInto(dst, board.data(0, seq) + offset, board.data(1, seq) + offset, count, a.dtype, a.op);
-  for (int r = 2; r < n; ++r)
-    reduceInto(dst, dst, board.data(r, seq) + offset, count, a.dtype, a.op);
-  if (a.op == bcclAvg) scaleDivide(dst, dst, count, a.dtype, n);
+  combineInRankOrder([&](int r) { return board.data(r, seq) + offset; }, board.nranks(), a.count,
+                     a, dst);
 }
 
 // Takes the board's next operation number, once posting into its area is safe: the area of
@@ -134,8 +138,65 @@ Status runDirectReduceScatter(ExecContext* ctx, ShmBoard& board, const OpArgs& a
   return Status::ok();
 }
 
+// Copies `bytes` to an output that nothing reads soon: around the cache when `uncached`.
+void copyOut(char* dst, const char* src, size_t bytes, bool uncached) {
+  if (uncached)
+    copyUncached(dst, src, bytes);
+  else
+    memcpy(dst, src, bytes);
+}
+
+// An allreduce larger than a board area: a reduce-scatter round then an allgather round over
+// the boards, a board area at a time. Each rank posts the pieces the others reduce, reduces its
+// own block's piece (its own input read in place) onto its board, and every rank copies the
+// reduced pieces out. Each input byte is read from memory once and each output byte written
+// once, around the cache when the output outgrows this rank's share of it. The ring writes
+// its reduced blocks through the cache because it sends them on from there, so out of place
+// every output line is read in first; and every rank combining every post (one round, not
+// two) does n times the reduction work.
+Status runDirectAllReduce(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
+  const int me = ctx->rank(), n = board.nranks();
+  const size_t es = dtypeSize(a.dtype);
+  const size_t stride = directRoundBytes(a, n, board.capacity()) / n;  // one block's piece
+  if (stride == 0) return internalError("direct allreduce: no room on the board");
+  const char* send = static_cast<const char*>(a.sendbuf);
+  char* recv = static_cast<char*>(a.recvbuf);
+  // In place, every output line was read in as input a moment before: a normal store hits the
+  // cache, where a streaming one would throw the line out first.
+  const bool uncached =
+      send != recv && directOutputStreams(a.count * es, ctx->cacheBytesPerRank());
+  const size_t perRound = stride / es * n;  // elements one round covers
+  for (size_t first = 0; first < a.count; first += perRound) {
+    const size_t elems = std::min(perRound, a.count - first);
+    auto blockAt = [&](int b) { return (first + elems * b / n) * es; };
+    auto blockBytes = [&](int b) { return blockAt(b + 1) - blockAt(b); };
+    StatusOr<uint64_t> in = beginBoardOp(ctx, board);
+    if (!in.isOk()) return in.status();
+    char* area = const_cast<char*>(board.data(me, in.value()));
+    for (int b = 0; b < n; ++b)
+      if (b != me) memcpy(area + b * stride, send + blockAt(b), blockBytes(b));
+    board.post(in.value(), nullptr, 0);
+    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, in.value(), -1, "allreduce inputs from"));
+    StatusOr<uint64_t> out = beginBoardOp(ctx, board);  // everyone posted `in`: no wait
+    if (!out.isOk()) return out.status();
+    char* mine = const_cast<char*>(board.data(me, out.value()));
+    auto source = [&](int r) {
+      return r == me ? send + blockAt(me) : board.data(r, in.value()) + me * stride;
+    };
+    combineInRankOrder(source, n, blockBytes(me) / es, a, mine);
+    copyOut(recv + blockAt(me), mine, blockBytes(me), uncached);
+    board.post(out.value(), nullptr, 0);
+    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, out.value(), -1, "allreduce results from"));
+    for (int r = 0; r < n; ++r)
+      if (r != me) copyOut(recv + blockAt(r), board.data(r, out.value()), blockBytes(r), uncached);
+  }
+  return Status::ok();
+}
+
 Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   if (a.kind == CollKind::kAllGather) return runDirectAllGather(ctx, board, a);
+  if (a.kind == CollKind::kAllReduce && directPostBytes(a, board.nranks()) > board.capacity())
+    return runDirectAllReduce(ctx, board, a);
   if (a.kind == CollKind::kReduceScatter && directPostBytes(a, board.nranks()) > board.capacity())
     return runDirectReduceScatter(ctx, board, a);
   const int me = ctx->rank(), n = board.nranks();
@@ -186,6 +247,9 @@ size_t directRoundBytes(const OpArgs& a, int nranks, size_t capacity) {
   switch (a.kind) {
     case CollKind::kAllGather:
       return capacity;
+    case CollKind::kAllReduce:  // a piece of every block, side by side, as a reduce-scatter's
+      return capacity / static_cast<size_t>(std::max(nranks, 1)) / es * es *
+             static_cast<size_t>(std::max(nranks, 1));
     case CollKind::kReduceScatter:
       return capacity / static_cast<size_t>(std::max(nranks, 1)) / es * es;
     default:

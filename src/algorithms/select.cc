@@ -177,12 +177,13 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
       return false;
   }
   const size_t post = directPostBytes(a, ctx.nranks);
-  // An allgather or reduce-scatter larger than a board area goes an area at a time (direct.cc).
+  // A larger allgather, reduce-scatter or allreduce goes an area at a time (direct.cc).
   return post > 0 &&
          (post <= ctx.boardBytes || directRoundBytes(a, ctx.nranks, ctx.boardBytes) > 0);
 }
 
-// Board rounds of a direct allgather or reduce-scatter (direct.cc): one while the post fits.
+// Board rounds of a direct allgather, reduce-scatter or allreduce (direct.cc): one while the
+// post fits.
 double directRounds(const OpArgs& a, const SelectionContext& ctx) {
   if (directPostBytes(a, ctx.nranks) <= ctx.boardBytes) return 1;
   const double block = static_cast<double>(a.count * dtypeSize(a.dtype));
@@ -207,6 +208,16 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
   auto reduce = [&](double bytes) { return bytes / rates.reduceBytesPerSecond; };
   switch (a.kind) {
     case CollKind::kAllReduce:
+      if (post > ctx.boardBytes) {
+        // In rounds (direct.cc): each round posts the pieces the others reduce, reduces mine,
+        // posts it and copies the others' out: two synchronisations, a block's reads each
+        // way, and the output written around the cache past the cache share (as allgather).
+        const double readShare = directOutputStreams(post, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
+        return directRounds(a, ctx) * 2 * alpha + copyIn * others / n +
+               read(others * post / n) + reduce(others * post / n) +
+               readShare * read(others * post / n) + reduce(post / n);
+      }
+      [[fallthrough]];
     case CollKind::kReduce:  // the root's time: it reads and combines every post
       return alpha + copyIn + read(others * post) + reduce(others * post);
     case CollKind::kReduceScatter:  // my block of every other post, a board area per round
