@@ -62,8 +62,8 @@ void combineInRankOrder(SourceOf sourceOf, int n, size_t count, const OpArgs& a,
 // dst = combination, in rank order, of `a.count` elements at `offset` of every rank's post.
 void combineInRankOrder(const ShmBoard& board, uint64_t seq, size_t offset, const OpArgs& a,
                         char* dst) {
-  combineInRankOrder([&](int r) { return board.data(r, seq) + offset; }, board.nranks(), a.count,
-                     a, dst);
+  combineInRankOrder([&](int r) { return board.data(r, seq) + offset; }, board.nranks(), a.count, a,
+                     dst);
 }
 
 // Takes the board's next operation number, once posting into its area is safe: the area of
@@ -163,8 +163,7 @@ Status runDirectAllReduce(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   char* recv = static_cast<char*>(a.recvbuf);
   // In place, every output line was read in as input a moment before: a normal store hits the
   // cache, where a streaming one would throw the line out first.
-  const bool uncached =
-      send != recv && directOutputStreams(a.count * es, ctx->cacheBytesPerRank());
+  const bool uncached = send != recv && directOutputStreams(a.count * es, ctx->cacheBytesPerRank());
   const size_t perRound = stride / es * n;  // elements one round covers
   for (size_t first = 0; first < a.count; first += perRound) {
     const size_t elems = std::min(perRound, a.count - first);

@@ -213,9 +213,8 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
         // posts it and copies the others' out: two synchronisations, a block's reads each
         // way, and the output written around the cache past the cache share (as allgather).
         const double readShare = directOutputStreams(post, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
-        return directRounds(a, ctx) * 2 * alpha + copyIn * others / n +
-               read(others * post / n) + reduce(others * post / n) +
-               readShare * read(others * post / n) + reduce(post / n);
+        return directRounds(a, ctx) * 2 * alpha + copyIn * others / n + read(others * post / n) +
+               reduce(others * post / n) + readShare * read(others * post / n) + reduce(post / n);
       }
       [[fallthrough]];
     case CollKind::kReduce:  // the root's time: it reads and combines every post
