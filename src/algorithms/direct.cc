@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "algorithms/polite_wait.h"
 #include "core/dtype.h"
@@ -110,29 +111,51 @@ Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   return Status::ok();
 }
 
+// One reduce-scatter round's posting: this rank copies its piece of every other rank's block
+// (`piece(b)`: offset in its input and length) to offset b * stride of its board area and waits
+// for everyone's. Its own block's piece it reads in place from its input, so it is not copied,
+// unless `copyMine` (its output overlaps it: combining would overwrite it before reading it).
+template <typename PieceOf>
+StatusOr<uint64_t> postPieces(ExecContext* ctx, ShmBoard& board, const char* send, size_t stride,
+                              PieceOf piece, bool copyMine, const char* what) {
+  const int me = ctx->rank();
+  StatusOr<uint64_t> seq = beginBoardOp(ctx, board);
+  if (!seq.isOk()) return seq;
+  char* area = const_cast<char*>(board.data(me, seq.value()));
+  for (int b = 0; b < board.nranks(); ++b)
+    if (b != me || copyMine) memcpy(area + b * stride, send + piece(b).first, piece(b).second);
+  board.post(seq.value(), nullptr, 0);
+  BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, what));
+  return seq;
+}
+
+// dst = my block's piece of every post of `seq` combined in rank order, mine read at `own`.
+void combineMyPieces(const ShmBoard& board, uint64_t seq, int me, const char* own, size_t stride,
+                     size_t count, const OpArgs& a, char* dst) {
+  auto source = [&](int r) { return r == me ? own : board.data(r, seq) + me * stride; };
+  combineInRankOrder(source, board.nranks(), count, a, dst);
+}
+
 // A reduce-scatter larger than a board area, in rounds: each posts the next piece of every
-// rank's block (n pieces side by side), and each rank combines its own block's piece of every
-// post into its output. Each input byte is copied into the board once and read from cache by
-// the one rank that reduces it, where the ring moves every block through n - 1 slots.
+// other rank's block (side by side), and each rank combines its own block's pieces into its
+// output. Each input byte is copied into the board at most once and read from cache by the one
+// rank that reduces it, where the ring moves every block through n - 1 slots.
 Status runDirectReduceScatter(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
-  const int me = ctx->rank(), n = board.nranks();
+  const int me = ctx->rank();
   const size_t es = dtypeSize(a.dtype), bytes = a.count * es;
-  const size_t piece = directRoundBytes(a, n, board.capacity());
+  const size_t piece = directRoundBytes(a, board.nranks(), board.capacity());
   if (piece == 0) return internalError("direct reduce-scatter: no room on the board");
   const char* send = static_cast<const char*>(a.sendbuf);
   char* recv = static_cast<char*>(a.recvbuf);
-  size_t off = 0;
-  while (off < bytes) {
+  const bool inPlace = recv == send + me * bytes;
+  for (size_t off = 0; off < bytes;) {
     const size_t len = std::min(piece, bytes - off);
-    StatusOr<uint64_t> seq = beginBoardOp(ctx, board);
+    auto pieceOf = [&](int b) { return std::make_pair(b * bytes + off, len); };
+    StatusOr<uint64_t> seq =
+        postPieces(ctx, board, send, len, pieceOf, inPlace, "reduce-scatter inputs from");
     if (!seq.isOk()) return seq.status();
-    char* area = const_cast<char*>(board.data(me, seq.value()));
-    for (int r = 0; r < n; ++r) memcpy(area + r * len, send + r * bytes + off, len);
-    board.post(seq.value(), nullptr, 0);
-    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, "reduce-scatter inputs from"));
-    OpArgs part = a;
-    part.count = len / es;
-    combineInRankOrder(board, seq.value(), me * len, part, recv + off);
+    const char* mine = inPlace ? board.data(me, seq.value()) + me * len : send + me * bytes + off;
+    combineMyPieces(board, seq.value(), me, mine, len, len / es, a, recv + off);
     off += len;
   }
   return Status::ok();
@@ -169,20 +192,16 @@ Status runDirectAllReduce(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
     const size_t elems = std::min(perRound, a.count - first);
     auto blockAt = [&](int b) { return (first + elems * b / n) * es; };
     auto blockBytes = [&](int b) { return blockAt(b + 1) - blockAt(b); };
-    StatusOr<uint64_t> in = beginBoardOp(ctx, board);
+    auto pieceOf = [&](int b) { return std::make_pair(blockAt(b), blockBytes(b)); };
+    // The result goes to a board area first, so my own input is never overwritten early.
+    StatusOr<uint64_t> in =
+        postPieces(ctx, board, send, stride, pieceOf, false, "allreduce inputs from");
     if (!in.isOk()) return in.status();
-    char* area = const_cast<char*>(board.data(me, in.value()));
-    for (int b = 0; b < n; ++b)
-      if (b != me) memcpy(area + b * stride, send + blockAt(b), blockBytes(b));
-    board.post(in.value(), nullptr, 0);
-    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, in.value(), -1, "allreduce inputs from"));
     StatusOr<uint64_t> out = beginBoardOp(ctx, board);  // everyone posted `in`: no wait
     if (!out.isOk()) return out.status();
     char* mine = const_cast<char*>(board.data(me, out.value()));
-    auto source = [&](int r) {
-      return r == me ? send + blockAt(me) : board.data(r, in.value()) + me * stride;
-    };
-    combineInRankOrder(source, n, blockBytes(me) / es, a, mine);
+    combineMyPieces(board, in.value(), me, send + blockAt(me), stride, blockBytes(me) / es, a,
+                    mine);
     copyOut(recv + blockAt(me), mine, blockBytes(me), uncached);
     board.post(out.value(), nullptr, 0);
     BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, out.value(), -1, "allreduce results from"));
