@@ -106,6 +106,10 @@ struct Choice {
 };
 // `allowDirect` false leaves out "direct" (for callers that need a schedule).
 Choice chooseAlgorithm(const OpArgs& args, const SelectionContext& ctx, bool allowDirect = true);
+// Whether a direct allreduce runs in reduce-scatter and allgather rounds (direct.cc) rather than
+// as one post every rank combines: past the board's capacity, or where the model prices the
+// rounds lower.
+bool directAllReduceInRounds(const OpArgs& args, const SelectionContext& ctx);
 // One schedule for a batch of sends and receives launched together (a group); buffer i + 1 is
 // ops[i]'s buffer. Sends to and receives from oneself are matched locally, in order.
 StatusOr<Schedule> buildPointToPointSchedule(const std::vector<OpArgs>& ops, int rank, int nranks);

@@ -22,6 +22,9 @@ struct CompiledSchedule {
   Schedule schedule;
   // No steps: the collective runs over the shared-memory boards (algorithms/direct.h).
   bool direct = false;
+  // A direct allreduce as a reduce-scatter round then an allgather round per board area, not
+  // one post combined by every rank (the cost model's pick; always past the board's capacity).
+  bool directInRounds = false;
   std::vector<uint32_t> dependentsBegin;  // CSR: dependents of step i are
   std::vector<uint32_t> dependents;       // dependents[dependentsBegin[i] .. dependentsBegin[i+1])
   std::vector<PeerSteps> peers;

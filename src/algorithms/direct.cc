@@ -211,9 +211,10 @@ Status runDirectAllReduce(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   return Status::ok();
 }
 
-Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
+Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a, bool inRounds) {
   if (a.kind == CollKind::kAllGather) return runDirectAllGather(ctx, board, a);
-  if (a.kind == CollKind::kAllReduce && directPostBytes(a, board.nranks()) > board.capacity())
+  if (a.kind == CollKind::kAllReduce &&
+      (inRounds || directPostBytes(a, board.nranks()) > board.capacity()))
     return runDirectAllReduce(ctx, board, a);
   if (a.kind == CollKind::kReduceScatter && directPostBytes(a, board.nranks()) > board.capacity())
     return runDirectReduceScatter(ctx, board, a);
@@ -292,7 +293,7 @@ Status runDirectPlan(Plan* plan) {
   ShmBoard* board = ctx->board();
   if (st.isOk()) st = ctx->health();
   if (st.isOk() && board == nullptr) st = internalError("direct algorithm without a board");
-  if (st.isOk()) st = runDirect(ctx, *board, plan->args);
+  if (st.isOk()) st = runDirect(ctx, *board, plan->args, plan->compiled->directInRounds);
   plan->status = st;
   if (!st.isOk()) ctx->recordError(st);
   ctx->endTurn(plan->ticket);

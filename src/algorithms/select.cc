@@ -182,41 +182,73 @@ bool directFits(const OpArgs& a, const SelectionContext& ctx) {
          (post <= ctx.boardBytes || directRoundBytes(a, ctx.nranks, ctx.boardBytes) > 0);
 }
 
-// Board rounds of a direct allgather, reduce-scatter or allreduce (direct.cc): one while the
-// post fits.
+// Board rounds of a direct allgather or reduce-scatter (direct.cc): one while the post fits.
 double directRounds(const OpArgs& a, const SelectionContext& ctx) {
   if (directPostBytes(a, ctx.nranks) <= ctx.boardBytes) return 1;
   const double block = static_cast<double>(a.count * dtypeSize(a.dtype));
   return std::ceil(block / static_cast<double>(directRoundBytes(a, ctx.nranks, ctx.boardBytes)));
 }
 
-double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
-  const RatesUnderLoad rates = ratesUnderLoad(ctx);
-  const double n = ctx.nranks, others = n - 1;
-  const double post = static_cast<double>(directPostBytes(a, ctx.nranks));
-  const double copyIn = post / rates.reduceBytesPerSecond;  // copies run at memory speed too
-  const double alpha = ctx.intraAlphaSeconds;
-  // Reading a post another CPU wrote costs what a message does; of the others, those sharing
-  // my CPU (ranksPerCpu - 1 of them) wrote theirs into this CPU's cache, which reads at memory
-  // speed. 8 ranks on 2 CPUs, charging every read at the message rate lost allreduces of 4-8
-  // KiB to rd, where direct was 1.2-1.4x faster.
-  const double mine = std::min(others, rates.ranksPerCpu - 1) / std::max(others, 1.0);
-  auto read = [&](double bytes) {
+double predictDirectAllReduce(const OpArgs& a, const SelectionContext& ctx, bool inRounds);
+
+// The terms of a direct collective's cost on this communicator.
+struct DirectTerms {
+  DirectTerms(const OpArgs& a, const SelectionContext& ctx)
+      : rates(ratesUnderLoad(ctx)),
+        n(ctx.nranks),
+        others(n - 1),
+        post(static_cast<double>(directPostBytes(a, ctx.nranks))),
+        copyIn(post / rates.reduceBytesPerSecond),  // copies run at memory speed too
+        alpha(ctx.intraAlphaSeconds),
+        // Reading a post another CPU wrote costs what a message does; of the others, those
+        // sharing my CPU (ranksPerCpu - 1 of them) wrote theirs into this CPU's cache, which
+        // reads at memory speed. 8 ranks on 2 CPUs, charging every read at the message rate
+        // lost allreduces of 4-8 KiB to rd, where direct was 1.2-1.4x faster.
+        mine(std::min(others, rates.ranksPerCpu - 1) / std::max(others, 1.0)) {}
+  double read(double bytes) const {
     return bytes * (1 - mine) / rates.intra.bytesPerSecond +
            bytes * mine / rates.reduceBytesPerSecond;
-  };
-  auto reduce = [&](double bytes) { return bytes / rates.reduceBytesPerSecond; };
+  }
+  double reduce(double bytes) const { return bytes / rates.reduceBytesPerSecond; }
+
+  RatesUnderLoad rates;
+  double n, others, post, copyIn, alpha, mine;
+};
+
+// A direct allreduce as one post every rank combines whole, or in rounds (direct.cc): each
+// round posts the pieces the others reduce, reduces mine, posts it and copies the others' out:
+// two synchronisations, a block's reads each way, and the output written around the cache past
+// the cache share (as allgather). Rounds read n/2 times less at the price of one more
+// synchronisation; past the board's capacity they are the only way.
+double predictDirectAllReduce(const OpArgs& a, const SelectionContext& ctx, bool inRounds) {
+  const DirectTerms t(a, ctx);
+  if (!inRounds) return t.alpha + t.copyIn + t.read(t.others * t.post) + t.reduce(t.others * t.post);
+  const double rounds = std::ceil(
+      t.post / static_cast<double>(directRoundBytes(a, ctx.nranks, ctx.boardBytes)));
+  const double readShare = directOutputStreams(a.count * dtypeSize(a.dtype), ctx.cacheBytesPerRank)
+                               ? 0.5
+                               : 1.0;
+  const double block = t.post / t.n;
+  return rounds * 2 * t.alpha + t.copyIn * t.others / t.n + t.read(t.others * block) +
+         t.reduce(t.others * block) + readShare * t.read(t.others * block) + t.reduce(block);
+}
+
+bool directAllReduceInRounds(const OpArgs& a, const SelectionContext& ctx) {
+  if (a.kind != CollKind::kAllReduce ||
+      directRoundBytes(a, ctx.nranks, ctx.boardBytes) == 0)
+    return false;
+  if (directPostBytes(a, ctx.nranks) > ctx.boardBytes) return true;
+  return predictDirectAllReduce(a, ctx, true) < predictDirectAllReduce(a, ctx, false);
+}
+
+double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
+  const DirectTerms t(a, ctx);
+  const double n = t.n, others = t.others, post = t.post, copyIn = t.copyIn, alpha = t.alpha;
+  auto read = [&](double bytes) { return t.read(bytes); };
+  auto reduce = [&](double bytes) { return t.reduce(bytes); };
   switch (a.kind) {
     case CollKind::kAllReduce:
-      if (post > ctx.boardBytes) {
-        // In rounds (direct.cc): each round posts the pieces the others reduce, reduces mine,
-        // posts it and copies the others' out: two synchronisations, a block's reads each
-        // way, and the output written around the cache past the cache share (as allgather).
-        const double readShare = directOutputStreams(post, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
-        return directRounds(a, ctx) * 2 * alpha + copyIn * others / n + read(others * post / n) +
-               reduce(others * post / n) + readShare * read(others * post / n) + reduce(post / n);
-      }
-      [[fallthrough]];
+      return predictDirectAllReduce(a, ctx, directAllReduceInRounds(a, ctx));
     case CollKind::kReduce:  // the root's time: it reads and combines every post
       return alpha + copyIn + read(others * post) + reduce(others * post);
     case CollKind::kReduceScatter:  // my block of every other post, a board area per round
@@ -335,6 +367,7 @@ StatusOr<std::shared_ptr<const CompiledSchedule>> collectiveSchedule(const OpArg
     auto direct = std::make_shared<CompiledSchedule>();
     direct->schedule.algorithm = "direct";
     direct->direct = true;
+    direct->directInRounds = directAllReduceInRounds(a, ctx);
     if (cache != nullptr) cache->insert(key, direct);
     return std::shared_ptr<const CompiledSchedule>(std::move(direct));
   }

@@ -235,15 +235,20 @@ std::string chosenForAllGather(int nranks, size_t bytesPerRank, const Calibratio
   return chooseAlgorithm(a, ctx).algorithm;
 }
 
-std::string chosenForAllReduce(size_t bytes, double ranksPerCpu) {
-  SelectionContext ctx = boardContext(8, kEightRanks);
-  ctx.ranksPerCpu = ranksPerCpu;
+OpArgs floatSum(size_t bytes) {
   OpArgs a;
   a.kind = CollKind::kAllReduce;
   a.count = bytes / 4;
   a.dtype = bcclFloat32;
   a.op = bcclSum;
-  return chooseAlgorithm(a, ctx).algorithm;
+  return a;
+}
+
+// The message algorithm the model picks for an 8-rank allreduce (boards left out).
+std::string chosenForAllReduce(size_t bytes, double ranksPerCpu) {
+  SelectionContext ctx = boardContext(8, kEightRanks);
+  ctx.ranksPerCpu = ranksPerCpu;
+  return chooseAlgorithm(floatSum(bytes), ctx, /*allowDirect=*/false).algorithm;
 }
 
 // 8 ranks on 2 CPUs, per call (us), rd / Rabenseifner / direct: 8 KiB 49-61 / 55-64 / 36-45,
@@ -253,8 +258,20 @@ std::string chosenForAllReduce(size_t bytes, double ranksPerCpu) {
 TEST(CostModel, RanksSharingCpusFavourFewerBytesOverFewerRounds) {
   EXPECT_EQ(chosenForAllReduce(32 * 1024, 1), "rd");  // what the uncontended rates pick
   EXPECT_NE(chosenForAllReduce(32 * 1024, 4), "rd");
-  EXPECT_EQ(chosenForAllReduce(8 * 1024, 4), "direct");
   EXPECT_EQ(chosenForAllReduce(128 * 1024, 4), "rhd");
+}
+
+// The boards take every allreduce size at 8 ranks on 2 CPUs: tiny ones as one post every rank
+// combines, from a few KiB as reduce-scatter and allgather rounds, which read n/2 times less
+// for one more synchronisation. Measured here (us): 32 KiB: rounds 36, rd 92; 256 KiB: rounds
+// 2.81 GB/s busbw, ring 1.57 (docs/measurements/sweep-20261207-s2-allreduce-mid.txt).
+TEST(CostModel, ManyRankAllReducesGoToTheBoardsInRoundsFromAFewKiB) {
+  const SelectionContext ctx = boardContext(8, kEightRanks);
+  for (size_t bytes : {size_t{8}, size_t{8 << 10}, size_t{128 << 10}, size_t{8 << 20}})
+    EXPECT_EQ(chooseAlgorithm(floatSum(bytes), ctx).algorithm, "direct") << bytes;
+  EXPECT_FALSE(directAllReduceInRounds(floatSum(8), ctx));
+  EXPECT_TRUE(directAllReduceInRounds(floatSum(128 << 10), ctx));
+  EXPECT_TRUE(directAllReduceInRounds(floatSum(8 << 20), ctx)) << "past the board: always";
 }
 
 // Timed with every pair moving at once (ranks sharing CPUs), the intra rate is already one
