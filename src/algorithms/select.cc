@@ -222,20 +222,19 @@ struct DirectTerms {
 // synchronisation; past the board's capacity they are the only way.
 double predictDirectAllReduce(const OpArgs& a, const SelectionContext& ctx, bool inRounds) {
   const DirectTerms t(a, ctx);
-  if (!inRounds) return t.alpha + t.copyIn + t.read(t.others * t.post) + t.reduce(t.others * t.post);
-  const double rounds = std::ceil(
-      t.post / static_cast<double>(directRoundBytes(a, ctx.nranks, ctx.boardBytes)));
-  const double readShare = directOutputStreams(a.count * dtypeSize(a.dtype), ctx.cacheBytesPerRank)
-                               ? 0.5
-                               : 1.0;
+  if (!inRounds)
+    return t.alpha + t.copyIn + t.read(t.others * t.post) + t.reduce(t.others * t.post);
+  const double rounds =
+      std::ceil(t.post / static_cast<double>(directRoundBytes(a, ctx.nranks, ctx.boardBytes)));
+  const double readShare =
+      directOutputStreams(a.count * dtypeSize(a.dtype), ctx.cacheBytesPerRank) ? 0.5 : 1.0;
   const double block = t.post / t.n;
   return rounds * 2 * t.alpha + t.copyIn * t.others / t.n + t.read(t.others * block) +
          t.reduce(t.others * block) + readShare * t.read(t.others * block) + t.reduce(block);
 }
 
 bool directAllReduceInRounds(const OpArgs& a, const SelectionContext& ctx) {
-  if (a.kind != CollKind::kAllReduce ||
-      directRoundBytes(a, ctx.nranks, ctx.boardBytes) == 0)
+  if (a.kind != CollKind::kAllReduce || directRoundBytes(a, ctx.nranks, ctx.boardBytes) == 0)
     return false;
   if (directPostBytes(a, ctx.nranks) > ctx.boardBytes) return true;
   return predictDirectAllReduce(a, ctx, true) < predictDirectAllReduce(a, ctx, false);
@@ -243,17 +242,14 @@ bool directAllReduceInRounds(const OpArgs& a, const SelectionContext& ctx) {
 
 double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
   const DirectTerms t(a, ctx);
-  const double n = t.n, others = t.others, post = t.post, copyIn = t.copyIn, alpha = t.alpha;
-  auto read = [&](double bytes) { return t.read(bytes); };
-  auto reduce = [&](double bytes) { return t.reduce(bytes); };
   switch (a.kind) {
     case CollKind::kAllReduce:
       return predictDirectAllReduce(a, ctx, directAllReduceInRounds(a, ctx));
-    case CollKind::kReduce:  // the root's time: it reads and combines every post
-      return alpha + copyIn + read(others * post) + reduce(others * post);
+    case CollKind::kReduce:  // the root's time: it combines every post, as a one-post allreduce
+      return predictDirectAllReduce(a, ctx, /*inRounds=*/false);
     case CollKind::kReduceScatter:  // my block of every other post, a board area per round
-      return directRounds(a, ctx) * alpha + copyIn + read(others * post / n) +
-             reduce(others * post / n);
+      return directRounds(a, ctx) * t.alpha + t.copyIn + t.read(t.others * t.post / t.n) +
+             t.reduce(t.others * t.post / t.n);
     case CollKind::kAllGather: {  // every other post, and my own block out of my board
       // A synchronisation per board area's round (direct.cc). An output larger than the cache
       // share is written around the cache, with no read for ownership: such a copy ran 2x
@@ -262,13 +258,13 @@ double predictDirect(const OpArgs& a, const SelectionContext& ctx) {
       // predicts; below the share the ring, overlapping copies in and out, wins (1 MiB: 0.8x).
       // With ranks sharing CPUs it overstates direct's lead, which is large there anyway.
       const double rounds = directRounds(a, ctx);
-      const double readShare = directOutputStreams(post * n, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
-      return rounds * alpha + copyIn + readShare * read(others * post) + reduce(post);
+      const double readShare = directOutputStreams(t.post * t.n, ctx.cacheBytesPerRank) ? 0.5 : 1.0;
+      return rounds * t.alpha + t.copyIn + readShare * t.read(t.others * t.post) + t.reduce(t.post);
     }
     case CollKind::kBroadcast:
-      return alpha + copyIn + read(post);
+      return t.alpha + t.copyIn + t.read(t.post);
     default:
-      return alpha;
+      return t.alpha;
   }
 }
 
