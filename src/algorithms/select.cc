@@ -189,8 +189,6 @@ double directRounds(const OpArgs& a, const SelectionContext& ctx) {
   return std::ceil(block / static_cast<double>(directRoundBytes(a, ctx.nranks, ctx.boardBytes)));
 }
 
-double predictDirectAllReduce(const OpArgs& a, const SelectionContext& ctx, bool inRounds);
-
 // The terms of a direct collective's cost on this communicator.
 struct DirectTerms {
   DirectTerms(const OpArgs& a, const SelectionContext& ctx)
