@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "algorithms/interleaved_copy.h"
 #include "algorithms/polite_wait.h"
 #include "core/dtype.h"
 #include "core/reduce.h"
@@ -78,8 +79,12 @@ StatusOr<uint64_t> beginBoardOp(ExecContext* ctx, ShmBoard& board) {
 // An allgather of any size, a board area at a time: each round posts the next piece of every
 // rank's block and copies the pieces out. Each piece is read from the cache of the CPU that
 // wrote it a moment before, and each byte is copied twice (in, out), where a ring copies it
-// twice per step it travels (into the next rank's slot, out of it). Rounds cost a
-// synchronisation each, which is small beside a board area's copies.
+// twice per step it travels (into the next rank's slot, out of it).
+//
+// The copy in of round k + 1 runs interleaved with the copies out of round k
+// (copyInterleaved). Posting round k + 1 into the area of k - 1 is safe once everyone posted k,
+// which each did after it finished reading k - 1 (shm_board.h), and each posts k + 1 only
+// after reading all of k.
 Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   const int me = ctx->rank(), n = board.nranks();
   const size_t bytes = a.count * dtypeSize(a.dtype);
@@ -92,22 +97,27 @@ Status runDirectAllGather(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   // anyone: written around it, it costs no read for ownership (8 ranks on 2 cores, 64-256 MiB:
   // 1.3-1.5x the busbw of memcpy's stores).
   const bool uncached = directOutputStreams(bytes * n, ctx->cacheBytesPerRank());
-  size_t off = 0;
-  do {
+  StatusOr<uint64_t> seq = beginBoardOp(ctx, board);
+  if (!seq.isOk()) return seq.status();
+  board.post(seq.value(), send, std::min(piece, bytes));
+  for (size_t off = 0; off < bytes;) {
     const size_t len = std::min(piece, bytes - off);
-    StatusOr<uint64_t> seq = beginBoardOp(ctx, board);
-    if (!seq.isOk()) return seq.status();
-    board.post(seq.value(), send + off, len);
+    const size_t nextOff = off + len, nextLen = std::min(piece, bytes - nextOff);
     BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, "allgather inputs from"));
-    for (int r = 0; r < n; ++r)
-      if (r != me || !inPlace) {
-        if (uncached)
-          copyUncached(recv + r * bytes + off, board.data(r, seq.value()), len);
-        else
-          memcpy(recv + r * bytes + off, board.data(r, seq.value()), len);
-      }
-    off += len;
-  } while (off < bytes);
+    StatusOr<uint64_t> next = nextLen > 0 ? beginBoardOp(ctx, board) : StatusOr<uint64_t>(0);
+    if (!next.isOk()) return next.status();
+    auto nextIn = [&](int) {
+      return CopySpan{const_cast<char*>(board.data(me, next.value())), send + nextOff, nextLen};
+    };
+    auto outOf = [&](int i) {  // every block but mine in place
+      const int r = inPlace && i >= me ? i + 1 : i;
+      return CopySpan{recv + r * bytes + off, board.data(r, seq.value()), len};
+    };
+    copyInterleaved(nextLen > 0 ? 1 : 0, nextIn, inPlace ? n - 1 : n, outOf, uncached);
+    if (nextLen > 0) board.post(next.value(), nullptr, 0);
+    seq = next;
+    off = nextOff;
+  }
   return Status::ok();
 }
 
@@ -172,11 +182,13 @@ void copyOut(char* dst, const char* src, size_t bytes, bool uncached) {
 // An allreduce larger than a board area: a reduce-scatter round then an allgather round over
 // the boards, a board area at a time. Each rank posts the pieces the others reduce, reduces its
 // own block's piece (its own input read in place) onto its board, and every rank copies the
-// reduced pieces out. Each input byte is read from memory once and each output byte written
-// once, around the cache when the output outgrows this rank's share of it. The ring writes
-// its reduced blocks through the cache because it sends them on from there, so out of place
-// every output line is read in first; and every rank combining every post (one round, not
-// two) does n times the reduction work.
+// reduced pieces out, taking turns with posting the next round's pieces (copyInterleaved).
+// Each input byte is read from memory once and each output byte written once, around the cache
+// when the output outgrows this rank's share of it. The ring writes its reduced blocks through
+// the cache because it sends them on from there, so out of place every output line is read in
+// first; and every rank combining every post (one round, not two) does n times the reduction
+// work. The next round's pieces go into the area of this round's inputs: everyone posted this
+// round's result, so everyone has finished reading them.
 Status runDirectAllReduce(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   const int me = ctx->rank(), n = board.nranks();
   const size_t es = dtypeSize(a.dtype);
@@ -188,25 +200,50 @@ Status runDirectAllReduce(ExecContext* ctx, ShmBoard& board, const OpArgs& a) {
   // cache, where a streaming one would throw the line out first.
   const bool uncached = send != recv && directOutputStreams(a.count * es, ctx->cacheBytesPerRank());
   const size_t perRound = stride / es * n;  // elements one round covers
-  for (size_t first = 0; first < a.count; first += perRound) {
+  // Block b of the round starting at element `first`: its offset and length in bytes.
+  auto blockOf = [&](size_t first, int b) {
     const size_t elems = std::min(perRound, a.count - first);
-    auto blockAt = [&](int b) { return (first + elems * b / n) * es; };
-    auto blockBytes = [&](int b) { return blockAt(b + 1) - blockAt(b); };
-    auto pieceOf = [&](int b) { return std::make_pair(blockAt(b), blockBytes(b)); };
-    // The result goes to a board area first, so my own input is never overwritten early.
-    StatusOr<uint64_t> in =
-        postPieces(ctx, board, send, stride, pieceOf, false, "allreduce inputs from");
-    if (!in.isOk()) return in.status();
+    const size_t at = (first + elems * b / n) * es;
+    return std::make_pair(at, (first + elems * (b + 1) / n) * es - at);
+  };
+  // The pieces of the others' blocks of the round starting at `first`, into area `seq`: the
+  // result goes to a board area first, so my own input is never overwritten early.
+  auto piecesIn = [&](size_t first, uint64_t seq) {
+    return [&, first, seq](int i) {
+      const int b = i >= me ? i + 1 : i;
+      return CopySpan{const_cast<char*>(board.data(me, seq)) + b * stride,
+                      send + blockOf(first, b).first, blockOf(first, b).second};
+    };
+  };
+  StatusOr<uint64_t> in = beginBoardOp(ctx, board);
+  if (!in.isOk()) return in.status();
+  copySpans(n - 1, piecesIn(0, in.value()));
+  board.post(in.value(), nullptr, 0);
+  for (size_t first = 0; first < a.count; first += perRound) {
+    BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, in.value(), -1, "allreduce inputs from"));
     StatusOr<uint64_t> out = beginBoardOp(ctx, board);  // everyone posted `in`: no wait
     if (!out.isOk()) return out.status();
     char* mine = const_cast<char*>(board.data(me, out.value()));
-    combineMyPieces(board, in.value(), me, send + blockAt(me), stride, blockBytes(me) / es, a,
+    const auto myBlock = blockOf(first, me);
+    combineMyPieces(board, in.value(), me, send + myBlock.first, stride, myBlock.second / es, a,
                     mine);
-    copyOut(recv + blockAt(me), mine, blockBytes(me), uncached);
+    copyOut(recv + myBlock.first, mine, myBlock.second, uncached);
     board.post(out.value(), nullptr, 0);
     BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, out.value(), -1, "allreduce results from"));
-    for (int r = 0; r < n; ++r)
-      if (r != me) copyOut(recv + blockAt(r), board.data(r, out.value()), blockBytes(r), uncached);
+    const size_t nextFirst = first + perRound;
+    const bool more = nextFirst < a.count;
+    StatusOr<uint64_t> next = more ? beginBoardOp(ctx, board) : StatusOr<uint64_t>(0);
+    if (!next.isOk()) return next.status();
+    auto resultOf = [&](int i) {
+      const int r = i >= me ? i + 1 : i;
+      return CopySpan{recv + blockOf(first, r).first, board.data(r, out.value()),
+                      blockOf(first, r).second};
+    };
+    copyInterleaved(more ? n - 1 : 0, piecesIn(more ? nextFirst : first, next.value()), n - 1,
+                    resultOf, uncached);
+    if (!more) break;
+    board.post(next.value(), nullptr, 0);
+    in = next;
   }
   return Status::ok();
 }

@@ -10,7 +10,7 @@
 
 namespace bccl {
 
-void copyUncached(void* dst, const void* src, size_t bytes) {
+void copyUncached(void* dst, const void* src, size_t bytes, bool fence) {
 #if defined(__SSE2__)
   char* d = static_cast<char*>(dst);
   const char* s = static_cast<const char*>(src);
@@ -33,9 +33,16 @@ void copyUncached(void* dst, const void* src, size_t bytes) {
     _mm_stream_si128(reinterpret_cast<__m128i*>(d + 48), e);
   }
   memcpy(d, s, bytes);
-  _mm_sfence();
+  if (fence) _mm_sfence();
 #else
+  (void)fence;
   memcpy(dst, src, bytes);
+#endif
+}
+
+void fenceUncachedStores() {
+#if defined(__SSE2__)
+  _mm_sfence();
 #endif
 }
 
