@@ -11,6 +11,12 @@ off; when only the model's own run is, the gap is noise and is counted apart. Is
 chosen one within 10% of the best at every size, and at 8 B on 8 ranks the chosen allreduce at
 least 2x faster than ring.
 
+With --recheck K (default 5), each miss is measured again at once: the chosen algorithm and the
+best forced one, both forced, K launches each, alternating, at that size alone. On a machine
+where one algorithm's figure moves 2x between launches, the best-of-reps of the sweep can rank
+two level algorithms either way; the medians of K alternating launches say whether the gap is
+real. A miss whose rechecked medians are within 10% is reported as level, apart.
+
 Ranks are bound to cores (bcclrun --bind core) unless --no-bind: that removes the placement
 noise at small sizes, but at large sizes the ranking itself depends on placement (round robin
 puts ring neighbours on different cores and recursive doubling's distance-2 partners on the
@@ -22,11 +28,12 @@ delay (tests/netns/netns_env.sh; root only), 4 ranks each.
 
   sweep_algorithms.py BUILD_DIR [--ranks 4,8] [--colls allreduce,allgather,reducescatter]
                       [--hosts H | --netns-delay-ms D] [--min-bytes 8] [--max-bytes 256M]
-                      [--quick] [--reps 3]
+                      [--quick] [--reps 3] [--recheck 5]
 """
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +46,9 @@ TOOLS = {"allreduce": "all_reduce_perf", "allgather": "all_gather_perf",
 ALGOS = {"allreduce": ["ring", "tree", "rd", "rhd", "hier", "direct"],
          "allgather": ["ring", "rd", "bruck", "direct"],
          "reducescatter": ["ring", "rhd", "direct"]}
+# The sizes swept, a launch per span (first to last, x8 apart): small sizes with many iterations,
+# large ones with few. (first, last, iterations, iterations with --quick)
+SPANS = [(8, 512 * 1024, 500, 50), (4 << 20, 32 << 20, 20, 4), (256 << 20, 1 << 40, 4, 2)]
 # Below this, compare times (latency-bound); at and above, busbw.
 LATENCY_BOUND_BYTES = 64 * 1024
 ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+\S+\s+\S+\s+-?\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)")
@@ -125,24 +135,22 @@ def main():
                          "runs with more ranks than cores do not differ by placement)")
     ap.add_argument("--reps", type=int, default=3,
                     help="interleaved repetitions of every run; the best sample per size counts")
+    ap.add_argument("--recheck", type=int, default=5,
+                    help="launches per side when a miss is measured again (0: no recheck)")
     a = ap.parse_args()
     layout = {"hosts": a.hosts, "netns_delay_ms": a.netns_delay_ms, "bind": not a.no_bind}
     max_bytes = parse_size("16M" if a.quick else a.max_bytes)
     min_bytes = parse_size(a.min_bytes)
     if a.netns_delay_ms is not None:
         subprocess.run([NETNS_ENV, "up", "2", "--delay-ms", str(a.netns_delay_ms)], check=True)
-    misses, noisy, failures = 0, 0, 0
+    misses, noisy, failures, level = 0, 0, 0, 0
     try:
         for coll in a.colls.split(","):
             for nranks in [int(x) for x in a.ranks.split(",")]:
                 algos = [x for x in ALGOS[coll] if x != "hier" or a.hosts > 1 or
                          a.netns_delay_ms is not None]
-                # Small sizes with many iterations, large ones with few.
-                spans = [((8, min(max_bytes, 512 * 1024)), 50 if a.quick else 500)]
-                if max_bytes > 512 * 1024:
-                    spans.append(((4 << 20, min(max_bytes, 32 << 20)), 4 if a.quick else 20))
-                if max_bytes > 32 << 20:
-                    spans.append(((256 << 20, max_bytes), 2 if a.quick else 4))
+                spans = [((lo, min(max_bytes, hi)), quick if a.quick else iters)
+                         for lo, hi, iters, quick in SPANS if lo <= max_bytes]
                 spans = [sp for sp in spans if sp[0][1] >= min_bytes]
                 # Every configuration runs --reps times, the repetitions interleaved (all of
                 # them once, then again), and each keeps its best sample per size: a loaded or
@@ -161,17 +169,59 @@ def main():
                                      if pick_choice(c, k, coll, nranks) in (algo, "?")}
                             merge_best(rows, r)
                             chosen.update(c)
-                mis, noi, fail = report(coll, nranks, algos, results, layout)
-                misses += mis
+                missed, noi, fail = report(coll, nranks, algos, results, layout)
+                for size, chosen_algo, best_algo in missed:
+                    # A choice the log did not name ("?") cannot be forced: it stays a miss.
+                    if a.recheck > 0 and chosen_algo in algos and recheck(
+                            a.build, coll, nranks, size, chosen_algo, best_algo, a.recheck,
+                            layout):
+                        level += 1
+                    else:
+                        misses += 1
                 noisy += noi
                 failures += fail
     finally:
         if a.netns_delay_ms is not None:
             subprocess.run([NETNS_ENV, "down"])
     print("\nsummary: %d size(s) where the chosen algorithm is more than 10%% off the best forced"
-          " (its own run and its forced twin); %d more where only the model's run was, the"
-          " forced twin within 10%%; %d run(s) with wrong results" % (misses, noisy, failures))
+          " (its own run and its forced twin%s); %d where the sweep had it off but the recheck's"
+          " medians are level; %d more where only the model's run was, the forced twin within"
+          " 10%%; %d run(s) with wrong results"
+          % (misses, ", and the recheck's medians" if a.recheck > 0 else "", level, noisy,
+             failures))
     return 1 if failures else 0
+
+
+def iterations_for(size):
+    """The sweep's (not --quick) iteration count at `size`."""
+    return next((iters for lo, hi, iters, _ in SPANS if size <= hi), SPANS[-1][2])
+
+
+def recheck(build, coll, nranks, size, chosen_algo, best_algo, launches, layout):
+    """Measures a miss again: both algorithms forced, `launches` alternating launches each, at
+    `size` alone. Prints the medians; returns True when the chosen one's is within 10%."""
+    latency = size < LATENCY_BOUND_BYTES
+    samples = {chosen_algo: [], best_algo: []}
+    for _ in range(launches):
+        for algo in (chosen_algo, best_algo):
+            rows, chosen = run_one(build, coll, nranks, algo, (size, size),
+                                   iterations_for(size), layout)
+            ran = pick_choice(chosen, size, coll, nranks) in (algo, "?")
+            if ran and size in rows and rows[size][2] == 0:
+                samples[algo].append(rows[size][0] if latency else rows[size][1])
+    if not samples[chosen_algo] or not samples[best_algo]:
+        print("  recheck %d B: no clean samples" % size)
+        return False
+    mine, best = statistics.median(samples[chosen_algo]), statistics.median(samples[best_algo])
+    ratio = (best / mine if latency else mine / best) if mine > 0 and best > 0 else 0
+    unit = "us" if latency else "GB/s"
+    print("  recheck %d B, %d launches each, medians: %s (chosen) %.2f %s, %s %.2f %s: %.2fx, %s"
+          % (size, launches, chosen_algo, mine, unit, best_algo, best, unit, ratio,
+             "level" if ratio >= 0.9 else "confirmed"))
+    print("    samples %s: %s; %s: %s" % (
+        chosen_algo, " ".join("%.2f" % x for x in samples[chosen_algo]),
+        best_algo, " ".join("%.2f" % x for x in samples[best_algo])))
+    return ratio >= 0.9
 
 
 def merge_best(rows, new):
@@ -193,7 +243,7 @@ def report(coll, nranks, algos, results, layout):
     model_rows, model_chosen = results["model"]
     print("%10s " % "bytes" + "".join("%9s" % x for x in algos) +
           "  | %8s %9s %8s %8s" % ("chosen", "figure", "vs best", "forced"))
-    misses = noise = failures = 0
+    missed, noise, failures = [], 0, 0
     for size in sorted(model_rows):
         latency = size < LATENCY_BOUND_BYTES
         figures = {}
@@ -226,7 +276,8 @@ def report(coll, nranks, algos, results, layout):
         verdict = ""
         if ratio < 0.9 and not as_forced >= 0.9:
             verdict = "  <-- off"
-            misses += 1
+            best_algo = next(x for x in algos if figures.get(x) == best)
+            missed.append((size, name, best_algo))
         elif ratio < 0.9:
             verdict = "  (noise: its forced twin is within 10%)"
             noise += 1
@@ -237,7 +288,7 @@ def report(coll, nranks, algos, results, layout):
         if ring:
             print("8 B allreduce: chosen %.2f us, ring %.2f us: %.1fx"
                   % (model_rows[8][0], ring[0], ring[0] / max(model_rows[8][0], 1e-9)))
-    return misses, noise, failures
+    return missed, noise, failures
 
 
 def pick_choice(chosen, size, coll, nranks):
