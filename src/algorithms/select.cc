@@ -27,7 +27,8 @@ const IntParam kChunkBytes("BCCL_CHUNK_BYTES", 256 * 1024,
 const StringParam kAlgo(
     "BCCL_ALGO", "",
     "Force algorithms: one name for every collective that has it (ring, tree, "
-    "rd, rhd, hier, bruck, chain) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
+    "rd, rhd, hier, bruck, chain; direct: the shared-memory boards, when every rank shares "
+    "memory) or per collective, e.g. 'allreduce=tree;allgather=ring'. "
     "Empty: the cost model chooses. Must be the same on every rank");
 
 using Builder = Schedule (*)(const CollectiveShape&);
