@@ -4,7 +4,8 @@
 // after the other, a core's write stream idles while it reads and its read stream while it
 // writes; taken in turns, the two overlap. A two-thread model of 2-rank allgather rounds
 // (64 MiB) ran 1.2-1.3x faster so; in the library the A/B gain was 1.0-1.2x, inside this
-// machine's noise, and allreduce rounds showed none (docs/measurements/direct-interleaved-20261207.txt).
+// machine's noise, and allreduce rounds showed none
+// (docs/measurements/direct-interleaved-20261207.txt).
 #pragma once
 
 #include <algorithm>
