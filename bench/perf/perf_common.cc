@@ -100,10 +100,25 @@ class GuardedBuffer {
 
 // ---- the run ----------------------------------------------------------------------------------
 
+// Per-call spread (-P 1): min, median, 90th percentile and max of one rank's call times.
+constexpr int kSpreadPoints = 4;
+const char* const kSpreadNames[kSpreadPoints] = {"min", "p50", "p90", "max"};
+
 struct CellResult {
   double time_us = 0;
   int64_t wrong = 0;
+  double spread_us[kSpreadPoints] = {};
 };
+
+void FillSpread(std::vector<double> samples, double* out) {
+  if (samples.empty()) return;
+  std::sort(samples.begin(), samples.end());
+  const size_t last = samples.size() - 1;
+  out[0] = samples.front();
+  out[1] = samples[last / 2];
+  out[2] = samples[last * 9 / 10];
+  out[3] = samples.back();
+}
 
 class Runner {
  public:
@@ -206,13 +221,28 @@ CellResult Runner::Cell(bool in_place, bcclDataType_t dtype, bcclRedOp_t op, con
   Sync();
   PERF_CHECK(bcclBarrier(comm_, nullptr));
 
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < opt_.iters; ++i) Launch(call);
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> per_call;
+  if (opt_.per_call) per_call.reserve(static_cast<size_t>(opt_.iters));
+  const auto t0 = Clock::now();
+  if (opt_.per_call) {
+    // Blocking calls (the options demand -z 1): each call's own time, one clock read apart.
+    auto before = t0;
+    for (int i = 0; i < opt_.iters; ++i) {
+      Launch(call);
+      const auto after = Clock::now();
+      per_call.push_back(std::chrono::duration<double, std::micro>(after - before).count());
+      before = after;
+    }
+  } else {
+    for (int i = 0; i < opt_.iters; ++i) Launch(call);
+  }
   Sync();
-  const auto t1 = std::chrono::steady_clock::now();
+  const auto t1 = Clock::now();
 
   CellResult res;
   res.time_us = std::chrono::duration<double, std::micro>(t1 - t0).count() / opt_.iters;
+  FillSpread(std::move(per_call), res.spread_us);
   if (opt_.check) res.wrong = Verify(in_place, dtype, op, in, count, lay, call);
   return res;
 }
@@ -315,6 +345,14 @@ void Runner::Row(bcclDataType_t dtype, bcclRedOp_t op, const Inputs& in, size_t 
   int64_t wrong[2] = {cells[0].wrong, cells[1].wrong};
   PERF_CHECK(bcclAllReduce(times, times, 2, bcclFloat64, bcclMax, comm_, nullptr));
   PERF_CHECK(bcclAllReduce(wrong, wrong, 2, bcclInt64, bcclSum, comm_, nullptr));
+  // The spread of the slowest rank at each point (each point's max over ranks).
+  double spread[2][kSpreadPoints] = {};
+  if (opt_.per_call) {
+    for (int c = 0; c < 2; ++c)
+      std::copy(cells[c].spread_us, cells[c].spread_us + kSpreadPoints, spread[c]);
+    PERF_CHECK(bcclAllReduce(spread, spread, 2 * kSpreadPoints, bcclFloat64, bcclMax, comm_,
+                             nullptr));
+  }
 
   const size_t size = count * Info(dtype).size * coll_.SizeElemsPerCount(nranks_);
   if (rank_ == 0) {
@@ -343,6 +381,13 @@ void Runner::Row(bcclDataType_t dtype, bcclRedOp_t op, const Inputs& in, size_t 
   }
   if (rank_ == 0) {
     std::printf("\n");
+    // A comment line, so that tools reading the table rows see nccl-tests' columns only.
+    for (int c = 0; c < (opt_.per_call ? (has_in_place ? 2 : 1) : 0); ++c) {
+      std::printf("# per-call %12zu %-12s (us):", size, c == 0 ? "out-of-place" : "in-place");
+      for (int k = 0; k < kSpreadPoints; ++k)
+        std::printf(" %s %.2f", kSpreadNames[k], spread[c][k]);
+      std::printf("\n");
+    }
     std::fflush(stdout);
   }
 }
@@ -404,10 +449,10 @@ void PrintHeader(const Collective& coll, const Options& o, bcclComm_t comm, int 
               version % 100, version, nranks, transport && *transport ? transport : "(unset)");
   std::printf(
       "# minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d iters: %d "
-      "validation: %d blocking: %d\n",
+      "validation: %d blocking: %d per-call: %d\n",
       o.min_bytes, o.max_bytes, o.step_factor > 1 ? o.step_factor : o.step_bytes,
       o.step_factor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.check ? 1 : 0,
-      o.blocking ? 1 : 0);
+      o.blocking ? 1 : 0, o.per_call ? 1 : 0);
   std::printf("#\n# Using ranks\n");
   for (int r = 0; r < nranks; ++r) {
     all[r].host[sizeof all[r].host - 1] = '\0';

@@ -39,6 +39,10 @@ void Usage(FILE* out, const char* prog) {
                "  -r,--root <rank>             root of broadcast/reduce (default 0)\n"
                "  -z,--blocking <0|1>          0: enqueue on a bccl stream and synchronize;\n"
                "                               1: NULL stream, every call blocks (default 0)\n"
+               "  -P,--per_call <0|1>          1: also time each call on its own and print each\n"
+               "                               row's spread (min, median, p90, max of the slowest\n"
+               "                               rank), comparable with a ping-pong tool's typical\n"
+               "                               (median) latency; needs -z 1 (default 0)\n"
                "  -h,--help\n",
                prog);
 }
@@ -137,6 +141,7 @@ int ParseArgs(int argc, char** argv, Options* o) {
       {"op", required_argument, nullptr, 'o'},
       {"root", required_argument, nullptr, 'r'},
       {"blocking", required_argument, nullptr, 'z'},
+      {"per_call", required_argument, nullptr, 'P'},
       {"help", no_argument, nullptr, 'h'},
       {nullptr, 0, nullptr, 0},
   };
@@ -151,7 +156,7 @@ int ParseArgs(int argc, char** argv, Options* o) {
   if (!loud) opterr = 0;  // getopt's own complaints would repeat once per rank
   int c;
   int v = 0;
-  while ((c = getopt_long(argc, argv, "b:e:i:f:n:w:c:d:o:r:z:h", kLong, nullptr)) != -1) {
+  while ((c = getopt_long(argc, argv, "b:e:i:f:n:w:c:d:o:r:z:P:h", kLong, nullptr)) != -1) {
     switch (c) {
       case 'b':
         if (!ParseSize(optarg, &o->min_bytes)) return bad("-b", optarg);
@@ -189,6 +194,10 @@ int ParseArgs(int argc, char** argv, Options* o) {
         if (!ParseInt(optarg, 0, 1, &v)) return bad("-z", optarg);
         o->blocking = v != 0;
         break;
+      case 'P':
+        if (!ParseInt(optarg, 0, 1, &v)) return bad("-P", optarg);
+        o->per_call = v != 0;
+        break;
       case 'h':
         if (loud) Usage(stdout, argv[0]);
         return 1;
@@ -200,6 +209,8 @@ int ParseArgs(int argc, char** argv, Options* o) {
   if (optind < argc) return bad("arguments", argv[optind]);
   if (o->min_bytes > o->max_bytes) return bad("-b (larger than -e)", "");
   if (o->step_factor <= 1 && o->step_bytes == 0) return bad("-i (with -f 1)", "0");
+  // Through a stream a call returns once enqueued: its own time would say nothing.
+  if (o->per_call && !o->blocking) return bad("-P (without -z 1)", "1");
   return 0;
 }
 

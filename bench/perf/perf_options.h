@@ -22,6 +22,8 @@ struct Options {
   std::vector<bcclRedOp_t> ops{bcclSum};
   int root = 0;
   bool blocking = false;
+  // Time every call on its own and print each row's spread (needs blocking calls).
+  bool per_call = false;
 };
 
 // Whether this process should print usage and flag errors (before the rank is known).
