@@ -114,11 +114,22 @@ medians="write_gbps $(values write_gbps | median), ar16_busbw $(values ar16_busb
 medians+=" ag16_busbw $(values ag16_busbw | median), send_lat_typ $(values send_lat_typ_avg | median),"
 medians+=" ar8_us $(values ar8_us | median), ar8_p50_us $(values ar8_p50_us | median),"
 medians+=" ar8_shm_us $(values ar8_shm_us | median), send_lat_avg $(values send_lat_typ_avg 2 | median)"
+# Each rep's own ratios (its perftest and ours ran back to back, so drift over the boot cancels):
+# allreduce busbw / ib_write_bw, and 8 B allreduce median / ib_send_lat round trip (typical).
+rep_ratios() {
+  awk '{for (i = 1; i < NF; ++i) v[$i] = $(i + 1)
+        if ($1 == "rep" && v["write_gbps"] > 0 && v["send_lat_typ_avg"] > 0)
+          printf "%.3f %.3f\n", v["ar16_busbw"] / (v["write_gbps"] / 8), v["ar8_p50_us"] / (2 * v["send_lat_typ_avg"])}' samples.txt
+}
+bw_ratio_median=$(rep_ratios | awk '{print $1}' | median)
+lat_ratio_median=$(rep_ratios | awk '{print $2}' | median)
 {
   echo "# bccl over verbs vs perftest on $dev (GID $gid), one VM boot, $(date -u +%F), best of $reps"
   grep -h '^\[0\] # Transport' allreduce_large.txt | sed 's/^\[0\] //'
   cat samples.txt
   echo "medians: $medians"
+  echo "per-rep ratios (bandwidth, latency): $(rep_ratios | tr '\n' ' ')"
+  echo "medians of the per-rep ratios: bandwidth ${bw_ratio_median:-?} (bar >= 0.80), latency ${lat_ratio_median:-?} (bar <= 2)"
   printf 'ib_write_bw 64 KiB        : %s Gb/s = %s GB/s\n' "${write_gbps:-?}" \
     "$(awk -v g="${write_gbps:-0}" 'BEGIN{printf "%.4f", g/8}')"
   printf 'ib_write_bw -b 64 KiB     : %s Gb/s per direction = %s GB/s (both directions at once)\n' \
