@@ -350,8 +350,8 @@ void Runner::Row(bcclDataType_t dtype, bcclRedOp_t op, const Inputs& in, size_t 
   if (opt_.per_call) {
     for (int c = 0; c < 2; ++c)
       std::copy(cells[c].spread_us, cells[c].spread_us + kSpreadPoints, spread[c]);
-    PERF_CHECK(bcclAllReduce(spread, spread, 2 * kSpreadPoints, bcclFloat64, bcclMax, comm_,
-                             nullptr));
+    PERF_CHECK(
+        bcclAllReduce(spread, spread, 2 * kSpreadPoints, bcclFloat64, bcclMax, comm_, nullptr));
   }
 
   const size_t size = count * Info(dtype).size * coll_.SizeElemsPerCount(nranks_);
