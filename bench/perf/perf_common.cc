@@ -382,7 +382,7 @@ void Runner::Row(bcclDataType_t dtype, bcclRedOp_t op, const Inputs& in, size_t 
   if (rank_ == 0) {
     std::printf("\n");
     // A comment line, so that tools reading the table rows see nccl-tests' columns only.
-    for (int c = 0; c < (opt_.per_call ? (has_in_place ? 2 : 1) : 0); ++c) {
+    for (int c = 0; opt_.per_call && c < (has_in_place ? 2 : 1); ++c) {
       std::printf("# per-call %12zu %-12s (us):", size, c == 0 ? "out-of-place" : "in-place");
       for (int k = 0; k < kSpreadPoints; ++k)
         std::printf(" %s %.2f", kSpreadNames[k], spread[c][k]);

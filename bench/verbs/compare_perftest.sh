@@ -58,13 +58,13 @@ ours() {  # name tool args...
 }
 # Rank 0's rows: "[0] size count type redop root time algbw busbw #wrong ..." (out-of-place).
 col() { sed -n 's/^\[0\] *//p' "$1" | awk -v s="$2" -v c="$3" '$1 == s {print $c}' | head -n1; }
-# busbw from the time column: the printed GB/s has two decimals, too coarse at these speeds.
-# Bus factors for 2 ranks (nccl-tests): allreduce 2(n-1)/n = 1, allgather (n-1)/n = 1/2.
 # The median of rank 0's out-of-place per-call line (-P 1) for size $2.
 p50() {
   awk -v s="$2" '/^\[0\] # per-call / && $4 == s && $5 == "out-of-place" {
     for (i = 1; i < NF; ++i) if ($i == "p50") { print $(i + 1); exit } }' "$1"
 }
+# busbw from the time column: the printed GB/s has two decimals, too coarse at these speeds.
+# Bus factors for 2 ranks (nccl-tests): allreduce 2(n-1)/n = 1, allgather (n-1)/n = 1/2.
 busbw() { awk -v t="$1" -v s=16777216 -v f="$2" 'BEGIN { if (t > 0) printf "%.4f", s / 1e3 / t * f }'; }
 median() { sort -g | awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'; }
 lowest() { sort -g | head -n1; }
