@@ -121,14 +121,15 @@ rep_ratios() {
         if ($1 == "rep" && v["write_gbps"] > 0 && v["send_lat_typ_avg"] > 0)
           printf "%.3f %.3f\n", v["ar16_busbw"] / (v["write_gbps"] / 8), v["ar8_p50_us"] / (2 * v["send_lat_typ_avg"])}' samples.txt
 }
-bw_ratio_median=$(rep_ratios | awk '{print $1}' | median)
-lat_ratio_median=$(rep_ratios | awk '{print $2}' | median)
+ratios=$(rep_ratios)
+bw_ratio_median=$(awk '{print $1}' <<<"$ratios" | median)
+lat_ratio_median=$(awk '{print $2}' <<<"$ratios" | median)
 {
   echo "# bccl over verbs vs perftest on $dev (GID $gid), one VM boot, $(date -u +%F), best of $reps"
   grep -h '^\[0\] # Transport' allreduce_large.txt | sed 's/^\[0\] //'
   cat samples.txt
   echo "medians: $medians"
-  echo "per-rep ratios (bandwidth, latency): $(rep_ratios | tr '\n' ' ')"
+  echo "per-rep ratios (bandwidth, latency): $(tr '\n' ' ' <<<"$ratios")"
   echo "medians of the per-rep ratios: bandwidth ${bw_ratio_median:-?} (bar >= 0.80), latency ${lat_ratio_median:-?} (bar <= 2)"
   printf 'ib_write_bw 64 KiB        : %s Gb/s = %s GB/s\n' "${write_gbps:-?}" \
     "$(awk -v g="${write_gbps:-0}" 'BEGIN{printf "%.4f", g/8}')"
