@@ -31,10 +31,10 @@ std::vector<uint32_t> writersOf(const std::vector<Written>& log, size_t begin, s
 Schedule buildBruckAllGather(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "bruck");
   const size_t es = sch.elemSize;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const int n = s.nranks, r = s.rank;
   const size_t k = s.count, total = n * k, mine = r * k;
-  if (!s.inPlace && k > 0) sch.add(copyStep(at(kRecvBuffer, mine), at(kSendBuffer, 0), k * es));
+  if (!s.inPlace && k > 0)
+    sch.add(copyStep(sch.at(kRecvBuffer, mine), sch.at(kSendBuffer, 0), k * es));
   if (n == 1 || k == 0) return sch;
   const size_t per = chunkElems(s.chunkBytes, es);
   // Scratch position i (elements [i*k, (i+1)*k)) holds rank (r + i) % n's block; position 0 is
@@ -42,7 +42,8 @@ Schedule buildBruckAllGather(const CollectiveShape& s) {
   sch.scratchBytes = total * es;
   std::vector<Written> log;
   if (n >= 3)
-    log.push_back({0, k, sch.add(copyStep(at(kScratchBuffer, 0), at(kSendBuffer, 0), k * es))});
+    log.push_back(
+        {0, k, sch.add(copyStep(sch.at(kScratchBuffer, 0), sch.at(kSendBuffer, 0), k * es))});
   const size_t wrap = total - mine;  // scratch elements from here on belong before my block
   for (int d = 1; d < n; d *= 2) {
     const size_t m = static_cast<size_t>(std::min(d, n - d));
@@ -52,29 +53,29 @@ Schedule buildBruckAllGather(const CollectiveShape& s) {
       const Span c = chunkOf(out, per, j);
       // The first round sends only my block: straight from the send buffer.
       if (d == 1)
-        sch.add(sendStep(to, at(kSendBuffer, c.offset), c.count * es));
+        sch.add(sendStep(to, sch.at(kSendBuffer, c.offset), c.count * es));
       else
-        sch.add(sendStep(to, at(kScratchBuffer, c.offset), c.count * es),
+        sch.add(sendStep(to, sch.at(kScratchBuffer, c.offset), c.count * es),
                 writersOf(log, c.offset, c.offset + c.count));
     }
     const Span in{d * k, m * k};
     for (size_t j = 0; j < numChunks(in, per); ++j) {
       const Span c = chunkOf(in, per, j);
       const size_t end = c.offset + c.count;
-      const uint32_t got = sch.add(recvStep(from, at(kScratchBuffer, c.offset), c.count * es));
+      const uint32_t got = sch.add(recvStep(from, sch.at(kScratchBuffer, c.offset), c.count * es));
       log.push_back({c.offset, end, got});
       // The rotation: position element e is element (mine + e) mod total of the result.
       if (c.offset < wrap) {
         const size_t upto = std::min(end, wrap);
-        sch.add(copyStep(at(kRecvBuffer, mine + c.offset), at(kScratchBuffer, c.offset),
+        sch.add(copyStep(sch.at(kRecvBuffer, mine + c.offset), sch.at(kScratchBuffer, c.offset),
                          (upto - c.offset) * es),
                 {got});
       }
       if (end > wrap) {
         const size_t first = std::max(c.offset, wrap);
-        sch.add(
-            copyStep(at(kRecvBuffer, first - wrap), at(kScratchBuffer, first), (end - first) * es),
-            {got});
+        sch.add(copyStep(sch.at(kRecvBuffer, first - wrap), sch.at(kScratchBuffer, first),
+                         (end - first) * es),
+                {got});
       }
     }
   }

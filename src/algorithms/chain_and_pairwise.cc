@@ -32,10 +32,9 @@ Schedule buildChainBroadcast(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "chain");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const int pos = modRank(r - s.root, n);
   if (pos == 0 && !s.inPlace && s.count > 0)
-    sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    sch.add(copyStep(sch.at(kRecvBuffer, 0), sch.at(kSendBuffer, 0), s.count * es));
   if (n == 1) return sch;
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
   const size_t per = chunkElems(s.chunkBytes, es);
@@ -43,9 +42,9 @@ Schedule buildChainBroadcast(const CollectiveShape& s) {
   for (size_t j = 0; j < numChunks(whole, per); ++j) {
     Span c = chunkOf(whole, per, j);
     uint32_t got = kNoStep;
-    if (pos > 0) got = sch.add(recvStep(prev, at(kRecvBuffer, c.offset), c.count * es));
+    if (pos > 0) got = sch.add(recvStep(prev, sch.at(kRecvBuffer, c.offset), c.count * es));
     if (pos < n - 1)
-      sch.add(sendStep(next, at(pos == 0 ? kSendBuffer : kRecvBuffer, c.offset), c.count * es),
+      sch.add(sendStep(next, sch.at(pos == 0 ? kSendBuffer : kRecvBuffer, c.offset), c.count * es),
               depsOf(got));
   }
   return sch;
@@ -55,7 +54,6 @@ Schedule buildChainReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "chain");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
     addSingleRankCopy(&sch, s);
     return sch;
@@ -70,16 +68,17 @@ Schedule buildChainReduce(const CollectiveShape& s) {
   for (size_t j = 0; j < numChunks(whole, per); ++j) {
     Span c = chunkOf(whole, per, j);
     if (pos == 0) {
-      sch.add(sendStep(next, at(kSendBuffer, c.offset), c.count * es));
+      sch.add(sendStep(next, sch.at(kSendBuffer, c.offset), c.count * es));
       continue;
     }
     uint16_t into = isRoot ? kRecvBuffer : kScratchBuffer;
-    uint32_t got =
-        sch.add(recvReduceStep(prev, at(into, c.offset), at(kSendBuffer, c.offset), c.count * es));
+    uint32_t got = sch.add(
+        recvReduceStep(prev, sch.at(into, c.offset), sch.at(kSendBuffer, c.offset), c.count * es));
     if (!isRoot)
-      sch.add(sendStep(next, at(kScratchBuffer, c.offset), c.count * es), {got});
+      sch.add(sendStep(next, sch.at(kScratchBuffer, c.offset), c.count * es), {got});
     else if (s.op == bcclAvg)
-      sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es), {got});
+      sch.add(scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), c.count * es),
+              {got});
   }
   return sch;
 }

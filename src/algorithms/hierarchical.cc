@@ -135,7 +135,6 @@ Schedule buildRingReduceScatterSegments(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "ring");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
     addSingleRankCopy(&sch, s);
     return sch;
@@ -152,19 +151,19 @@ Schedule buildRingReduceScatterSegments(const CollectiveShape& s) {
     for (size_t j = 0; j < numChunks(ss, per); ++j) {
       const Span c = chunkOf(ss, per, j);
       const uint16_t from = step == 0 ? kSendBuffer : kRecvBuffer;
-      sch.add(sendStep(next, at(from, c.offset), c.count * es), depsOf(last[sendSeg][j]));
+      sch.add(sendStep(next, sch.at(from, c.offset), c.count * es), depsOf(last[sendSeg][j]));
     }
     for (size_t j = 0; j < numChunks(rs, per); ++j) {
       const Span c = chunkOf(rs, per, j);
-      last[recvSeg][j] = sch.add(
-          recvReduceStep(prev, at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset), c.count * es));
+      last[recvSeg][j] = sch.add(recvReduceStep(prev, sch.at(kRecvBuffer, c.offset),
+                                                sch.at(kSendBuffer, c.offset), c.count * es));
     }
   }
   if (s.op == bcclAvg) {
     const Span mine = segmentOf(s.count, n, r);
     for (size_t j = 0; j < numChunks(mine, per); ++j) {
       const Span c = chunkOf(mine, per, j);
-      sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
+      sch.add(scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), c.count * es),
               depsOf(last[r][j]));
     }
   }
@@ -175,10 +174,9 @@ Schedule buildRingAllGatherSegments(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "ring");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const Span mine = segmentOf(s.count, n, r);
   if (!s.inPlace && mine.count > 0)
-    sch.add(copyStep(at(kRecvBuffer, mine.offset), at(kSendBuffer, 0), mine.count * es));
+    sch.add(copyStep(sch.at(kRecvBuffer, mine.offset), sch.at(kSendBuffer, 0), mine.count * es));
   if (n == 1) return sch;
   const int next = modRank(r + 1, n), prev = modRank(r - 1, n);
   const size_t per = chunkElems(s.chunkBytes, es);
@@ -192,12 +190,12 @@ Schedule buildRingAllGatherSegments(const CollectiveShape& s) {
       const Span c = chunkOf(ss, per, j);
       // My own segment goes out straight from the send buffer, not waiting for the copy.
       const BufRef src =
-          step == 0 ? at(kSendBuffer, c.offset - ss.offset) : at(kRecvBuffer, c.offset);
+          step == 0 ? sch.at(kSendBuffer, c.offset - ss.offset) : sch.at(kRecvBuffer, c.offset);
       sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
     }
     for (size_t j = 0; j < numChunks(rs, per); ++j) {
       const Span c = chunkOf(rs, per, j);
-      last[recvSeg][j] = sch.add(recvStep(prev, at(kRecvBuffer, c.offset), c.count * es));
+      last[recvSeg][j] = sch.add(recvStep(prev, sch.at(kRecvBuffer, c.offset), c.count * es));
     }
   }
   return sch;

@@ -161,7 +161,6 @@ bool copyOnly(Schedule& sch, const CollectiveShape& s, size_t elems) {
 Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rd");
   const size_t es = sch.elemSize;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t per = chunkElems(s.chunkBytes, es);
@@ -197,7 +196,8 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       std::vector<uint32_t> deps = write(cur, j);
-      last[j] = sch.add(copyStep(at(cur, c.offset), at(kSendBuffer, c.offset), c.count * es), deps);
+      last[j] = sch.add(
+          copyStep(sch.at(cur, c.offset), sch.at(kSendBuffer, c.offset), c.count * es), deps);
     }
   }
   if (f.partner >= 0) {
@@ -205,9 +205,9 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       std::vector<uint32_t> deps = write(cur, j);
-      last[j] = sch.add(
-          recvReduceStep(f.partner, at(cur, c.offset), at(kSendBuffer, c.offset), c.count * es),
-          deps);
+      last[j] = sch.add(recvReduceStep(f.partner, sch.at(cur, c.offset),
+                                       sch.at(kSendBuffer, c.offset), c.count * es),
+                        deps);
     }
   }
   for (int k = 0; k < f.rounds; ++k) {
@@ -216,13 +216,13 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       readers[physical(cur)][j].push_back(
-          sch.add(sendStep(peer, at(cur, c.offset), c.count * es), depsOf(last[j])));
+          sch.add(sendStep(peer, sch.at(cur, c.offset), c.count * es), depsOf(last[j])));
     }
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
       std::vector<uint32_t> deps = write(dst, j);
-      last[j] =
-          sch.add(recvReduceStep(peer, at(dst, c.offset), at(cur, c.offset), c.count * es), deps);
+      last[j] = sch.add(
+          recvReduceStep(peer, sch.at(dst, c.offset), sch.at(cur, c.offset), c.count * es), deps);
     }
     cur = dst;
   }
@@ -231,10 +231,11 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
     if (s.op == bcclAvg) {
       std::vector<uint32_t> deps = write(kRecvBuffer, j);
       last[j] = sch.add(
-          scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es), deps);
+          scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), c.count * es),
+          deps);
     }
     if (f.partner >= 0)
-      sch.add(sendStep(f.partner, at(kRecvBuffer, c.offset), c.count * es), depsOf(last[j]));
+      sch.add(sendStep(f.partner, sch.at(kRecvBuffer, c.offset), c.count * es), depsOf(last[j]));
   }
   return sch;
 }
@@ -242,7 +243,6 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
 Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rhd");
   const size_t es = sch.elemSize;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   if (f.v < 0) {
@@ -260,7 +260,7 @@ Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
   uint16_t from = kSendBuffer;                   // where the partial results are
   if (f.partner >= 0) {
     t.writes(0, s.count, [&](Span c) {
-      return recvReduceStep(f.partner, at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset),
+      return recvReduceStep(f.partner, sch.at(kRecvBuffer, c.offset), sch.at(kSendBuffer, c.offset),
                             c.count * es);
     });
     from = kRecvBuffer;
@@ -270,41 +270,42 @@ Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
     const int peer = f.rankOf(f.v ^ (1 << k)), mid = (lo + hi) / 2;
     const bool upper = (f.v >> k) & 1;
     t.reads(start(upper ? lo : mid), start(upper ? mid : hi),
-            [&](Span c) { return sendStep(peer, at(from, c.offset), c.count * es); });
+            [&](Span c) { return sendStep(peer, sch.at(from, c.offset), c.count * es); });
     if (upper)
       lo = mid;
     else
       hi = mid;
     t.writes(start(lo), start(hi), [&](Span c) {
-      return recvReduceStep(peer, at(kRecvBuffer, c.offset), at(from, c.offset), c.count * es);
+      return recvReduceStep(peer, sch.at(kRecvBuffer, c.offset), sch.at(from, c.offset),
+                            c.count * es);
     });
     from = kRecvBuffer;
   }
   if (s.op == bcclAvg)
     t.writes(start(lo), start(hi), [&](Span c) {
-      return scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es);
+      return scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), c.count * es);
     });
   // Allgather: the same pairs in reverse, each receive landing on what that round gave away.
   for (int k = f.rounds - 1; k >= 0; --k) {
     const int peer = f.rankOf(f.v ^ (1 << k)), size = hi - lo;
     const int theirs = (f.v >> k) & 1 ? lo - size : hi;
     t.reads(start(lo), start(hi),
-            [&](Span c) { return sendStep(peer, at(kRecvBuffer, c.offset), c.count * es); });
+            [&](Span c) { return sendStep(peer, sch.at(kRecvBuffer, c.offset), c.count * es); });
     t.writes(start(theirs), start(theirs + size),
-             [&](Span c) { return recvStep(peer, at(kRecvBuffer, c.offset), c.count * es); });
+             [&](Span c) { return recvStep(peer, sch.at(kRecvBuffer, c.offset), c.count * es); });
     lo = std::min(lo, theirs);
     hi = lo + 2 * size;
   }
   if (f.partner >= 0)
-    t.reads(0, s.count,
-            [&](Span c) { return sendStep(f.partner, at(kRecvBuffer, c.offset), c.count * es); });
+    t.reads(0, s.count, [&](Span c) {
+      return sendStep(f.partner, sch.at(kRecvBuffer, c.offset), c.count * es);
+    });
   return sch;
 }
 
 Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rhd");
   const size_t es = sch.elemSize;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t k = s.count, total = s.nranks * k;
@@ -320,8 +321,8 @@ Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
   uint16_t from = kSendBuffer;
   if (f.partner >= 0) {
     t.writes(0, total, [&](Span c) {
-      return recvReduceStep(f.partner, at(kScratchBuffer, c.offset), at(kSendBuffer, c.offset),
-                            c.count * es);
+      return recvReduceStep(f.partner, sch.at(kScratchBuffer, c.offset),
+                            sch.at(kSendBuffer, c.offset), c.count * es);
     });
     from = kScratchBuffer;
   }
@@ -330,29 +331,31 @@ Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
     const int peer = f.rankOf(f.v ^ (1 << b)), mid = (lo + hi) / 2;
     const bool upper = (f.v >> b) & 1;
     t.reads(f.blockStart(upper ? lo : mid, k), f.blockStart(upper ? mid : hi, k),
-            [&](Span c) { return sendStep(peer, at(from, c.offset), c.count * es); });
+            [&](Span c) { return sendStep(peer, sch.at(from, c.offset), c.count * es); });
     if (upper)
       lo = mid;
     else
       hi = mid;
     t.writes(f.blockStart(lo, k), f.blockStart(hi, k), [&](Span c) {
-      return recvReduceStep(peer, at(kScratchBuffer, c.offset), at(from, c.offset), c.count * es);
+      return recvReduceStep(peer, sch.at(kScratchBuffer, c.offset), sch.at(from, c.offset),
+                            c.count * es);
     });
     from = kScratchBuffer;
   }
   // Averaging divides while moving the result out of scratch: still once per element.
   t.reads(mine, mine + k, [&](Span c) {
-    const BufRef dst = at(kRecvBuffer, c.offset - mine), src = at(kScratchBuffer, c.offset);
+    const BufRef dst = sch.at(kRecvBuffer, c.offset - mine), src = sch.at(kScratchBuffer, c.offset);
     return s.op == bcclAvg ? scaleStep(dst, src, c.count * es) : copyStep(dst, src, c.count * es);
   });
   if (f.partner >= 0) {
     const size_t theirs = static_cast<size_t>(f.partner) * k;
     if (s.op == bcclAvg)
       t.writes(theirs, theirs + k, [&](Span c) {
-        return scaleStep(at(kScratchBuffer, c.offset), at(kScratchBuffer, c.offset), c.count * es);
+        return scaleStep(sch.at(kScratchBuffer, c.offset), sch.at(kScratchBuffer, c.offset),
+                         c.count * es);
       });
     t.reads(theirs, theirs + k, [&](Span c) {
-      return sendStep(f.partner, at(kScratchBuffer, c.offset), c.count * es);
+      return sendStep(f.partner, sch.at(kScratchBuffer, c.offset), c.count * es);
     });
   }
   return sch;
@@ -361,7 +364,6 @@ Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
 Schedule buildRecursiveDoublingAllGather(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rd");
   const size_t es = sch.elemSize;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (copyOnly(sch, s, s.count)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t k = s.count, total = s.nranks * k;
@@ -369,13 +371,16 @@ Schedule buildRecursiveDoublingAllGather(const CollectiveShape& s) {
   Tracker t(sch, chunkElems(s.chunkBytes, es));
   if (!s.inPlace)
     t.writes(mine, mine + k, [&](Span c) {
-      return copyStep(at(kRecvBuffer, c.offset), at(kSendBuffer, c.offset - mine), c.count * es);
+      return copyStep(sch.at(kRecvBuffer, c.offset), sch.at(kSendBuffer, c.offset - mine),
+                      c.count * es);
     });
   auto send = [&](int peer) {
-    return [&, peer](Span c) { return sendStep(peer, at(kRecvBuffer, c.offset), c.count * es); };
+    return
+        [&, peer](Span c) { return sendStep(peer, sch.at(kRecvBuffer, c.offset), c.count * es); };
   };
   auto recv = [&](int peer) {
-    return [&, peer](Span c) { return recvStep(peer, at(kRecvBuffer, c.offset), c.count * es); };
+    return
+        [&, peer](Span c) { return recvStep(peer, sch.at(kRecvBuffer, c.offset), c.count * es); };
   };
   if (f.v < 0) {
     t.reads(mine, mine + k, send(f.partner));

@@ -30,7 +30,6 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "ring");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
     addSingleRankCopy(&sch, s);
     return sch;
@@ -62,31 +61,31 @@ Schedule buildRingAllReduce(const CollectiveShape& s) {
         if (chunk(sendSeg, j, &c)) {
           const uint16_t from = step == 0 ? kSendBuffer : kRecvBuffer;
           const uint32_t id =
-              sch.add(sendStep(next, at(from, c.offset), c.count * es), depsOf(lj[sendSeg]));
+              sch.add(sendStep(next, sch.at(from, c.offset), c.count * es), depsOf(lj[sendSeg]));
           if (step == 0) firstSend[j - first] = id;
         }
         if (chunk(recvSeg, j, &c))
-          lj[recvSeg] = sch.add(recvReduceStep(prev, at(kRecvBuffer, c.offset),
-                                               at(kSendBuffer, c.offset), c.count * es));
+          lj[recvSeg] = sch.add(recvReduceStep(prev, sch.at(kRecvBuffer, c.offset),
+                                               sch.at(kSendBuffer, c.offset), c.count * es));
       }
     }
     const int owned = ring.at(p + 1L);
     for (size_t j = first; j < end && s.op == bcclAvg; ++j)
       if (chunk(owned, j, &c))
-        last[j - first][owned] =
-            sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
-                    depsOf(last[j - first][owned]));
+        last[j - first][owned] = sch.add(
+            scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), c.count * es),
+            depsOf(last[j - first][owned]));
     for (int step = 0; step < n - 1; ++step) {
       const int sendSeg = ring.at(p + 1L - step), recvSeg = ring.at(p - step);
       for (size_t j = first; j < end; ++j) {
         std::vector<uint32_t>& lj = last[j - first];
         if (chunk(sendSeg, j, &c))
-          sch.add(sendStep(next, at(kRecvBuffer, c.offset), c.count * es), depsOf(lj[sendSeg]));
+          sch.add(sendStep(next, sch.at(kRecvBuffer, c.offset), c.count * es), depsOf(lj[sendSeg]));
         if (chunk(recvSeg, j, &c)) {
           // In place, my own chunk's first send reads the memory this receive overwrites.
           const uint32_t guard = recvSeg == r ? firstSend[j - first] : kNoStep;
           lj[recvSeg] =
-              sch.add(recvStep(prev, at(kRecvBuffer, c.offset), c.count * es), depsOf(guard));
+              sch.add(recvStep(prev, sch.at(kRecvBuffer, c.offset), c.count * es), depsOf(guard));
         }
       }
     }
@@ -98,11 +97,10 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "ring");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const size_t block = s.count;
   if (n == 1) {
     if (!s.inPlace && block > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), block * es));
+      sch.add(copyStep(sch.at(kRecvBuffer, 0), sch.at(kSendBuffer, 0), block * es));
     return sch;
   }
   const RingPositions ring(s);
@@ -121,20 +119,20 @@ Schedule buildRingAllGather(const CollectiveShape& s) {
       for (size_t j = first; j < end; ++j) {
         Span c = chunkOf(whole, per, j);
         // My own block goes out straight from the send buffer, not waiting for the local copy.
-        BufRef src =
-            step == 0 ? at(kSendBuffer, c.offset) : at(kRecvBuffer, sendSeg * block + c.offset);
+        BufRef src = step == 0 ? sch.at(kSendBuffer, c.offset)
+                               : sch.at(kRecvBuffer, sendSeg * block + c.offset);
         uint32_t id = sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
         // Out of place, my own block is copied a chunk at a time right after that chunk went
         // out: the copy reads it from cache, and fills the time spent waiting for the ring.
         if (step == 0 && !s.inPlace)
-          sch.add(copyStep(at(kRecvBuffer, r * block + c.offset), at(kSendBuffer, c.offset),
+          sch.add(copyStep(sch.at(kRecvBuffer, r * block + c.offset), sch.at(kSendBuffer, c.offset),
                            c.count * es),
                   depsOf(id));
       }
       for (size_t j = first; j < end; ++j) {
         Span c = chunkOf(whole, per, j);
         last[recvSeg][j] =
-            sch.add(recvStep(prev, at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
+            sch.add(recvStep(prev, sch.at(kRecvBuffer, recvSeg * block + c.offset), c.count * es));
       }
     }
   }
@@ -145,11 +143,10 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "ring");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const size_t block = s.count;
   if (n == 1) {
     if (!s.inPlace && block > 0)
-      sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), block * es));
+      sch.add(copyStep(sch.at(kRecvBuffer, 0), sch.at(kSendBuffer, 0), block * es));
     return sch;
   }
   sch.scratchBytes = static_cast<size_t>(n) * block * es;
@@ -166,19 +163,19 @@ Schedule buildRingReduceScatter(const CollectiveShape& s) {
       for (size_t j = first; j < std::min(chunks, first + window); ++j) {
         const int sendSeg = ring.at(p - step - 1L), recvSeg = ring.at(p - step - 2L);
         Span c = chunkOf(whole, per, j);
-        BufRef src = step == 0 ? at(kSendBuffer, sendSeg * block + c.offset)
-                               : at(kScratchBuffer, sendSeg * block + c.offset);
+        BufRef src = step == 0 ? sch.at(kSendBuffer, sendSeg * block + c.offset)
+                               : sch.at(kScratchBuffer, sendSeg * block + c.offset);
         sch.add(sendStep(next, src, c.count * es), depsOf(last[sendSeg][j]));
         const bool final = step == n - 2;  // recvSeg == r: the result lands in the receive buffer
-        BufRef dst =
-            final ? at(kRecvBuffer, c.offset) : at(kScratchBuffer, recvSeg * block + c.offset);
-        last[recvSeg][j] = sch.add(
-            recvReduceStep(prev, dst, at(kSendBuffer, recvSeg * block + c.offset), c.count * es));
+        BufRef dst = final ? sch.at(kRecvBuffer, c.offset)
+                           : sch.at(kScratchBuffer, recvSeg * block + c.offset);
+        last[recvSeg][j] = sch.add(recvReduceStep(
+            prev, dst, sch.at(kSendBuffer, recvSeg * block + c.offset), c.count * es));
       }
   if (s.op == bcclAvg) {
     for (size_t j = 0; j < chunks; ++j) {
       Span c = chunkOf(whole, per, j);
-      sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), c.count * es),
+      sch.add(scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), c.count * es),
               depsOf(last[r][j]));
     }
   }

@@ -55,6 +55,8 @@ struct Schedule {
   uint32_t add(const Step& step, std::initializer_list<uint32_t> after = {});
   uint32_t add(const Step& step, const std::vector<uint32_t>& after);
   std::string describe() const;  // one line per step, for logs and test failures
+  // Element `elem` of `buffer`: builders count in elements, steps address bytes.
+  BufRef at(uint16_t buffer, size_t elem) const { return BufRef{buffer, elem * elemSize}; }
 };
 
 // Helpers that keep builders readable.

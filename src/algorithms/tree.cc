@@ -110,7 +110,6 @@ Schedule buildTreeAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "tree");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
     addSingleRankCopy(&sch, s);
     return sch;
@@ -155,24 +154,25 @@ Schedule buildTreeAllReduce(const CollectiveShape& s) {
     const uint16_t current = last == kNoStep ? kSendBuffer : kRecvBuffer;
     switch (e.kind) {
       case Event::kUpRecv:
-        last =
-            sch.add(recvReduceStep(e.peer, at(kRecvBuffer, c.offset), at(current, c.offset), bytes),
-                    depsOf(last));
+        last = sch.add(
+            recvReduceStep(e.peer, sch.at(kRecvBuffer, c.offset), sch.at(current, c.offset), bytes),
+            depsOf(last));
         break;
       case Event::kUpSend:
         upSend[e.tree][e.chunk] =
-            sch.add(sendStep(e.peer, at(current, c.offset), bytes), depsOf(last));
+            sch.add(sendStep(e.peer, sch.at(current, c.offset), bytes), depsOf(last));
         break;
       case Event::kScale:
-        last = sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), bytes),
-                       depsOf(last));
+        last =
+            sch.add(scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), bytes),
+                    depsOf(last));
         break;
       case Event::kDownRecv:
-        last = sch.add(recvStep(e.peer, at(kRecvBuffer, c.offset), bytes),
+        last = sch.add(recvStep(e.peer, sch.at(kRecvBuffer, c.offset), bytes),
                        depsOf(upSend[e.tree][e.chunk]));
         break;
       case Event::kDownSend:
-        sch.add(sendStep(e.peer, at(kRecvBuffer, c.offset), bytes), depsOf(last));
+        sch.add(sendStep(e.peer, sch.at(kRecvBuffer, c.offset), bytes), depsOf(last));
         break;
     }
   }
@@ -183,11 +183,10 @@ Schedule buildTreeBroadcast(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "tree");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   const bool isRoot = r == s.root;
   // The root's children read the send buffer, so this copy delays nothing.
   if (isRoot && !s.inPlace && s.count > 0)
-    sch.add(copyStep(at(kRecvBuffer, 0), at(kSendBuffer, 0), s.count * es));
+    sch.add(copyStep(sch.at(kRecvBuffer, 0), sch.at(kSendBuffer, 0), s.count * es));
   if (n == 1) return sch;
   const Tree tree = rootedTree(n, s.root);
   const int parent = tree.parent(r);
@@ -197,9 +196,9 @@ Schedule buildTreeBroadcast(const CollectiveShape& s) {
   for (size_t j = 0; j < numChunks(whole, per); ++j) {
     const Span c = chunkOf(whole, per, j);
     uint32_t got = kNoStep;
-    if (parent >= 0) got = sch.add(recvStep(parent, at(kRecvBuffer, c.offset), c.count * es));
+    if (parent >= 0) got = sch.add(recvStep(parent, sch.at(kRecvBuffer, c.offset), c.count * es));
     for (int kid : kids)
-      sch.add(sendStep(kid, at(isRoot ? kSendBuffer : kRecvBuffer, c.offset), c.count * es),
+      sch.add(sendStep(kid, sch.at(isRoot ? kSendBuffer : kRecvBuffer, c.offset), c.count * es),
               depsOf(got));
   }
   return sch;
@@ -209,7 +208,6 @@ Schedule buildTreeReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "tree");
   const size_t es = sch.elemSize;
   const int n = s.nranks, r = s.rank;
-  auto at = [es](uint16_t buf, size_t elem) { return BufRef{buf, elem * es}; };
   if (n == 1) {
     addSingleRankCopy(&sch, s);
     return sch;
@@ -229,14 +227,15 @@ Schedule buildTreeReduce(const CollectiveShape& s) {
     uint32_t last = kNoStep;
     for (int kid : kids) {
       const uint16_t operand = last == kNoStep ? kSendBuffer : into;
-      last = sch.add(recvReduceStep(kid, at(into, c.offset), at(operand, c.offset), bytes),
+      last = sch.add(recvReduceStep(kid, sch.at(into, c.offset), sch.at(operand, c.offset), bytes),
                      depsOf(last));
     }
     if (!isRoot)
-      sch.add(sendStep(parent, at(last == kNoStep ? kSendBuffer : into, c.offset), bytes),
+      sch.add(sendStep(parent, sch.at(last == kNoStep ? kSendBuffer : into, c.offset), bytes),
               depsOf(last));
     else if (s.op == bcclAvg)
-      sch.add(scaleStep(at(kRecvBuffer, c.offset), at(kRecvBuffer, c.offset), bytes), depsOf(last));
+      sch.add(scaleStep(sch.at(kRecvBuffer, c.offset), sch.at(kRecvBuffer, c.offset), bytes),
+              depsOf(last));
   }
   return sch;
 }
