@@ -80,12 +80,19 @@ ours allgather_large all_gather_perf -b 131072 -e 16777216 -f 2 -w 1 -n 4 -z 1
 # The bars' numbers, each pair measured back to back and repeated: the VM shares the host's
 # cores, so one sample alone says more about the neighbours than about the transport.
 reps=${COMPARE_REPS:-3}
+# rxe's retransmission-timer retries, device-wide: in a slow guest rxe retries spuriously (for
+# perftest and for us alike), and a rep with many of them is slow for that reason alone.
+retries() { cat "/sys/class/infiniband/$dev/ports/1/hw_counters/completer_retry_err" 2>/dev/null || echo 0; }
 : > samples.txt
 for rep in $(seq "$reps"); do
+  r0=$(retries)
   perftest write_bw.$rep ib_write_bw --report_gbits -s 65536 -n 1000
+  r1=$(retries)
   # Both directions at once, as a 2-rank allreduce streams: perftest prints their sum.
   perftest write_bw_bidir.$rep ib_write_bw --report_gbits -s 65536 -n 1000 -b
+  r2=$(retries)
   ours ar16m.$rep all_reduce_perf -b 16777216 -e 16777216 -w 1 -n 3 -z 1
+  r3=$(retries)
   ours ag16m.$rep all_gather_perf -b 16777216 -e 16777216 -w 1 -n 3 -z 1
   perftest send_lat.$rep ib_send_lat -s 8 -n 2000
   ours ar8.$rep all_reduce_perf -b 8 -e 8 -w 50 -n 1000 -z 1 -P 1
@@ -98,7 +105,8 @@ for rep in $(seq "$reps"); do
   lt=$(awk '$1 == 8 && NF >= 6 {print $5, $6}' send_lat.$rep.txt | tail -n1)
   echo "rep $rep write_gbps ${wb:-?} bidir_gbps_per_direction ${wbb:-?} ar16_busbw $(busbw "$(col ar16m.$rep.txt 16777216 6)" 1)" \
        "ag16_busbw $(busbw "$(col ag16m.$rep.txt 16777216 6)" 0.5) send_lat_typ_avg ${lt:-? ?}" \
-       "ar8_us $(col ar8.$rep.txt 8 6) ar8_p50_us $(p50 ar8.$rep.txt 8) ar8_shm_us $(col ar8shm.$rep.txt 8 6)" >> samples.txt
+       "ar8_us $(col ar8.$rep.txt 8 6) ar8_p50_us $(p50 ar8.$rep.txt 8) ar8_shm_us $(col ar8shm.$rep.txt 8 6)" \
+       "retries_write_bw $((r1 - r0)) retries_ar16 $((r3 - r2))" >> samples.txt
 done
 # The VM shares the host's two cores with whatever else runs there, and interference only ever
 # makes a sample slower: the bars use each side's best sample (highest bandwidth, lowest time),
