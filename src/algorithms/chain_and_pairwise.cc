@@ -21,7 +21,7 @@ Schedule startSchedule(const CollectiveShape& s, const char* algorithm) {
 
 void addSingleRankCopy(Schedule* sch, const CollectiveShape& s) {
   if (!s.inPlace && s.count > 0)
-    sch->add(copyStep(BufRef{kRecvBuffer, 0}, BufRef{kSendBuffer, 0}, s.count * sch->elemSize));
+    sch->add(copyStep(sch->at(kRecvBuffer, 0), sch->at(kSendBuffer, 0), s.count * sch->elemSize));
 }
 
 std::vector<uint32_t> depsOf(uint32_t step) {

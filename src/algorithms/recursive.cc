@@ -141,18 +141,17 @@ std::vector<uint32_t> plus(std::vector<uint32_t> a, const std::vector<uint32_t>&
 void sitOut(Schedule& sch, const CollectiveShape& s, int partner, size_t total, size_t begin) {
   const size_t es = sch.elemSize;
   Tracker t(sch, chunkElems(s.chunkBytes, es));
-  t.reads(0, total, [&](Span c) {
-    return sendStep(partner, BufRef{kSendBuffer, c.offset * es}, c.count * es);
-  });
+  t.reads(0, total,
+          [&](Span c) { return sendStep(partner, sch.at(kSendBuffer, c.offset), c.count * es); });
   t.writes(begin, begin + s.count, [&](Span c) {
-    return recvStep(partner, BufRef{kRecvBuffer, (c.offset - begin) * es}, c.count * es);
+    return recvStep(partner, sch.at(kRecvBuffer, c.offset - begin), c.count * es);
   });
 }
 
-bool copyOnly(Schedule& sch, const CollectiveShape& s, size_t elems) {
+// One rank alone: the schedule is the copy to the output, if any.
+bool copyOnly(Schedule& sch, const CollectiveShape& s) {
   if (s.nranks != 1) return false;
-  if (!s.inPlace && elems > 0)
-    sch.add(copyStep(BufRef{kRecvBuffer, 0}, BufRef{kSendBuffer, 0}, elems * sch.elemSize));
+  addSingleRankCopy(&sch, s);
   return true;
 }
 
@@ -161,7 +160,7 @@ bool copyOnly(Schedule& sch, const CollectiveShape& s, size_t elems) {
 Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rd");
   const size_t es = sch.elemSize;
-  if (copyOnly(sch, s, s.count)) return sch;
+  if (copyOnly(sch, s)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t per = chunkElems(s.chunkBytes, es);
   if (f.v < 0) {
@@ -243,7 +242,7 @@ Schedule buildRecursiveDoublingAllReduce(const CollectiveShape& s) {
 Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rhd");
   const size_t es = sch.elemSize;
-  if (copyOnly(sch, s, s.count)) return sch;
+  if (copyOnly(sch, s)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   if (f.v < 0) {
     sitOut(sch, s, f.partner, s.count, 0);
@@ -306,7 +305,7 @@ Schedule buildRabenseifnerAllReduce(const CollectiveShape& s) {
 Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rhd");
   const size_t es = sch.elemSize;
-  if (copyOnly(sch, s, s.count)) return sch;
+  if (copyOnly(sch, s)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t k = s.count, total = s.nranks * k;
   const size_t mine = s.rank * k;  // my block, in the send buffer's element space
@@ -364,7 +363,7 @@ Schedule buildRecursiveHalvingReduceScatter(const CollectiveShape& s) {
 Schedule buildRecursiveDoublingAllGather(const CollectiveShape& s) {
   Schedule sch = startSchedule(s, "rd");
   const size_t es = sch.elemSize;
-  if (copyOnly(sch, s, s.count)) return sch;
+  if (copyOnly(sch, s)) return sch;
   const Fold f = foldFor(s.rank, s.nranks);
   const size_t k = s.count, total = s.nranks * k;
   const size_t mine = s.rank * k;  // my block in the receive buffer
