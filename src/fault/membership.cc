@@ -258,16 +258,23 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
   if (st.isOk() && !f.empty())
     st = sendAll(fd.value(), f.data(), f.size() * sizeof(int32_t), deadline, nullptr);
   if (st.isOk()) st = sendAll(fd.value(), &mine, sizeof(mine), deadline, nullptr);
-  // Wait for the answer in slices, watching for the coordinator's failure.
+  // Wait for the answer in slices, watching for the coordinator's failure. On this machine its
+  // process is also looked up: a connection can sit unanswered in a listener's queue (one that
+  // outlived it, or a stranger that took its port), and the wait must not outlast the process.
   while (st.isOk()) {
     pollfd p{fd.value(), POLLIN, 0};
     if (poll(&p, 1, deadline.remainingMs(kSliceMs)) > 0) break;
+    Status alive = parent.checkPeerAlive(root);
+    if (!alive.isOk()) parent.markFailed(root, alive.message());
     if (rootFailed()) {
       close(fd.value());
       return retry;
     }
     if (deadline.expired())
-      st = timeoutError("no answer from the coordinator " + parent.peerName(root));
+      st = timeoutError("no answer from the coordinator " + parent.peerName(root) +
+                        (parent.peer(root).machineHash == parent.peer(parent.rank()).machineHash
+                             ? " (its process is alive)"
+                             : ""));
   }
   ReplyHeader r{};
   if (st.isOk()) st = recvAll(fd.value(), &r, sizeof(r), deadline, nullptr);

@@ -211,44 +211,77 @@ TEST(Recovery, StoppedRankIsReportedAndAbortIsPrompt) {
   }
 }
 
-// A rank that destroyed its communicator (a clean exit, so nobody counts it failed) is the
-// lowest rank, so every survivor first picks it as the shrink's coordinator. Its port refuses:
-// the survivors must take that as its departure and move on, not retry until the deadline.
-TEST(Membership, ShrinkPassesOverACoordinatorThatAlreadyLeft) {
+// Rank 0 destroys its communicator and exits (a clean exit, so nobody counts it failed) while
+// the others wait; being the lowest rank, it is every survivor's first pick as the shrink's
+// coordinator. With `forkHoldsPort`, rank 0 first forks a child that outlives it holding copies
+// of its sockets, as a data-loader worker forked after init would: the survivors' connections
+// are then queued by a listener nobody serves, instead of refused.
+void ShrinkAfterRankZeroLeaves(bool forkHoldsPort) {
   const int n = 4;
   ProcessRanks ranks(n, 60000);
-  ASSERT_TRUE(ranks.Run([&](ChildEnv& env) {
-    bcclComm_t comm = nullptr;
-    if (!env.Ok(env.InitComm(&comm, "", kTimeoutMs), "init")) return 1;
-    int32_t v = 1;
-    if (!env.Ok(bcclAllReduce(&v, &v, 1, bcclInt32, bcclSum, comm, nullptr), "allreduce", comm))
-      return 1;
-    if (env.rank == 0) {
-      bcclCommDestroy(comm);
-      return 0;
-    }
-    usleep(500000);  // rank 0 is gone by now
-    const int64_t t0 = ProcessRanks::NowNs();
-    bcclComm_t next = nullptr;
-    if (!env.Ok(bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_DEFAULT), "shrink",
-                comm))
-      return 1;
-    env.Report("shrink_ms " + std::to_string((ProcessRanks::NowNs() - t0) / 1000000));
-    int nn = 0, failed[4], failedCount = 0;
-    bcclCommCount(next, &nn);
-    if (nn != n - 1) env.Fail("new communicator has " + std::to_string(nn) + " ranks");
-    bcclCommGetFailedRanks(comm, failed, 4, &failedCount);
-    if (failedCount != 1 || failed[0] != 0)
-      env.Fail("failed ranks: expected just rank 0, got " + std::to_string(failedCount));
-    v = 1;
-    if (env.Ok(bcclAllReduce(&v, &v, 1, bcclInt32, bcclSum, next, nullptr), "allreduce", next) &&
-        v != n - 1)
-      env.Fail("allreduce on the shrunk communicator gave " + std::to_string(v));
-    bcclCommDestroy(next);
-    bcclCommDestroy(comm);
-    return env.failed() ? 1 : 0;
-  })) << ranks.error();
+  int shrunk = 0;
+  pid_t holder = -1;
+  ASSERT_TRUE(ranks.Run(
+      [&](ChildEnv& env) {
+        bcclComm_t comm = nullptr;
+        if (!env.Ok(env.InitComm(&comm, "", kTimeoutMs), "init")) return 1;
+        int32_t v = 1;
+        if (!env.Ok(bcclAllReduce(&v, &v, 1, bcclInt32, bcclSum, comm, nullptr), "allreduce", comm))
+          return 1;
+        if (env.rank == 0) {
+          if (forkHoldsPort) {
+            pid_t child = fork();
+            if (child == 0) {
+              for (int i = 0; i < 600; ++i) usleep(50000);  // killed by the harness before
+              _exit(0);
+            }
+            env.Report("holder " + std::to_string(child));
+          }
+          bcclCommDestroy(comm);
+          return 0;
+        }
+        usleep(500000);  // rank 0 is gone by now
+        const int64_t t0 = ProcessRanks::NowNs();
+        bcclComm_t next = nullptr;
+        if (!env.Ok(bcclCommShrink(comm, nullptr, 0, &next, nullptr, BCCL_SHRINK_DEFAULT), "shrink",
+                    comm))
+          return 1;
+        env.Report("shrink_ms " + std::to_string((ProcessRanks::NowNs() - t0) / 1000000));
+        int nn = 0, failed[4], failedCount = 0;
+        bcclCommCount(next, &nn);
+        if (nn != n - 1) env.Fail("new communicator has " + std::to_string(nn) + " ranks");
+        bcclCommGetFailedRanks(comm, failed, 4, &failedCount);
+        if (failedCount != 1 || failed[0] != 0)
+          env.Fail("failed ranks: expected just rank 0, got " + std::to_string(failedCount));
+        v = 1;
+        if (env.Ok(bcclAllReduce(&v, &v, 1, bcclInt32, bcclSum, next, nullptr), "allreduce",
+                   next) &&
+            v != n - 1)
+          env.Fail("allreduce on the shrunk communicator gave " + std::to_string(v));
+        bcclCommDestroy(next);
+        bcclCommDestroy(comm);
+        return env.failed() ? 1 : 0;
+      },
+      [&](ProcessRanks&, int, const std::string& line) {
+        if (line.rfind("holder ", 0) == 0) holder = static_cast<pid_t>(std::stoi(line.substr(7)));
+        // The holder keeps the port until every survivor has shrunk past rank 0.
+        if (line.rfind("shrink_ms", 0) == 0 && ++shrunk == n - 1 && holder > 0)
+          kill(holder, SIGKILL);
+      }))
+      << ranks.error();
+  if (holder > 0) kill(holder, SIGKILL);
+  EXPECT_EQ(shrunk, n - 1) << ranks.Summary();
   EXPECT_TRUE(ranks.AllPassed()) << ranks.Summary();
+}
+
+// Rank 0's port refuses: the survivors must take that as its departure and move on, not retry
+// until the deadline.
+TEST(Membership, ShrinkPassesOverACoordinatorThatAlreadyLeft) { ShrinkAfterRankZeroLeaves(false); }
+
+// Rank 0's port still accepts, in its forked child: the survivors must see that its process is
+// gone rather than wait for an answer until the deadline.
+TEST(Membership, ShrinkPassesOverACoordinatorWhoseForkHoldsItsPort) {
+  ShrinkAfterRankZeroLeaves(true);
 }
 
 TEST(Membership, SplitAndAgreeOnHealthyCommunicator) {
