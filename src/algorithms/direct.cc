@@ -6,6 +6,7 @@
 
 #include "algorithms/interleaved_copy.h"
 #include "algorithms/polite_wait.h"
+#include "core/bulk_copy.h"
 #include "core/dtype.h"
 #include "core/reduce.h"
 #include "core/uncached_copy.h"
@@ -133,7 +134,7 @@ StatusOr<uint64_t> postPieces(ExecContext* ctx, ShmBoard& board, const char* sen
   if (!seq.isOk()) return seq;
   char* area = const_cast<char*>(board.data(me, seq.value()));
   for (int b = 0; b < board.nranks(); ++b)
-    if (b != me || copyMine) memcpy(area + b * stride, send + piece(b).first, piece(b).second);
+    if (b != me || copyMine) copyBulk(area + b * stride, send + piece(b).first, piece(b).second);
   board.post(seq.value(), nullptr, 0);
   BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq.value(), -1, what));
   return seq;
@@ -176,7 +177,7 @@ void copyOut(char* dst, const char* src, size_t bytes, bool uncached) {
   if (uncached)
     copyUncached(dst, src, bytes);
   else
-    memcpy(dst, src, bytes);
+    copyBulk(dst, src, bytes);
 }
 
 // An allreduce larger than a board area: a reduce-scatter round then an allgather round over
@@ -281,11 +282,11 @@ Status runDirect(ExecContext* ctx, ShmBoard& board, const OpArgs& a, bool inRoun
     case CollKind::kBroadcast:
       if (me == a.root) {
         board.post(seq, a.sendbuf, bytes, /*wakeAlways=*/true);
-        if (a.sendbuf != recv) memcpy(recv, a.sendbuf, bytes);
+        if (a.sendbuf != recv) copyBulk(recv, a.sendbuf, bytes);
         return Status::ok();
       }
       BCCL_RETURN_IF_ERROR(awaitPosts(ctx, board, seq, a.root, "the broadcast root"));
-      memcpy(recv, board.data(a.root, seq), bytes);
+      copyBulk(recv, board.data(a.root, seq), bytes);
       board.post(seq, nullptr, 0);  // "done reading": lets the root reuse its area
       return Status::ok();
     case CollKind::kBarrier:

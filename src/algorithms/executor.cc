@@ -7,6 +7,7 @@
 
 #include "algorithms/direct.h"
 #include "algorithms/polite_wait.h"
+#include "core/bulk_copy.h"
 #include "core/logging.h"
 #include "core/params.h"
 #include "core/reduce.h"
@@ -113,7 +114,12 @@ Status PlanRun::runLocal(uint32_t id) {
   char* dst = resolve(st.dst);
   const char* src = resolve(st.src);
   if (st.kind == StepKind::kCopy) {
-    if (dst != src) memmove(dst, src, st.bytes);
+    const auto d = reinterpret_cast<uintptr_t>(dst), from = reinterpret_cast<uintptr_t>(src);
+    if (d + st.bytes <= from || from + st.bytes <= d) {
+      copyBulk(dst, src, st.bytes);
+    } else if (dst != src) {
+      memmove(dst, src, st.bytes);  // overlapping blocks of one buffer
+    }
   } else {
     scaleDivide(dst, src, st.bytes / s.elemSize, s.dtype, s.nranks);
   }

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "core/bulk_copy.h"
 #include "core/uncached_copy.h"
 
 namespace bccl {
@@ -23,7 +24,7 @@ struct CopySpan {
 };
 
 // Walks the spans `spanOf(0..count-1)` in order, copying a given number of bytes per call
-// (plain memcpy: the `in` side of copyInterleaved).
+// (plain stores, through copyBulk: the `in` side of copyInterleaved).
 template <typename SpanOf>
 class CopyCursor {
  public:
@@ -36,7 +37,7 @@ class CopyCursor {
     while (budget > 0 && index_ < count_) {
       const CopySpan span = spanOf_(index_);
       const size_t len = std::min(budget, span.bytes - offset_);
-      memcpy(span.dst + offset_, span.src + offset_, len);
+      copyBulk(span.dst + offset_, span.src + offset_, len);
       offset_ += len;
       budget -= len;
       if (offset_ == span.bytes) {
@@ -54,7 +55,7 @@ class CopyCursor {
   size_t offset_ = 0;
 };
 
-// Copies every span, in order, with memcpy.
+// Copies every span, in order, with copyBulk.
 template <typename SpanOf>
 void copySpans(int count, SpanOf spanOf) {
   CopyCursor<SpanOf> cursor(count, spanOf);
@@ -83,7 +84,7 @@ void copyInterleaved(int inCount, InSpanOf inSpanOf, int outCount, OutSpanOf out
       if (outUncached)
         copyUncached(span.dst + at, span.src + at, len, /*fence=*/false);
       else
-        memcpy(span.dst + at, span.src + at, len);
+        copyBulk(span.dst + at, span.src + at, len);
     }
     in.copy(inGrain);
   }

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "core/bulk_copy.h"
+
 namespace bccl {
 
 ShmBoard::ShmBoard(int rank, std::vector<char*> segmentOfRank, size_t capacity)
@@ -11,7 +13,7 @@ ShmBoard::ShmBoard(int rank, std::vector<char*> segmentOfRank, size_t capacity)
 
 void ShmBoard::post(uint64_t seq, const void* data, size_t bytes, bool wakeAlways) {
   ShmBoardHeader* mine = boards_[rank_];
-  if (bytes > 0) memcpy(const_cast<char*>(this->data(rank_, seq)), data, bytes);
+  copyBulk(const_cast<char*>(this->data(rank_, seq)), data, bytes);
   // All seq_cst, as the waiter's side (WaitSet::arm counts itself a sleeper, then re-checks
   // the posts): for every post, either the poster sees the sleeper, or the sleeper sees the
   // post. So when nobody sleeps yet, a waiter arming later finds every post done; and of the

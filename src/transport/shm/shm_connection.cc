@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/bulk_copy.h"
 #include "core/deadline.h"
 
 namespace bccl {
@@ -95,7 +96,7 @@ Status ShmConnection::progressSends(std::vector<uint64_t>* completed, bool* rang
       size_t n = std::min(geo_.slotBytes, op.bytes - op.published);
       slot->kind = ShmSlotKind::kInline;
       slot->bytes = n;
-      memcpy(ShmGeometry::slotData(slot), op.data + op.published, n);
+      copyBulk(ShmGeometry::slotData(slot), op.data + op.published, n);
       op.published += n;
     }
     ring->head.store(++head, std::memory_order_release);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/bulk_copy.h"
 #include "core/deadline.h"
 #include "core/logging.h"
 #include "transport/verbs/verbs_connection.h"
@@ -405,7 +406,7 @@ Status VerbsConnection::serveGrant(uint32_t qi, const VerbsGrant& g, uint32_t in
         return internalError(peerName_ + ": verbs: a grant larger than a slot without zero copy");
       if (q.bounceUsed == cfg_.slots) return Status::ok();  // wait for a write to complete
       char* slot = q.bounce + static_cast<size_t>(q.bounceHead) * cfg_.slotBytes;
-      memcpy(slot, src, g.bytes);
+      copyBulk(slot, src, g.bytes);
       staged = slot;
       sge = ibv_sge{reinterpret_cast<uint64_t>(slot), static_cast<uint32_t>(g.bytes),
                     q.bounceMr->lkey};
