@@ -51,7 +51,11 @@ modinfo -k "$kver" rdma_rxe >/dev/null 2>&1 || skip "kernel $kver has no rdma_rx
 ls /usr/lib/*/libibverbs/librxe-rdmav*.so >/dev/null 2>&1 ||
   skip "no rxe provider for libibverbs (apt-get install ibverbs-providers)"
 
-accel=(-accel tcg,thread=multi -cpu max)
+# Without ERMS/FSRM: the guest kernel (rxe's payload copies, copy_to_user) and glibc then copy with
+# instructions TCG translates well; TCG runs `rep movsb` byte by byte, at 0.5 GB/s against 3.6
+# for the same copy otherwise, and with it rxe moved ~1.6x less, perftest and bccl alike
+# (docs/measurements/copy-under-tcg-20261208.txt).
+accel=(-accel tcg,thread=multi -cpu max,-erms,-fsrm)
 if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
   accel=(-accel kvm -cpu host)
 fi
