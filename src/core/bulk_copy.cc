@@ -11,10 +11,7 @@
 #include "core/deadline.h"
 #include "core/logging.h"
 #include "core/params.h"
-
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include "core/sse2_lines.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define BCCL_SANITIZED 1
@@ -44,16 +41,7 @@ void copyWithMemcpy(void* d, const void* s, size_t n) { memcpy(d, s, n); }
 void copyWithVectors(void* dst, const void* src, size_t n) {
   char* d = static_cast<char*>(dst);
   const char* s = static_cast<const char*>(src);
-  for (; n >= 64; n -= 64, d += 64, s += 64) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
-    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 32));
-    const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 48));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), a);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 16), b);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 32), c);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 48), e);
-  }
+  n = copyWholeLines(&d, &s, n, [](__m128i* at, __m128i v) { _mm_storeu_si128(at, v); });
   memcpy(d, s, n);
 }
 #endif

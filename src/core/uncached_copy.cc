@@ -4,9 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include "core/sse2_lines.h"
 
 namespace bccl {
 
@@ -22,16 +20,7 @@ void copyUncached(void* dst, const void* src, size_t bytes, bool fence) {
   s += head;
   bytes -= head;
   // A whole cache line per iteration, so each line is written out by one burst of stores.
-  for (; bytes >= 64; bytes -= 64, d += 64, s += 64) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16));
-    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 32));
-    const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 48));
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d), a);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + 16), b);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + 32), c);
-    _mm_stream_si128(reinterpret_cast<__m128i*>(d + 48), e);
-  }
+  bytes = copyWholeLines(&d, &s, bytes, [](__m128i* at, __m128i v) { _mm_stream_si128(at, v); });
   memcpy(d, s, bytes);
   if (fence) _mm_sfence();
 #else
