@@ -171,10 +171,14 @@ void Communicator::addWakeHandles(WaitSet* set) {
   if (doorbell_ != nullptr) set->addDoorbell(doorbell_);
 }
 
+bool Communicator::sharesMachineWith(int peer) const {
+  return peers_[peer].machineHash == peers_[rank_].machineHash;
+}
+
 Status Communicator::checkPeerAlive(int peer) {
   const PeerInfo& p = peers_[peer];
   // Only a process on this machine can be looked up; remote deaths surface as closed sockets.
-  if (p.machineHash != peers_[rank_].machineHash || p.pid == peers_[rank_].pid) return Status::ok();
+  if (!sharesMachineWith(peer) || p.pid == peers_[rank_].pid) return Status::ok();
   std::ifstream stat("/proc/" + std::to_string(p.pid) + "/stat");
   std::string line;
   bool gone = !std::getline(stat, line);

@@ -72,6 +72,8 @@ class Communicator final : public ExecContext {
   void recordError(const Status& status) override;
   void addWakeHandles(WaitSet* set) override;
   Status checkPeerAlive(int peer) override;
+  // Whether `peer` runs on this machine (whatever BCCL_HOST_ID says), so /proc can tell of it.
+  bool sharesMachineWith(int peer) const;
   char* scratch(size_t bytes) override;
   bool isTurn(uint64_t ticket) const override { return serving_.load() == ticket; }
   void endTurn(uint64_t ticket) override { serving_.store(ticket + 1); }

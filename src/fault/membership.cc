@@ -272,9 +272,7 @@ StatusOr<Outcome> joinCoordinator(Communicator& parent, uint32_t seq, const Chil
     }
     if (deadline.expired())
       st = timeoutError("no answer from the coordinator " + parent.peerName(root) +
-                        (parent.peer(root).machineHash == parent.peer(parent.rank()).machineHash
-                             ? " (its process is alive)"
-                             : ""));
+                        (parent.sharesMachineWith(root) ? " (its process is alive)" : ""));
   }
   ReplyHeader r{};
   if (st.isOk()) st = recvAll(fd.value(), &r, sizeof(r), deadline, nullptr);
