@@ -27,10 +27,14 @@ namespace {
 
 const IntParam kShmSlotBytes("BCCL_SHM_SLOT_BYTES", 64 * 1024, "Bytes per shared-memory ring slot");
 const IntParam kShmSlots("BCCL_SHM_SLOTS", 16, "Slots per shared-memory ring");
+// 1 MiB: a large allgather or allreduce goes in rounds of one area each, and every round costs a
+// synchronisation; with 2 and 4 ranks 1 MiB areas gave 1.2-1.4x the busbw of 256 KiB ones at 64-256
+// MiB (8 ranks alike), while 4 MiB and more spill the two areas of every rank out of the L2s
+// (docs/measurements/board-size-20261208.txt).
 const IntParam kShmBoardBytes(
-    "BCCL_SHM_BOARD_BYTES", 256 * 1024,
+    "BCCL_SHM_BOARD_BYTES", 1024 * 1024,
     "Largest post of a 'direct' collective (all ranks share memory): e.g. an allreduce's "
-    "input; 0 turns boards off. A multiple of 64");
+    "input; 0 turns boards off. A multiple of 64, at most 16 MiB");
 // Between processes the ring is the default even for large messages: process_vm_readv pins
 // every page it reads and moves about half what memcpy does here (docs/measurements), while a
 // copy into a ring slot and out of it stays in cache, so the ring's two copies cost less memory
@@ -311,8 +315,8 @@ Status Communicator::connectShmPeers(const std::vector<int>& local) {
   const int64_t boardBytes = kShmBoardBytes.get();
   if (slotBytes < 64 || slotBytes % 64 != 0 || slots < 2)
     return invalidArgument("BCCL_SHM_SLOT_BYTES must be a multiple of 64 and BCCL_SHM_SLOTS >= 2");
-  if (boardBytes < 0 || boardBytes % 64 != 0 || boardBytes > (1 << 20))
-    return invalidArgument("BCCL_SHM_BOARD_BYTES must be a multiple of 64 in 0..1048576");
+  if (boardBytes < 0 || boardBytes % 64 != 0 || boardBytes > (16 << 20))
+    return invalidArgument("BCCL_SHM_BOARD_BYTES must be a multiple of 64 in 0..16777216");
   ShmGeometry geo{static_cast<size_t>(slotBytes), static_cast<size_t>(slots), local.size(),
                   static_cast<size_t>(boardBytes)};
   auto indexOf = [&local](int r) {
