@@ -2,7 +2,7 @@
 # compare_peers.sh: bccl against its peers on this machine, one table.
 #
 #   bench/peers/compare_peers.sh [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR]
-#                                [--no-build] [--ranks 2,4,8] [--bind core|none]
+#                                [--no-build] [--ranks 2,4,8] [--bind core|none] [--rounds K]
 #
 # Ours (bcclrun + the perf tools, over shm and over tcp) and the peers (Open MPI over shared
 # memory and over TCP, MPICH, Gloo over TCP) take turns on every cell: per collective, rank count
@@ -19,6 +19,14 @@
 # the launchers differ: Open MPI binds 2 ranks to cores and leaves oversubscribed ranks unbound,
 # MPICH and bcclrun bind nothing, and where the kernel puts unbound ranks moves results by up
 # to 1.5x between runs on 2 cores. --bind none runs every launcher with its own defaults.
+#
+# Rounds (--rounds, default 2): every cell runs all libraries in turn, then all of them again,
+# and each library's best round counts (a wrong result in any round marks it WRONG). Before
+# every run, xcore.c times how fast one CPU hands data to the other: on this VM the host moves
+# the vCPUs between placements where that rate differs 4x for seconds to minutes (memcpy's
+# bandwidth does not move), and every shared-memory collective with it. Each result line keeps
+# the rate it ran at; the table marks with '*' a number whose run saw less than half the best
+# rate of the whole run, so a ratio across such a cell compares two machines, not two libraries.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -30,6 +38,7 @@ OUT=""
 BUILD_BCCL=1
 RANKS_ARG=""
 BIND=core
+ROUNDS=2
 
 COLLS=(allreduce allgather reducescatter)
 # Ours and theirs, in the order they take turns; ours-shm is compared with every peer (a peer
@@ -53,6 +62,8 @@ usage: $0 [--budget-minutes N] [--quick] [--out FILE] [--build-dir DIR] [--no-bu
   --ranks LIST        rank counts, comma-separated (default 2,4,8; --quick: 2,4)
   --bind core|none    pin every library's rank r to the r-th allowed CPU (default core), or
                       leave placement to each launcher's defaults (none)
+  --rounds K          run every cell K times, libraries alternating, best round counts
+                      (default 2)
 EOF
 }
 
@@ -66,12 +77,17 @@ parse_args() {
       --no-build) BUILD_BCCL=0; shift ;;
       --ranks) RANKS_ARG="${2:?}"; shift 2 ;;
       --bind) BIND="${2:?}"; shift 2 ;;
+      --rounds) ROUNDS="${2:?}"; shift 2 ;;
       -h|--help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
   done
   if ! [[ "$BUDGET_MIN" =~ ^[1-9][0-9]*$ ]]; then
     echo "bad --budget-minutes: $BUDGET_MIN" >&2
+    exit 2
+  fi
+  if ! [[ "$ROUNDS" =~ ^[1-9]$ ]]; then
+    echo "bad --rounds: $ROUNDS (1-9)" >&2
     exit 2
   fi
   if [[ $BIND != core && $BIND != none ]]; then
@@ -144,6 +160,8 @@ build_peers() {
       -lgloo -pthread
   stale "$PEER_BIN/membw" "$HERE/membw.c" &&
     gcc "${cflags[@]}" -o "$PEER_BIN/membw" "$HERE/membw.c" -pthread
+  stale "$PEER_BIN/xcore" "$HERE/xcore.c" &&
+    gcc "${cflags[@]}" -o "$PEER_BIN/xcore" "$HERE/xcore.c" -pthread
   return 0
 }
 
@@ -211,14 +229,14 @@ perf_tool() {
 }
 
 # Ours: the perf tool's nccl-tests table (blocking calls, -z 1, as MPI_Allreduce and Gloo are),
-# out-of-place columns, turned into a RESULT line; wrong elements of the in-place call count too.
+# timed out of place only (-O 1), as the peers' benchmarks time it, turned into a RESULT line.
 run_ours() {
   local transport=$1 coll=$2 n=$3 size=$4 warm=$5 iters=$6 tmo=$7
   local env=()
   [[ $transport == tcp ]] && env=(-x BCCL_TRANSPORT=tcp)
   [[ $BIND == core ]] && env+=(--bind core)
   timeout -k 10 $((tmo + 10)) "$BUILD/bcclrun" --timeout "$tmo" -n "$n" "${env[@]}" \
-    "$BUILD/$(perf_tool "$coll")" -b "$size" -e "$size" -f 2 -c 1 -z 1 -n "$iters" -w "$warm" |
+    "$BUILD/$(perf_tool "$coll")" -b "$size" -e "$size" -f 2 -c 1 -z 1 -O 1 -n "$iters" -w "$warm" |
     awk -v lib="ours-$transport" -v coll="$coll" -v n="$n" -v req="$size" -v iters="$iters" '
       { sub(/^\[[0-9]+\] */, "") }
       /^#/ || NF < 9 || $1 !~ /^[0-9]+$/ { next }
@@ -265,9 +283,9 @@ allowed_cpus() {
 
 # Rank r's CPU among GLOO_CPUS, round robin.
 cpu_of_rank() {
-  local cpus
-  read -ra cpus <<<"$GLOO_CPUS"
-  echo "${cpus[$(($1 % ${#cpus[@]}))]}"
+  local list
+  read -ra list <<<"$GLOO_CPUS"
+  echo "${list[$(($1 % ${#list[@]}))]}"
 }
 
 # Gloo has no launcher: one process per rank, meeting in a FileStore directory of this run's.
@@ -300,34 +318,68 @@ run_gloo() {
 
 # ---- one run -----------------------------------------------------------------------------------
 
-declare -A R_STATUS R_TIME R_BUSBW R_WRONG EST_S FAILED_AT
+declare -A R_STATUS R_TIME R_BUSBW R_WRONG R_XCORE EST_S FAILED_AT
 RUN_NO=0
 RUN_TOTAL=0
+XCORE_ALL=()  # every probe's handoff rate, GB/s
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
+# Whether number A beats number B for a cell of SIZE: a lower time at 8 B, a higher busbw above.
+beats() {
+  awk -v a="$2" -v b="$3" -v lat=$(($1 == 8)) 'BEGIN { exit !(lat ? a < b : a > b) }'
+}
+
+# The number a result line counts by: its time at 8 B, its busbw above.
+figure() {
+  if (($1 == 8)); then field time_us "$2"; else field busbw "$2"; fi
+}
+
+# The number a recorded cell counts by.
+cell_figure() {
+  if ((${1##*|} == 8)); then echo "${R_TIME[$1]}"; else echo "${R_BUSBW[$1]}"; fi
+}
+
 record() {  # record KEY STATUS [RESULT-line]; also appends the line to the results file
-  local key=$1 status=$2 line=${3:-} lib coll n size
+  local key=$1 status=$2 line=${3:-} lib coll n size old
+  IFS='|' read -r lib coll n size <<<"$key"
+  if [[ -n $line ]]; then
+    echo "$line status=$status" >>"$OUT"
+  else
+    echo "RESULT lib=$lib coll=$coll nranks=$n req=$size status=$status" >>"$OUT"
+  fi
+  # Over rounds: a wrong round marks the cell WRONG for good, else the best correct round
+  # counts; a round without a number replaces only a cell that has none either.
+  old=${R_STATUS[$key]:-}
+  [[ $old == WRONG ]] && return
+  if [[ $old == OK && $status != WRONG ]]; then
+    [[ $status == OK ]] && beats "$size" "$(figure "$size" "$line")" "$(cell_figure "$key")" ||
+      return 0
+  fi
   R_STATUS[$key]=$status
   if [[ -n $line ]]; then
     R_TIME[$key]=$(field time_us "$line")
     R_BUSBW[$key]=$(field busbw "$line")
     R_WRONG[$key]=$(field wrong "$line")
-    echo "$line status=$status" >>"$OUT"
-  else
-    IFS='|' read -r lib coll n size <<<"$key"
-    echo "RESULT lib=$lib coll=$coll nranks=$n req=$size status=$status" >>"$OUT"
+    R_XCORE[$key]=$(field xcore "$line")
   fi
 }
 
+# How fast one CPU hands data to the other right now (xcore.c), GB/s; empty if it failed.
+probe_xcore() {
+  local line
+  line=$(timeout -k 2 30 "$PEER_BIN/xcore" 256 2>/dev/null || true)
+  field handoff_GBps "$line"
+}
+
 run_one() {
-  local lib=$1 coll=$2 n=$3 size=$4
+  local lib=$1 coll=$2 n=$3 size=$4 round=$5
   local key="$lib|$coll|$n|$size" est_key="$lib|$n|$size" warm iters secs tmo
   read -r warm iters secs tmo <<<"$(plan_for "$size")"
   RUN_NO=$((RUN_NO + 1))
   local tag
-  tag=$(printf '[%3d/%d] %-13s n=%d %5s %-11s' "$RUN_NO" "$RUN_TOTAL" "$coll" "$n" \
-    "$(human_size "$size")" "$lib")
+  tag=$(printf '[%3d/%d] %-13s n=%d %5s r%d %-11s' "$RUN_NO" "$RUN_TOTAL" "$coll" "$n" \
+    "$(human_size "$size")" "$round" "$lib")
 
   # A library that timed out at a smaller size of this cell's row would only time out again.
   if [[ -n ${FAILED_AT["$lib|$coll|$n"]:-} ]]; then
@@ -352,6 +404,10 @@ run_one() {
   fi
   ((tmo <= left_s + 30)) || tmo=$((left_s + 30))
 
+  local xcore
+  xcore=$(probe_xcore)
+  [[ -z $xcore ]] || XCORE_ALL+=("$xcore")
+
   # stdout (rank 0's RESULT line) apart from stderr, where other ranks' messages may land mid-line.
   local logf errf rc=0
   logf="$(mktemp)"
@@ -370,6 +426,7 @@ run_one() {
 
   local line status
   line=$(grep -m1 '^RESULT ' "$logf" || true)
+  [[ -z $line ]] || line+=" round=$round xcore=${xcore:-n/a}"
   # The benchmarks name their wrong elements on stderr ("# rank ..."); keep them in the results.
   grep 'wrong' "$errf" | head -20 | sed 's/^/#   /' >>"$OUT" || true
   if ((rc == 124 || rc == 137)); then
@@ -386,7 +443,7 @@ run_one() {
   fi
   record "$key" "$status" "$line"
   if [[ $status == OK || $status == WRONG ]]; then
-    log "$tag $(field time_us "$line") us  $(field busbw "$line") GB/s  ($took) $status"
+    log "$tag $(field time_us "$line") us  $(field busbw "$line") GB/s  ($took, xcore ${xcore:-n/a} GB/s) $status"
   else
     log "$tag $status ($took, timeout ${tmo}s)"
     [[ $status == TIMEOUT ]] || tail -3 "$errf" | sed 's/^/    /' >&2
@@ -449,11 +506,10 @@ membw_bound_line() {
 cell() {
   local key=$1 size=$2 st=${R_STATUS[$1]:-}
   case $st in
-    OK) if ((size == 8)); then
-          awk -v t="${R_TIME[$key]}" 'BEGIN { printf(t >= 100 ? "%.0f\n" : "%.2f\n", t) }'
-        else
-          awk -v b="${R_BUSBW[$key]}" 'BEGIN { printf(b >= 0.1 ? "%.2f\n" : "%.3f\n", b) }'
-        fi ;;
+    OK) awk -v v="$(cell_figure "$key")" -v lat=$((size == 8)) -v x="${R_XCORE[$key]:-}" \
+          -v best="$(best_xcore)" 'BEGIN {
+            printf(lat ? (v >= 100 ? "%.0f" : "%.2f") : (v >= 0.1 ? "%.2f" : "%.3f"), v)
+            printf("%s\n", (x ~ /^[0-9.]+$/ && best > 0 && x < best / 2) ? "*" : "") }' ;;
     WRONG) echo "WRONG(${R_WRONG[$key]})" ;;
     TIMEOUT) echo "timeout" ;;
     SKIP-budget) echo "skip:budget" ;;
@@ -462,6 +518,21 @@ cell() {
     FAIL*) echo "fail" ;;
     *) echo "-" ;;
   esac
+}
+
+# The best cross-core handoff rate of the whole run (0: no probe worked).
+best_xcore() {
+  printf '%s\n' "${XCORE_ALL[@]:-0}" | sort -g | tail -1
+}
+
+# One line on the cross-core handoff rates the runs saw.
+xcore_line() {
+  ((${#XCORE_ALL[@]} > 0)) || { echo "cross-core handoff: not measured (xcore failed)"; return; }
+  printf '%s\n' "${XCORE_ALL[@]}" | sort -g | awk '{ v[NR] = $1 } END {
+    slow = 0
+    for (i = 1; i <= NR; ++i) if (v[i] < v[NR] / 2) ++slow
+    printf "cross-core handoff before each run (xcore, GB/s): min %.2f, median %.2f, best %.2f; ", v[1], v[int((NR + 1) / 2)], v[NR]
+    printf "%d of %d runs saw less than half the best (their numbers, when they count, are marked *)\n", slow, NR }'
 }
 
 # Ours against the best peer that gave a correct number: how many times better ours is (>1: ours
@@ -473,15 +544,14 @@ ratio() {
   [[ ${R_STATUS[$okey]:-} == OK || ${R_STATUS[$okey]:-} == WRONG ]] || { echo "-"; return; }
   for p; do
     [[ ${R_STATUS["$p|$coll|$n|$size"]:-} == OK ]] || continue
-    if ((size == 8)); then v=${R_TIME["$p|$coll|$n|$size"]}; else v=${R_BUSBW["$p|$coll|$n|$size"]}; fi
-    if [[ -z $best ]] || awk -v v="$v" -v b="$best" -v lat=$((size == 8)) \
-      'BEGIN { exit !(lat ? v < b : v > b) }'; then
+    v=$(cell_figure "$p|$coll|$n|$size")
+    if [[ -z $best ]] || beats "$size" "$v" "$best"; then
       best=$v best_lib=$p
     fi
   done
   [[ -n $best ]] || { echo "no peer"; return; }
   local mine
-  if ((size == 8)); then mine=${R_TIME[$okey]}; else mine=${R_BUSBW[$okey]}; fi
+  mine=$(cell_figure "$okey")
   awk -v m="$mine" -v b="$best" -v lat=$((size == 8)) -v p="$best_lib" -v w="${R_STATUS[$okey]}" \
     'BEGIN { r = lat ? (m > 0 ? b / m : 0) : (b > 0 ? m / b : 0)
              printf "%.2f %s%s", r, p, (w == "WRONG" ? " (ours WRONG)" : "") }'
@@ -511,6 +581,8 @@ print_table() {
   [[ -n $MEMBW_T1 ]] && echo "memcpy 256 MiB, 1 thread: $(field copy_GBps "$MEMBW_T1") GB/s copied, $(field traffic_GBps "$MEMBW_T1") GB/s traffic"
   [[ -n $MEMBW_T2 ]] && echo "memcpy 256 MiB, 2 threads: $(field copy_GBps "$MEMBW_T2") GB/s copied, $(field traffic_GBps "$MEMBW_T2") GB/s traffic"
   membw_bound_line
+  xcore_line
+  echo "each library's best of $ROUNDS round(s) per cell, libraries alternating within each round."
   local skipped=0 k
   for k in "${!R_STATUS[@]}"; do [[ ${R_STATUS[$k]} == SKIP-budget ]] && skipped=$((skipped + 1)); done
   ((skipped == 0)) || echo "$skipped run(s) did not fit the ${BUDGET_MIN}-minute budget (skip:budget); rerun with a larger --budget-minutes."
@@ -530,13 +602,15 @@ main() {
     echo "# compare_peers.sh $(date -Is) on $(hostname), $(nproc) cores, bccl tools in $BUILD (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), build=$BUILD_BCCL)"
     echo "# budget ${BUDGET_MIN} min, quick=$QUICK, ranks bound: $BIND, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$OUT"
-  RUN_TOTAL=$((${#NRANKS_LIST[@]} * ${#COLLS[@]} * ${#SIZES[@]} * ${#LIBS[@]}))
+  RUN_TOTAL=$((${#NRANKS_LIST[@]} * ${#COLLS[@]} * ${#SIZES[@]} * ${#LIBS[@]} * ROUNDS))
   measure_membw
-  local n coll size lib
+  local n coll size lib round
   for n in "${NRANKS_LIST[@]}"; do
     for coll in "${COLLS[@]}"; do
       for size in "${SIZES[@]}"; do
-        for lib in "${LIBS[@]}"; do run_one "$lib" "$coll" "$n" "$size"; done
+        for ((round = 1; round <= ROUNDS; ++round)); do
+          for lib in "${LIBS[@]}"; do run_one "$lib" "$coll" "$n" "$size" "$round"; done
+        done
       done
     done
   done

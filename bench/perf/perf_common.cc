@@ -335,7 +335,7 @@ std::string TimeStr(double us) {
 
 void Runner::Row(bcclDataType_t dtype, bcclRedOp_t op, const Inputs& in, size_t count) {
   const Layout lay = coll_.GetLayout(count, rank_, nranks_);
-  const bool has_in_place = coll_.HasInPlace();
+  const bool has_in_place = coll_.HasInPlace() && !opt_.out_of_place_only;
   CellResult cells[2];
   cells[0] = Cell(false, dtype, op, in, count, lay);
   if (has_in_place) cells[1] = Cell(true, dtype, op, in, count, lay);
@@ -449,10 +449,10 @@ void PrintHeader(const Collective& coll, const Options& o, bcclComm_t comm, int 
               version % 100, version, nranks, transport && *transport ? transport : "(unset)");
   std::printf(
       "# minBytes %zu maxBytes %zu step: %zu(%s) warmup iters: %d iters: %d "
-      "validation: %d blocking: %d per-call: %d\n",
+      "validation: %d blocking: %d per-call: %d out-of-place-only: %d\n",
       o.min_bytes, o.max_bytes, o.step_factor > 1 ? o.step_factor : o.step_bytes,
       o.step_factor > 1 ? "factor" : "bytes", o.warmup, o.iters, o.check ? 1 : 0,
-      o.blocking ? 1 : 0, o.per_call ? 1 : 0);
+      o.blocking ? 1 : 0, o.per_call ? 1 : 0, o.out_of_place_only ? 1 : 0);
   std::printf("#\n# Using ranks\n");
   for (int r = 0; r < nranks; ++r) {
     all[r].host[sizeof all[r].host - 1] = '\0';

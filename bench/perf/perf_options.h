@@ -24,6 +24,8 @@ struct Options {
   bool blocking = false;
   // Time every call on its own and print each row's spread (needs blocking calls).
   bool per_call = false;
+  // Time only the out-of-place loop.
+  bool out_of_place_only = false;
 };
 
 // Whether this process should print usage and flag errors (before the rank is known).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The perf tools' per-call spread (-P 1): one line per row and cell, its points in order
 # (min <= p50 <= p90 <= max, all above zero), the table itself unchanged; and -P without
-# blocking calls refused (a call on a stream returns once enqueued: its time means nothing).
+# blocking calls refused (a call on a stream returns once enqueued: its time means nothing);
+# and -O 1 (out of place only): the in-place columns N/A, one per-call line per row.
 # Usage: perf_per_call_test.sh BUILD_DIR
 set -u
 build=${1:?usage: $0 BUILD_DIR}
@@ -28,9 +29,20 @@ bad=$(awk '/^\[0\] # per-call / {
 rc=$?
 [ $rc -ne 0 ] || fail "-P 1 without -z 1 was accepted"
 
+oop=$("$build/bcclrun" -n 2 --timeout 120 "$build/all_reduce_perf" -b 1K -e 4K -f 4 -w 2 -n 10 \
+  -z 1 -P 1 -O 1 2>&1)
+rc=$?
+[ $rc -eq 0 ] || fail "all_reduce_perf -O 1 exited $rc"
+grep -q "Out of bounds values : 0 OK" <<<"$oop" || fail "wrong results with -O 1"
+oop_rows=$(grep -cE '^\[0\] +[0-9]+ .* 0 +N/A +N/A +N/A +N/A$' <<<"$oop")
+[ "$oop_rows" -eq 2 ] || fail "expected 2 rows timed out of place only, got $oop_rows"
+oop_spreads=$(grep -c '^\[0\] # per-call .*out-of-place' <<<"$oop")
+[ "$(grep -c '^\[0\] # per-call ' <<<"$oop")" -eq 2 ] && [ "$oop_spreads" -eq 2 ] ||
+  fail "expected one out-of-place per-call line per row with -O 1"
+
 if [ $failures -eq 0 ]; then
-  echo "ok: $spreads per-call lines for $rows rows; -P without -z refused"
+  echo "ok: $spreads per-call lines for $rows rows; -P without -z refused; -O 1 times out of place only"
 else
-  printf '%s\n' "$out" | tail -20
+  printf '%s\n' "$out" "$oop" | tail -30
 fi
 exit $((failures > 0))
