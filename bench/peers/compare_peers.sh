@@ -507,9 +507,9 @@ cell() {
   local key=$1 size=$2 st=${R_STATUS[$1]:-}
   case $st in
     OK) awk -v v="$(cell_figure "$key")" -v lat=$((size == 8)) -v x="${R_XCORE[$key]:-}" \
-          -v best="$(best_xcore)" 'BEGIN {
+          -v slow="$XCORE_SLOW_BELOW" 'BEGIN {
             printf(lat ? (v >= 100 ? "%.0f" : "%.2f") : (v >= 0.1 ? "%.2f" : "%.3f"), v)
-            printf("%s\n", (x ~ /^[0-9.]+$/ && best > 0 && x < best / 2) ? "*" : "") }' ;;
+            printf("%s\n", (x ~ /^[0-9.]+$/ && x < slow) ? "*" : "") }' ;;
     WRONG) echo "WRONG(${R_WRONG[$key]})" ;;
     TIMEOUT) echo "timeout" ;;
     SKIP-budget) echo "skip:budget" ;;
@@ -520,19 +520,18 @@ cell() {
   esac
 }
 
-# The best cross-core handoff rate of the whole run (0: no probe worked).
-best_xcore() {
-  printf '%s\n' "${XCORE_ALL[@]:-0}" | sort -g | tail -1
-}
+# A run whose probe read below this (half the run's best handoff rate) ran in the slow placement
+# (0: no probe worked, nothing counts as slow). Set by print_table before the cells use it.
+XCORE_SLOW_BELOW=0
 
 # One line on the cross-core handoff rates the runs saw.
 xcore_line() {
   ((${#XCORE_ALL[@]} > 0)) || { echo "cross-core handoff: not measured (xcore failed)"; return; }
-  printf '%s\n' "${XCORE_ALL[@]}" | sort -g | awk '{ v[NR] = $1 } END {
-    slow = 0
-    for (i = 1; i <= NR; ++i) if (v[i] < v[NR] / 2) ++slow
+  printf '%s\n' "${XCORE_ALL[@]}" | sort -g | awk -v slow="$XCORE_SLOW_BELOW" '{ v[NR] = $1 } END {
+    n = 0
+    for (i = 1; i <= NR; ++i) if (v[i] < slow) ++n
     printf "cross-core handoff before each run (xcore, GB/s): min %.2f, median %.2f, best %.2f; ", v[1], v[int((NR + 1) / 2)], v[NR]
-    printf "%d of %d runs saw less than half the best (their numbers, when they count, are marked *)\n", slow, NR }'
+    printf "%d of %d runs saw less than half the best (their numbers, when they count, are marked *)\n", n, NR }'
 }
 
 # Ours against the best peer that gave a correct number: how many times better ours is (>1: ours
@@ -559,6 +558,7 @@ ratio() {
 
 print_table() {
   local coll n size lib row
+  XCORE_SLOW_BELOW=$(printf '%s\n' "${XCORE_ALL[@]:-0}" | sort -g | tail -1 | awk '{ print $1 / 2 }')
   echo "bccl vs peers: latency in us at 8 B, busbw in GB/s above (nccl-tests definitions)."
   echo "ratio = ours vs the best correct peer, >1 means ours is better (time: peer/ours; busbw: ours/peer)."
   echo "shm ratio: ours-shm vs ${SHM_PEERS[*]}; tcp ratio: ours-tcp vs ${TCP_PEERS[*]}."
